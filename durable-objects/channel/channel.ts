@@ -1,0 +1,397 @@
+import { DurableObject } from "cloudflare:workers";
+import {
+  encodeFrame,
+  ErrorCode,
+  Limits,
+  splitAddress,
+  type DeliverMessage,
+  type PubMessage,
+} from "../../wire/index.ts";
+import type { AckResult, ChannelRoute, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
+import { EventOutbox, type LoggedEvent } from "./events.ts";
+
+/** Unacknowledged messages in flight to one destination (the credit window). */
+const WINDOW_MESSAGES = 4096;
+const WINDOW_BYTES = 16 * 1024 * 1024;
+/** One deliver frame carries at most this much. */
+const BATCH_MESSAGES = 512;
+const BATCH_BYTES = 4 * 1024 * 1024;
+/** Without ack progress for this long, in-flight messages are pushed again. */
+const REDELIVER_AFTER_MS = 30_000;
+const ALARM_EVERY_MS = 30_000;
+
+type Cursor = { next: number; acked: number };
+
+type MessageRow = {
+  dseq: number;
+  id: string;
+  seq: number;
+  created_at: number;
+  accepted_at: number;
+  expires_at: number | null;
+  content_type: string;
+  size: number;
+  sha256: string;
+  fields: string | null;
+  payload: ArrayBuffer;
+};
+
+function asBuffer(p: Uint8Array): ArrayBuffer {
+  // SQLite bindings take an ArrayBuffer; copy only when `p` is a view.
+  return p.byteOffset === 0 && p.byteLength === p.buffer.byteLength ? (p.buffer as ArrayBuffer) : (p.slice().buffer as ArrayBuffer);
+}
+
+/**
+ * The channel object: one per source address (`tenant:connector/channel`).
+ * It sequences and dedups what the source sends (exact, by the sender's
+ * sequence high-water mark per spool epoch), stores each message once in
+ * SQLite and acknowledges only after the commit, then fans it out: every
+ * destination has its own stream sequence (`dseq`), cursor and credit
+ * window, so a slow or offline destination never holds another back.
+ */
+export class ChannelObject extends DurableObject<Env> {
+  private readonly sql: SqlStorage;
+  private readonly events: EventOutbox;
+  private tenant = "";
+  private source = "";
+  private epoch = "";
+  private hwm = 0;
+  private nextMseq = 1;
+  private routes: ChannelRoute[] = [];
+  private cursors = new Map<string, Cursor>();
+  // In memory only: what was pushed and not yet acknowledged. Lost on
+  // eviction, which only means a harmless redelivery the receiver dedups.
+  private sent = new Map<string, number>();
+  private lastProgress = new Map<string, number>();
+  private offline = new Set<string>();
+  private pumping = new Set<string>();
+  private again = new Set<string>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+      CREATE TABLE IF NOT EXISTS retired_epochs (epoch TEXT PRIMARY KEY);
+      CREATE TABLE IF NOT EXISTS routes (destination TEXT PRIMARY KEY, ttl_seconds INTEGER NOT NULL, protection TEXT NOT NULL, archive INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS cursors (destination TEXT PRIMARY KEY, next_dseq INTEGER NOT NULL, acked INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS messages (
+        mseq INTEGER PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, created_at INTEGER NOT NULL,
+        accepted_at INTEGER NOT NULL, expires_at INTEGER, content_type TEXT NOT NULL, size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL, fields TEXT, payload BLOB NOT NULL, pending INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS outq (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
+    `);
+    this.events = new EventOutbox(ctx, env);
+    this.load();
+  }
+
+  /** (Re)reads the in-memory view from SQLite: at start, and after a failed transaction. */
+  private load(): void {
+    const meta = new Map(this.sql.exec<{ k: string; v: string }>("SELECT k, v FROM meta").toArray().map((r) => [r.k, r.v]));
+    this.tenant = meta.get("tenant") ?? "";
+    this.source = meta.get("source") ?? "";
+    this.epoch = meta.get("epoch") ?? "";
+    this.hwm = Number(meta.get("hwm") ?? 0);
+    this.nextMseq = Number(meta.get("next_mseq") ?? 1);
+    this.routes = this.sql
+      .exec<{ destination: string; ttl_seconds: number; protection: string; archive: number }>("SELECT * FROM routes ORDER BY destination")
+      .toArray()
+      .map((r) => ({ destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1 }));
+    this.cursors = new Map(
+      this.sql
+        .exec<{ destination: string; next_dseq: number; acked: number }>("SELECT * FROM cursors")
+        .toArray()
+        .map((r) => [r.destination, { next: r.next_dseq, acked: r.acked }]),
+    );
+  }
+
+  private identify(tenant: string, source: string): void {
+    if (this.tenant === tenant && this.source === source) return;
+    if (this.tenant !== "" && (this.tenant !== tenant || this.source !== source)) {
+      // Names are derived from tenant and source, so this is a routing bug, never a user error.
+      throw new Error(`channel object of ${this.tenant}:${this.source} addressed as ${tenant}:${source}`);
+    }
+    this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('tenant', ?), ('source', ?)", tenant, source);
+    this.tenant = tenant;
+    this.source = source;
+    this.events.identify(tenant, source);
+  }
+
+  /** Replaces this source's routes (pushed by the admin API after D1 changes). */
+  async configure(tenant: string, source: string, routes: ChannelRoute[]): Promise<void> {
+    this.identify(tenant, source);
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("DELETE FROM routes");
+      for (const r of routes) {
+        this.sql.exec("INSERT INTO routes VALUES (?, ?, ?, ?)", r.destination, r.ttlSeconds, r.protection, r.archive ? 1 : 0);
+        this.sql.exec("INSERT OR IGNORE INTO cursors VALUES (?, 1, 0)", r.destination);
+      }
+    });
+    this.load();
+  }
+
+  /**
+   * Accepts a batch from the source connector. Exactly once: seq <= hwm is a
+   * duplicate (acknowledged again, stored nothing), seq == hwm + 1 is stored,
+   * anything further ahead stops the batch with a gap. All of one batch is one
+   * transaction, so one commit (one fsync) for many messages.
+   */
+  async publish(req: PublishRequest): Promise<PublishResult> {
+    this.identify(req.tenant, req.source);
+    if (this.routes.length === 0) {
+      return { ok: false, code: ErrorCode.NO_ROUTE, message: `no route from ${req.source}; the connector keeps the messages and retries` };
+    }
+    if (req.epoch !== this.epoch) {
+      const retired = this.sql.exec("SELECT 1 FROM retired_epochs WHERE epoch = ?", req.epoch).toArray().length > 0;
+      if (retired) return { ok: false, code: ErrorCode.STALE_EPOCH, message: `spool epoch ${req.epoch} was replaced by a newer one` };
+      const first = req.msgs[0];
+      if (this.epoch !== "" && first?.seq !== 1) {
+        return { ok: false, code: ErrorCode.STALE_EPOCH, message: `a new spool epoch must start at seq 1, got ${first?.seq}` };
+      }
+    }
+    const now = Date.now();
+    let accepted = 0;
+    let duplicates = 0;
+    let gap: { expected: number } | undefined;
+    const logged: LoggedEvent[] = [];
+    try {
+      this.ctx.storage.transactionSync(() => {
+        if (req.epoch !== this.epoch) {
+          if (this.epoch !== "") this.sql.exec("INSERT OR IGNORE INTO retired_epochs VALUES (?)", this.epoch);
+          this.epoch = req.epoch;
+          this.hwm = 0;
+        }
+        for (let i = 0; i < req.msgs.length; i++) {
+          const m = req.msgs[i] as PubMessage;
+          const payload = req.payloads[i] as Uint8Array;
+          if (m.seq <= this.hwm) {
+            duplicates++;
+            continue;
+          }
+          if (m.seq !== this.hwm + 1) {
+            gap = { expected: this.hwm + 1 };
+            break;
+          }
+          const mseq = this.nextMseq++;
+          const ttl = Math.min(...this.routes.map((r) => r.ttlSeconds));
+          this.sql.exec(
+            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            mseq, m.id, m.seq, m.createdAt, now, now + ttl * 1000, m.contentType, m.size, m.sha256,
+            m.fields ? JSON.stringify(m.fields) : null, asBuffer(payload), this.routes.length,
+          );
+          for (const r of this.routes) {
+            const cur = this.cursorFor(r.destination);
+            this.sql.exec("INSERT INTO outq VALUES (?, ?, ?)", r.destination, cur.next, mseq);
+            cur.next++;
+          }
+          this.hwm = m.seq;
+          accepted++;
+          logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, detail: m.fields ?? null });
+        }
+        this.sql.exec(
+          "INSERT OR REPLACE INTO meta (k, v) VALUES ('epoch', ?), ('hwm', ?), ('next_mseq', ?)",
+          this.epoch, String(this.hwm), String(this.nextMseq),
+        );
+        for (const [d, c] of this.cursors) this.sql.exec("UPDATE cursors SET next_dseq = ? WHERE destination = ?", c.next, d);
+        this.events.stage(logged);
+      });
+    } catch (e) {
+      // Nothing of the batch was committed: forget what memory thinks happened.
+      this.load();
+      console.error("channel publish failed", e);
+      return { ok: false, code: ErrorCode.STORAGE, message: `the edge could not store the batch (${(e as Error).message}); nothing was accepted, resend it` };
+    }
+    if (accepted > 0) {
+      for (const r of this.routes) this.kick(r.destination);
+      this.events.flushSoon();
+      await this.ensureAlarm();
+    }
+    return gap ? { ok: true, upTo: this.hwm, accepted, duplicates, gap } : { ok: true, upTo: this.hwm, accepted, duplicates };
+  }
+
+  private cursorFor(destination: string): Cursor {
+    let c = this.cursors.get(destination);
+    if (!c) {
+      c = { next: 1, acked: 0 };
+      this.cursors.set(destination, c);
+      this.sql.exec("INSERT OR IGNORE INTO cursors VALUES (?, 1, 0)", destination);
+    }
+    return c;
+  }
+
+  /** The destination connector acknowledges every dseq <= upTo as durably delivered. */
+  async ack(tenant: string, source: string, destination: string, upTo: number): Promise<AckResult> {
+    this.identify(tenant, source);
+    const cur = this.cursors.get(destination);
+    if (!cur) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `no stream ${source} -> ${destination}` };
+    if (upTo <= cur.acked) return { ok: true, acked: cur.acked };
+    if (upTo >= cur.next) {
+      return { ok: false, code: ErrorCode.BAD_ACK, message: `ack up to ${upTo} but ${source} -> ${destination} has only sent up to ${cur.next - 1}` };
+    }
+    const from = cur.acked + 1;
+    const now = Date.now();
+    const rows = this.sql
+      .exec<{ id: string; seq: number; size: number; sha256: string }>(
+        "SELECT m.id, m.seq, m.size, m.sha256 FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq BETWEEN ? AND ? ORDER BY o.dseq",
+        destination, from, upTo,
+      )
+      .toArray();
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec(
+        "UPDATE messages SET pending = pending - 1 WHERE mseq IN (SELECT mseq FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?)",
+        destination, from, upTo,
+      );
+      this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?", destination, from, upTo);
+      this.sql.exec("DELETE FROM messages WHERE pending <= 0");
+      this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, detail: null })));
+    });
+    cur.acked = upTo;
+    if ((this.sent.get(destination) ?? 0) < upTo) this.sent.set(destination, upTo);
+    this.lastProgress.set(destination, now);
+    this.events.flushSoon();
+    this.kick(destination);
+    if (rows.length > 0) await this.receipt(destination, rows.map((r) => r.id), now);
+    return { ok: true, acked: upTo };
+  }
+
+  /** Receipts travel back to the sender; best effort, the event log has the record. */
+  private async receipt(destination: string, ids: string[], at: number): Promise<void> {
+    const { connector, channel } = splitAddress(this.source);
+    try {
+      for (let i = 0; i < ids.length; i += Limits.MAX_MESSAGES_PER_FRAME) {
+        const frame = encodeFrame({ t: "receipt", ch: channel, dst: destination, status: "delivered", ids: ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at });
+        await this.session(connector).notify(frame);
+      }
+    } catch (e) {
+      console.warn("receipt not sent", e);
+    }
+  }
+
+  /** The receiver saw a gap (or lost a frame): push again from `from`. */
+  async resend(tenant: string, source: string, destination: string, from: number): Promise<AckResult> {
+    this.identify(tenant, source);
+    const cur = this.cursors.get(destination);
+    if (!cur) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `no stream ${source} -> ${destination}` };
+    this.sent.set(destination, Math.max(cur.acked, Math.min(from - 1, cur.next - 1)));
+    this.offline.delete(destination);
+    this.kick(destination);
+    return { ok: true, acked: cur.acked };
+  }
+
+  /** The destination connector (re)connected: push what it has not acknowledged. */
+  async attach(tenant: string, source: string, destinations: string[]): Promise<void> {
+    this.identify(tenant, source);
+    for (const d of destinations) {
+      const cur = this.cursors.get(d);
+      if (!cur) continue;
+      this.sent.set(d, cur.acked);
+      this.offline.delete(d);
+      this.kick(d);
+    }
+  }
+
+  async status(): Promise<{ source: string; epoch: string; hwm: number; streams: StreamStatus[] }> {
+    const streams = [...this.cursors].map(([destination, c]) => ({
+      destination,
+      nextDseq: c.next,
+      acked: c.acked,
+      queued: c.next - 1 - c.acked,
+      online: !this.offline.has(destination),
+    }));
+    return { source: this.source, epoch: this.epoch, hwm: this.hwm, streams };
+  }
+
+  private session(connector: string) {
+    return this.env.SESSION.get(this.env.SESSION.idFromName(`${this.tenant}:${connector}`));
+  }
+
+  private kick(destination: string): void {
+    this.pump(destination).catch((e: unknown) => console.error("pump failed", destination, e));
+  }
+
+  /**
+   * Pushes queued messages to one destination in dseq order, in frames of
+   * many messages, while the credit window allows. One pump per destination
+   * at a time; a kick during a pump runs it once more afterwards.
+   */
+  private async pump(destination: string): Promise<void> {
+    if (this.pumping.has(destination)) {
+      this.again.add(destination);
+      return;
+    }
+    this.pumping.add(destination);
+    try {
+      const connector = splitAddress(destination).connector;
+      for (;;) {
+        if (this.offline.has(destination)) return;
+        const cur = this.cursors.get(destination);
+        if (!cur) return;
+        const sent = Math.max(this.sent.get(destination) ?? cur.acked, cur.acked);
+        const room = WINDOW_MESSAGES - (sent - cur.acked);
+        if (room <= 0 || sent >= cur.next - 1) return;
+        const rows = this.sql
+          .exec<MessageRow>(
+            `SELECT o.dseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload
+               FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq > ? ORDER BY o.dseq LIMIT ?`,
+            destination, sent, Math.min(room, BATCH_MESSAGES),
+          )
+          .toArray();
+        if (rows.length === 0) return;
+        const msgs: DeliverMessage[] = [];
+        const payloads: Uint8Array[] = [];
+        let bytes = 0;
+        for (const r of rows) {
+          if (msgs.length > 0 && bytes + r.size > Math.min(BATCH_BYTES, WINDOW_BYTES)) break;
+          msgs.push({
+            dseq: r.dseq, id: r.id, source: this.source, seq: r.seq, createdAt: r.created_at, acceptedAt: r.accepted_at,
+            expiresAt: r.expires_at, contentType: r.content_type, size: r.size, sha256: r.sha256,
+            ...(r.fields ? { fields: JSON.parse(r.fields) as Record<string, string> } : {}),
+          });
+          payloads.push(new Uint8Array(r.payload));
+          bytes += r.size;
+        }
+        const frame = encodeFrame({ t: "deliver", src: this.source, dst: destination, msgs }, payloads);
+        const delivered = await this.session(connector).deliver(frame);
+        if (!delivered) {
+          // Store and forward: it stays queued until the destination attaches again.
+          this.offline.add(destination);
+          return;
+        }
+        const last = msgs[msgs.length - 1] as DeliverMessage;
+        this.sent.set(destination, Math.max(this.sent.get(destination) ?? 0, last.dseq));
+        if (!this.lastProgress.has(destination)) this.lastProgress.set(destination, Date.now());
+      }
+    } finally {
+      this.pumping.delete(destination);
+      if (this.again.delete(destination)) this.kick(destination);
+    }
+  }
+
+  private async ensureAlarm(): Promise<void> {
+    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + ALARM_EVERY_MS);
+  }
+
+  /**
+   * The safety net: retries event-log writes, and pushes again to
+   * destinations that made no progress (a lost frame or a silent
+   * disconnect). Re-arms itself while anything is queued or unlogged.
+   */
+  override async alarm(): Promise<void> {
+    await this.events.flush();
+    const now = Date.now();
+    let queued = false;
+    for (const [d, c] of this.cursors) {
+      if (c.next - 1 <= c.acked) continue;
+      queued = true;
+      const since = this.lastProgress.get(d) ?? 0;
+      if (now - since >= REDELIVER_AFTER_MS) {
+        this.sent.set(d, c.acked);
+        this.offline.delete(d);
+        this.lastProgress.set(d, now);
+        this.kick(d);
+      }
+    }
+    if (queued || this.events.pending() > 0) await this.ctx.storage.setAlarm(now + ALARM_EVERY_MS);
+  }
+}

@@ -1,0 +1,35 @@
+import type { ErrorCode, PubMessage } from "../../wire/index.ts";
+
+/** A route as the channel object keeps it (its own copy of D1's row). */
+export type ChannelRoute = {
+  destination: string;
+  ttlSeconds: number;
+  protection: string;
+  archive: boolean;
+};
+
+export type PublishRequest = {
+  tenant: string;
+  source: string;
+  epoch: string;
+  msgs: PubMessage[];
+  payloads: Uint8Array[];
+};
+
+/**
+ * `upTo` is the cumulative high-water mark after this call: everything at or
+ * below it is committed. `gap` is set when the batch skipped ahead.
+ */
+export type PublishResult =
+  | { ok: true; upTo: number; accepted: number; duplicates: number; gap?: { expected: number } }
+  | { ok: false; code: ErrorCode; message: string; upTo?: number };
+
+export type AckResult = { ok: true; acked: number } | { ok: false; code: ErrorCode; message: string };
+
+export type StreamStatus = {
+  destination: string;
+  nextDseq: number;
+  acked: number;
+  queued: number;
+  online: boolean;
+};

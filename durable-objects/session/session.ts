@@ -1,0 +1,227 @@
+import { DurableObject } from "cloudflare:workers";
+import {
+  CloseCode,
+  decodeFrame,
+  encodeFrame,
+  ErrorCode,
+  errorFrame,
+  HEARTBEAT_PING,
+  HEARTBEAT_PONG,
+  PROTOCOL_VERSION,
+  splitAddress,
+  WireError,
+  type AckFrame,
+  type PubFrame,
+  type ResendFrame,
+} from "../../wire/index.ts";
+
+/** Seconds between the connector's pings; told to it in the welcome frame. */
+export const HEARTBEAT_SECONDS = 15;
+
+type Attachment = { tenant: string; connector: string; connectedAt: number };
+
+/**
+ * The session object: one per connector. It owns the connector's
+ * hibernatable WebSocket (accepted here, so an idle connector costs nothing),
+ * hands what the connector publishes to the channel objects, and pushes
+ * what channel objects deliver. It keeps no message state itself.
+ */
+export class ConnectorSession extends DurableObject<Env> {
+  // Per source channel: publishes are handed on one after another, so a
+  // batch never overtakes the one before it while an RPC is in flight.
+  private chains = new Map<string, Promise<void>>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    // Answered by the runtime without waking the object: heartbeats stay free.
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(HEARTBEAT_PING, HEARTBEAT_PONG));
+  }
+
+  /** The Worker forwards an authenticated upgrade here (it set the identity headers). */
+  override async fetch(request: Request): Promise<Response> {
+    const tenant = request.headers.get("x-ferry-tenant");
+    const connector = request.headers.get("x-ferry-connector");
+    if (!tenant || !connector || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+      return new Response("session objects take authenticated WebSocket upgrades only", { status: 400 });
+    }
+    // One live connection per connector: the newest wins.
+    for (const old of this.ctx.getWebSockets()) {
+      try {
+        old.close(CloseCode.REPLACED, "replaced by a newer connection of this connector");
+      } catch {
+        // already closing
+      }
+    }
+    const pair = new WebSocketPair();
+    const client = pair[0];
+    const server = pair[1];
+    this.ctx.acceptWebSocket(server);
+    const att: Attachment = { tenant, connector, connectedAt: Date.now() };
+    server.serializeAttachment(att);
+    server.send(
+      encodeFrame({ t: "welcome", v: PROTOCOL_VERSION, tenant, connector, heartbeat: HEARTBEAT_SECONDS, region: this.env.FERRY_REGION }),
+    );
+    this.ctx.waitUntil(this.attachInbound(att));
+    return new Response(null, { status: 101, webSocket: client });
+  }
+
+  /** Tells every channel object that routes to this connector to push what is queued. */
+  private async attachInbound(att: Attachment): Promise<void> {
+    try {
+      const { results } = await this.env.DB.prepare(
+        "SELECT source, destination FROM routes WHERE tenant = ? AND destination_connector = ?",
+      )
+        .bind(att.tenant, att.connector)
+        .all<{ source: string; destination: string }>();
+      const bySource = new Map<string, string[]>();
+      for (const r of results) bySource.set(r.source, [...(bySource.get(r.source) ?? []), r.destination]);
+      await Promise.all([...bySource].map(([source, dsts]) => this.channel(att.tenant, source).attach(att.tenant, source, dsts)));
+    } catch (e) {
+      // The channel objects' alarms push again on their own; this only speeds it up.
+      console.warn("attach after connect failed", e);
+    }
+  }
+
+  private channel(tenant: string, source: string) {
+    return this.env.CHANNEL.get(this.env.CHANNEL.idFromName(`${tenant}:${source}`));
+  }
+
+  private current(): WebSocket | undefined {
+    let best: WebSocket | undefined;
+    let bestAt = -1;
+    for (const ws of this.ctx.getWebSockets()) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      const att = ws.deserializeAttachment() as Attachment | null;
+      if (att && att.connectedAt > bestAt) {
+        best = ws;
+        bestAt = att.connectedAt;
+      }
+    }
+    return best;
+  }
+
+  /** A channel object pushes a deliver frame; false means the connector is offline. */
+  async deliver(frame: Uint8Array): Promise<boolean> {
+    const ws = this.current();
+    if (!ws) return false;
+    try {
+      ws.send(frame);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Receipts and other notices: sent if connected, otherwise dropped (they are in the event log). */
+  async notify(frame: Uint8Array): Promise<boolean> {
+    return this.deliver(frame);
+  }
+
+  async presence(): Promise<{ online: boolean; connectedAt: number | null }> {
+    const ws = this.current();
+    const att = ws ? (ws.deserializeAttachment() as Attachment) : null;
+    return { online: ws !== undefined, connectedAt: att?.connectedAt ?? null };
+  }
+
+  /** Revocation closes the open connection at once. */
+  async revoke(): Promise<void> {
+    for (const ws of this.ctx.getWebSockets()) {
+      try {
+        ws.close(CloseCode.REVOKED, "connector revoked by an administrator");
+      } catch {
+        // already closed
+      }
+    }
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const att = ws.deserializeAttachment() as Attachment;
+    if (typeof message === "string") {
+      ws.send(errorFrame(ErrorCode.BAD_FRAME, `text frames carry only the heartbeat '${HEARTBEAT_PING}'`));
+      return;
+    }
+    let decoded;
+    try {
+      decoded = decodeFrame(message);
+    } catch (e) {
+      const err = e instanceof WireError ? e : new WireError(ErrorCode.BAD_FRAME, String(e));
+      console.warn(`bad frame from ${att.tenant}:${att.connector}: ${err.message}`);
+      ws.send(errorFrame(err.code, err.message));
+      return;
+    }
+    const { frame, payloads } = decoded;
+    switch (frame.t) {
+      case "pub":
+        return this.serial(frame.ch, () => this.onPub(ws, att, frame, payloads));
+      case "ack":
+        return this.onAck(ws, att, frame);
+      case "resend":
+        return this.onResend(ws, att, frame);
+      default:
+        ws.send(errorFrame(ErrorCode.BAD_FRAME, `connectors do not send '${frame.t}' frames`));
+    }
+  }
+
+  private serial(key: string, task: () => Promise<void>): Promise<void> {
+    const run = (this.chains.get(key) ?? Promise.resolve()).then(task);
+    const tail = run.catch(() => undefined);
+    this.chains.set(key, tail);
+    void tail.then(() => {
+      if (this.chains.get(key) === tail) this.chains.delete(key);
+    });
+    return run;
+  }
+
+  private async onPub(ws: WebSocket, att: Attachment, frame: PubFrame, payloads: Uint8Array[]): Promise<void> {
+    // A connector publishes only from its own addresses.
+    const source = `${att.connector}/${frame.ch}`;
+    let res;
+    try {
+      res = await this.channel(att.tenant, source).publish({ tenant: att.tenant, source, epoch: frame.epoch, msgs: frame.msgs, payloads });
+    } catch (e) {
+      console.error("publish RPC failed", source, e);
+      ws.send(errorFrame(ErrorCode.INTERNAL, `the edge could not reach the channel object of ${source}; nothing was accepted, resend`, { ch: frame.ch }));
+      return;
+    }
+    if (!res.ok) {
+      ws.send(errorFrame(res.code, res.message, { ch: frame.ch }));
+      return;
+    }
+    ws.send(encodeFrame({ t: "puback", ch: frame.ch, epoch: frame.epoch, upTo: res.upTo }));
+    if (res.gap) {
+      ws.send(errorFrame(ErrorCode.SEQ_GAP, `expected seq ${res.gap.expected} on ${source}`, { ch: frame.ch, expected: res.gap.expected }));
+    }
+  }
+
+  private async onAck(ws: WebSocket, att: Attachment, frame: AckFrame): Promise<void> {
+    if (splitAddress(frame.dst).connector !== att.connector) {
+      ws.send(errorFrame(ErrorCode.FORBIDDEN, `${att.connector} cannot acknowledge for ${frame.dst}`, { src: frame.src, dst: frame.dst }));
+      return;
+    }
+    const res = await this.channel(att.tenant, frame.src).ack(att.tenant, frame.src, frame.dst, frame.upTo);
+    if (!res.ok) ws.send(errorFrame(res.code, res.message, { src: frame.src, dst: frame.dst }));
+  }
+
+  private async onResend(ws: WebSocket, att: Attachment, frame: ResendFrame): Promise<void> {
+    if (splitAddress(frame.dst).connector !== att.connector) {
+      ws.send(errorFrame(ErrorCode.FORBIDDEN, `${att.connector} cannot ask for ${frame.dst}`, { src: frame.src, dst: frame.dst }));
+      return;
+    }
+    const res = await this.channel(att.tenant, frame.src).resend(att.tenant, frame.src, frame.dst, frame.from);
+    if (!res.ok) ws.send(errorFrame(res.code, res.message, { src: frame.src, dst: frame.dst }));
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    // Reciprocate, or the client waits for a close that never comes.
+    try {
+      ws.close(code === 1005 || code === 1006 || code === 1015 ? 1000 : code, reason);
+    } catch {
+      // already closed
+    }
+  }
+
+  override async webSocketError(ws: WebSocket, error: unknown): Promise<void> {
+    const att = ws.deserializeAttachment() as Attachment | null;
+    console.warn(`socket error for ${att?.tenant}:${att?.connector}`, error);
+  }
+}

@@ -1,0 +1,69 @@
+import { z } from "zod";
+import { Address, Name } from "./address.ts";
+
+/**
+ * Request bodies of the HTTP APIs (admin under /api, enrolment under /v1),
+ * shared by the edge (validation) and the CLI (building requests), so the two
+ * can never disagree on a field.
+ */
+
+/** Durations are written `30s`, `15m`, `12h`, `7d` or a number of seconds. */
+export const Duration = z.union([
+  z.number().int().positive(),
+  z
+    .string()
+    .regex(/^\d+[smhd]$/, "write a duration as 30s, 15m, 12h or 7d")
+    .transform((s) => {
+      const n = Number(s.slice(0, -1));
+      const unit = { s: 1, m: 60, h: 3600, d: 86400 }[s.slice(-1) as "s" | "m" | "h" | "d"];
+      return n * unit;
+    }),
+]);
+
+export const Protection = z.enum(["none", "sign", "encrypt"]);
+
+export const ConnectorCreate = z.strictObject({
+  name: Name,
+  /** Minutes the enrolment token stays valid. */
+  tokenTtlMinutes: z.number().int().min(1).max(7 * 24 * 60).default(60),
+});
+export type ConnectorCreate = z.input<typeof ConnectorCreate>;
+
+export const RouteCreate = z.strictObject({
+  source: Address,
+  destination: Address,
+  protection: Protection.default("none"),
+  /** Seconds a message may wait for delivery before it expires. */
+  ttl: Duration.default(7 * 86400),
+  archive: z.boolean().default(false),
+  retention: Duration.optional(),
+  region: z.string().regex(/^[a-z]{2,8}$/, "a jurisdiction such as eu or fedramp").optional(),
+});
+export type RouteCreate = z.input<typeof RouteCreate>;
+
+/** A JWK for an Ed25519 public key, the only kind a connector enrols with. */
+export const Ed25519PublicJwk = z.object({
+  kty: z.literal("OKP"),
+  crv: z.literal("Ed25519"),
+  x: z.string().regex(/^[A-Za-z0-9_-]{43}$/, "32 bytes, base64url"),
+});
+
+export const EnrollRequest = z.strictObject({
+  token: z.string().min(16).max(256),
+  publicKey: Ed25519PublicJwk,
+  /** A compact JWS over the token, made with the new private key. */
+  proof: z.string().max(4096),
+});
+export type EnrollRequest = z.infer<typeof EnrollRequest>;
+
+export type EnrollResponse = {
+  tenant: string;
+  connector: string;
+  connectorId: string;
+  /** Edge URLs to connect to, first one preferred. */
+  edges: string[];
+};
+
+/** The audience of a connector's session assertion (a short-lived JWT). */
+export const CONNECT_AUDIENCE = "ferry:connect";
+export const ENROLL_PROOF_TYPE = "ferry-enroll+jws";

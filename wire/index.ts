@@ -1,0 +1,5 @@
+export * from "./address.ts";
+export * from "./errors.ts";
+export * from "./frames.ts";
+export * from "./digest.ts";
+export * from "./api.ts";

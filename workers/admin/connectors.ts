@@ -1,0 +1,92 @@
+import { Hono } from "hono";
+import { ConnectorCreate } from "../../wire/index.ts";
+import { ApiError, parseBody } from "../http/problem.ts";
+import { now, randomId, type AppEnv } from "../env.ts";
+import { audit, ensureTenant, hashToken } from "../db.ts";
+import { sessionStub } from "../stubs.ts";
+
+type ConnectorRow = {
+  id: string;
+  name: string;
+  status: string;
+  created_at: number;
+  enrolled_at: number | null;
+  last_seen_at: number | null;
+};
+
+function present(r: ConnectorRow) {
+  return {
+    id: r.id,
+    name: r.name,
+    status: r.status,
+    createdAt: r.created_at,
+    enrolledAt: r.enrolled_at,
+    lastSeenAt: r.last_seen_at,
+  };
+}
+
+async function issueToken(env: Env, connectorId: string, ttlMinutes: number) {
+  const token = `fet_${randomId(24)}`;
+  const expiresAt = now() + ttlMinutes * 60_000;
+  await env.DB.prepare("INSERT INTO enrol_tokens (token_hash, connector_id, expires_at) VALUES (?, ?, ?)")
+    .bind(await hashToken(token), connectorId, expiresAt)
+    .run();
+  return { token, expiresAt };
+}
+
+export const connectors = new Hono<AppEnv>()
+  .get("/", async (c) => {
+    const { results } = await c.env.DB.prepare(
+      "SELECT id, name, status, created_at, enrolled_at, last_seen_at FROM connectors WHERE tenant = ? ORDER BY name",
+    )
+      .bind(c.get("tenant"))
+      .all<ConnectorRow>();
+    return c.json({ connectors: results.map(present) });
+  })
+  .post("/", async (c) => {
+    const body = await parseBody(c, ConnectorCreate, "connector");
+    const tenant = c.get("tenant");
+    await ensureTenant(c.env, tenant);
+    const id = `con_${randomId(12)}`;
+    const inserted = await c.env.DB.prepare(
+      "INSERT INTO connectors (id, tenant, name, status, created_at) VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (tenant, name) DO NOTHING",
+    )
+      .bind(id, tenant, body.name, now())
+      .run();
+    if (inserted.meta.changes !== 1) {
+      throw new ApiError(409, "Conflict", `connector '${body.name}' exists; issue a new enrolment token with POST /api/connectors/${body.name}/tokens`);
+    }
+    const t = await issueToken(c.env, id, body.tokenTtlMinutes);
+    await audit(c.env, c.get("actor"), "connector.add", body.name);
+    return c.json({ connector: { id, name: body.name, status: "pending" }, enrolToken: t.token, expiresAt: t.expiresAt }, 201);
+  })
+  .post("/:name/tokens", async (c) => {
+    const row = await findConnector(c.env, c.get("tenant"), c.req.param("name"));
+    if (row.status === "revoked") throw new ApiError(409, "Conflict", `connector '${row.name}' is revoked`);
+    const t = await issueToken(c.env, row.id, 60);
+    await audit(c.env, c.get("actor"), "connector.token", row.name);
+    return c.json({ connector: present(row), enrolToken: t.token, expiresAt: t.expiresAt }, 201);
+  })
+  .get("/:name", async (c) => {
+    const row = await findConnector(c.env, c.get("tenant"), c.req.param("name"));
+    const online = await sessionStub(c.env, c.get("tenant"), row.name).presence();
+    return c.json({ connector: { ...present(row), ...online } });
+  })
+  .delete("/:name", async (c) => {
+    const row = await findConnector(c.env, c.get("tenant"), c.req.param("name"));
+    await c.env.DB.prepare("UPDATE connectors SET status = 'revoked' WHERE id = ?").bind(row.id).run();
+    // Revocation takes effect on the open connection now, not at its next reconnect.
+    await sessionStub(c.env, c.get("tenant"), row.name).revoke();
+    await audit(c.env, c.get("actor"), "connector.revoke", row.name);
+    return c.json({ connector: { ...present(row), status: "revoked" } });
+  });
+
+async function findConnector(env: Env, tenant: string, name: string): Promise<ConnectorRow> {
+  const row = await env.DB.prepare(
+    "SELECT id, name, status, created_at, enrolled_at, last_seen_at FROM connectors WHERE tenant = ? AND name = ?",
+  )
+    .bind(tenant, name)
+    .first<ConnectorRow>();
+  if (!row) throw new ApiError(404, "Not found", `no connector named '${name}'`);
+  return row;
+}

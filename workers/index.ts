@@ -1,0 +1,43 @@
+import { Hono } from "hono";
+import type { AppEnv } from "./env.ts";
+import { ApiError, problem } from "./http/problem.ts";
+import { adminAuth } from "./admin/auth.ts";
+import { connectors } from "./admin/connectors.ts";
+import { routes } from "./admin/routes.ts";
+import { messages } from "./admin/messages.ts";
+import { enroll } from "./connect/enroll.ts";
+import { connect } from "./connect/connect.ts";
+
+export { ConnectorSession } from "../durable-objects/session/session.ts";
+export { ChannelObject } from "../durable-objects/channel/channel.ts";
+
+/**
+ * The Ferry edge Worker: authenticates and routes. State lives in the
+ * Durable Objects; configuration and the event log in D1.
+ */
+export const app = new Hono<AppEnv>()
+  .get("/healthz", async (c) => {
+    // Ready means the database answers, not just that the isolate is up.
+    await c.env.DB.prepare("SELECT 1").first();
+    return c.json({ ok: true, service: "ferry-edge", version: c.env.FERRY_VERSION, region: c.env.FERRY_REGION });
+  })
+  .route("/v1/enroll", enroll)
+  .route("/v1/connect", connect)
+  .use("/api/*", adminAuth)
+  .route("/api/connectors", connectors)
+  .route("/api/routes", routes)
+  .route("/api/messages", messages)
+  .all("/api/*", (c) => {
+    throw new ApiError(404, "Not found", `no admin API at ${new URL(c.req.url).pathname}`);
+  })
+  .all("/v1/*", (c) => {
+    throw new ApiError(404, "Not found", `no connector endpoint at ${new URL(c.req.url).pathname}`);
+  });
+
+app.onError((err, c) => problem(c, err));
+
+export type AdminApp = typeof app;
+
+export default {
+  fetch: app.fetch,
+} satisfies ExportedHandler<Env>;
