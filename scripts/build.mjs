@@ -5,6 +5,7 @@ import { build } from "esbuild";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
+import { readFileSync } from "node:fs";
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const entry = join(root, "connector/cli/main.ts");
@@ -22,4 +23,6 @@ await build({
   sourcemap: "linked",
   packages: "external",
   logLevel: "warning",
+  define: { FERRY_VERSION: JSON.stringify(JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version) },
+  banner: { js: "#!/usr/bin/env node" },
 });

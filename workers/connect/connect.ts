@@ -29,7 +29,7 @@ export async function verifyAssertion(env: Env, token: string): Promise<Connecto
   if (!row || row.status !== "active" || !row.public_jwk) throw deny;
   const jwk = Ed25519PublicJwk.parse(JSON.parse(row.public_jwk));
   try {
-    await jwtVerify(token, await importJWK(jwk, "EdDSA"), {
+    await jwtVerify(token, await importJWK(jwk, "Ed25519"), {
       audience: CONNECT_AUDIENCE,
       subject: row.id,
       algorithms: ["EdDSA", "Ed25519"],

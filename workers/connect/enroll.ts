@@ -25,7 +25,7 @@ export const enroll = new Hono<AppEnv>().post("/", async (c) => {
     throw new ApiError(401, "Unauthorized", "the enrolment token is unknown, used or expired; ask an administrator for a new one");
   }
   try {
-    const key = await importJWK(body.publicKey, "EdDSA");
+    const key = await importJWK(body.publicKey, "Ed25519");
     const { payload, protectedHeader } = await compactVerify(body.proof, key, { algorithms: ["EdDSA", "Ed25519"] });
     if (protectedHeader.typ !== ENROLL_PROOF_TYPE || new TextDecoder().decode(payload) !== body.token) throw new Error("proof mismatch");
   } catch {

@@ -1,0 +1,174 @@
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Limits } from "../../../wire/index.ts";
+import type { FileChannelConfig } from "../../config/config.ts";
+import type { Connector, Incoming, Receiver } from "../../core/connector.ts";
+import { OutboxScanner, type OutboxFile } from "./outbox.ts";
+import { DeliveryLog } from "./delivery-log.ts";
+import { FileInbox } from "./inbox.ts";
+import { safeInboxName } from "./names.ts";
+
+/** Files captured per spool commit: one fsync for many small files. */
+const CAPTURE_BATCH_FILES = 256;
+const CAPTURE_BATCH_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The `file` channel: complete files in the outbox are captured into the
+ * spool and only then removed; deliveries land in the inbox atomically and
+ * exactly once. The file's name, size and mtime travel in the envelope's
+ * fields, its SHA-256 in the envelope itself.
+ */
+export class FileChannel implements Receiver {
+  private scanner: OutboxScanner | null = null;
+  private inbox: FileInbox | null = null;
+  private deliveryLog: DeliveryLog | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private polling: Promise<void> = Promise.resolve();
+  private readonly tooLarge = new Set<string>();
+
+  constructor(
+    readonly cfg: FileChannelConfig,
+    private readonly connector: Connector,
+    private readonly stateDir: string,
+  ) {}
+
+  get name(): string {
+    return this.cfg.name;
+  }
+
+  /** Prepares folders and recovers from a crash; call before the connector starts. */
+  async open(): Promise<void> {
+    if (this.cfg.inbox) {
+      await mkdir(this.cfg.inbox, { recursive: true });
+      this.deliveryLog = await DeliveryLog.open(join(this.stateDir, `delivered-${this.cfg.name}.json`));
+      this.inbox = new FileInbox({ dir: this.cfg.inbox, log: this.deliveryLog, collisions: this.cfg.collisions });
+      await this.inbox.recover();
+      this.connector.receive(this.cfg.name, this);
+    }
+    if (this.cfg.outbox) {
+      await mkdir(this.cfg.outbox, { recursive: true });
+      this.scanner = new OutboxScanner({ dir: this.cfg.outbox, rule: this.cfg.pickup, recursive: this.cfg.recursive });
+      await this.releaseCaptured();
+    }
+  }
+
+  /** A crash between capture and removal leaves the source behind: remove it, don't send it twice. */
+  private async releaseCaptured(): Promise<void> {
+    for (const rec of this.connector.spool.pendingOrigins()) {
+      if (rec.channel !== this.cfg.name || !rec.origin || !this.scanner) continue;
+      const st = await stat(rec.origin.path).catch(() => null);
+      if (st && st.ino === rec.origin.ino && st.size === rec.origin.size && st.mtimeMs === rec.origin.mtimeMs) {
+        await this.scanner.release({ path: rec.origin.path });
+        this.connector.log("info", "removed a source file captured before a crash", { channel: this.cfg.name, file: rec.origin.path, seq: rec.seq });
+      }
+    }
+  }
+
+  start(): void {
+    if (!this.scanner) return;
+    const tick = () => {
+      if (this.stopped) return;
+      this.polling = this.poll()
+        .catch((e: unknown) => this.connector.log("error", "outbox scan failed", { channel: this.cfg.name, error: (e as Error).message }))
+        .finally(() => {
+          if (!this.stopped) this.timer = setTimeout(tick, this.cfg.poll_ms);
+        });
+    };
+    tick();
+  }
+
+  /** Stops picking up files; a capture in progress finishes first (nothing half-captured). */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.polling;
+  }
+
+  private async poll(): Promise<void> {
+    const scanner = this.scanner;
+    if (!scanner) return;
+    const ready = (await scanner.scan()).filter((f) => {
+      if (f.size <= Limits.MAX_INLINE_PAYLOAD) return true;
+      if (!this.tooLarge.has(f.path)) {
+        this.tooLarge.add(f.path);
+        this.connector.log("error", "file too large for this version; it stays in the outbox", { channel: this.cfg.name, file: f.name, size: f.size, limit: Limits.MAX_INLINE_PAYLOAD });
+      }
+      return false;
+    });
+    for (let i = 0; i < ready.length && !this.stopped; ) {
+      const batch: { file: OutboxFile; payload: Uint8Array }[] = [];
+      let bytes = 0;
+      while (i < ready.length && batch.length < CAPTURE_BATCH_FILES && (batch.length === 0 || bytes < CAPTURE_BATCH_BYTES)) {
+        const file = ready[i++] as OutboxFile;
+        const payload = await readFile(file.path).catch(() => null);
+        // Gone or changed since the scan: the next scan decides again.
+        if (!payload || payload.byteLength !== file.size) continue;
+        batch.push({ file, payload });
+        bytes += payload.byteLength;
+      }
+      if (batch.length === 0) continue;
+      const recs = await this.connector.sendMany(
+        this.cfg.name,
+        batch.map(({ file, payload }) => ({
+          payload,
+          contentType: this.cfg.content_type,
+          fields: { filename: file.name, size: String(file.size), mtime: new Date(file.mtimeMs).toISOString() },
+          origin: { path: file.path, ino: file.ino, size: file.size, mtimeMs: file.mtimeMs },
+        })),
+        async () => {
+          for (const { file } of batch) await scanner.release(file);
+        },
+      );
+      for (const r of recs) {
+        this.connector.log("info", "captured", { channel: this.cfg.name, file: r.fields?.filename, seq: r.seq, id: r.id, size: r.size, sha256: r.sha256 });
+      }
+    }
+  }
+
+  hwm(stream: string): number {
+    return this.deliveryLog?.hwm(stream) ?? 0;
+  }
+
+  /**
+   * Delivers in order. A name that would escape the inbox is never written
+   * there: that message becomes a local dead letter (kept in the state
+   * folder with its envelope) and the stream moves on.
+   */
+  async deliver(stream: string, msgs: Incoming[]): Promise<number> {
+    const inbox = this.inbox;
+    const log = this.deliveryLog;
+    if (!inbox || !log) throw new Error(`channel ${this.cfg.name} has no inbox`);
+    let run: Incoming[] = [];
+    const flush = async () => {
+      if (run.length === 0) return;
+      const res = await inbox.deliver(
+        stream,
+        run.map((m) => ({ dseq: m.meta.dseq, name: m.meta.fields?.filename ?? m.meta.id, payload: m.payload, sha256: m.meta.sha256 })),
+      );
+      for (const d of res.delivered) this.connector.log("info", "delivered", { channel: this.cfg.name, stream, dseq: d.dseq, path: d.path });
+      run = [];
+    };
+    for (const m of msgs) {
+      try {
+        safeInboxName(m.meta.fields?.filename ?? m.meta.id);
+        run.push(m);
+      } catch (e) {
+        await flush();
+        await this.deadLetter(stream, m, (e as Error).message);
+        await log.commit(stream, m.meta.dseq);
+      }
+    }
+    await flush();
+    return log.hwm(stream);
+  }
+
+  private async deadLetter(stream: string, m: Incoming, reason: string): Promise<void> {
+    const dir = join(this.stateDir, "dead-letters", this.cfg.name);
+    await mkdir(dir, { recursive: true });
+    const base = join(dir, `${m.meta.dseq}-${m.meta.id}`);
+    await writeFile(`${base}.payload`, m.payload);
+    await writeFile(`${base}.json`, JSON.stringify({ stream, reason, envelope: m.meta }, null, 2));
+    this.connector.log("error", "delivery refused: unsafe file name; kept as a dead letter", { channel: this.cfg.name, stream, dseq: m.meta.dseq, id: m.meta.id, name: m.meta.fields?.filename, reason, kept: base });
+  }
+}

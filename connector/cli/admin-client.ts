@@ -1,0 +1,73 @@
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const DEFAULT_EDGE = "http://127.0.0.1:8787";
+
+/** The project folder: where `npm start` keeps its state and the dev admin token. */
+export function ferryHome(): string {
+  if (process.env.FERRY_HOME) return process.env.FERRY_HOME;
+  // dist/ferry.mjs -> the package root
+  return dirname(dirname(fileURLToPath(import.meta.url)));
+}
+
+export function devAdminTokenPath(): string {
+  return join(ferryHome(), ".state", "admin-token");
+}
+
+export class CliError extends Error {
+  override readonly name = "CliError";
+  constructor(
+    message: string,
+    readonly exitCode = 1,
+  ) {
+    super(message);
+  }
+}
+
+/** The admin API as the CLI (and the portal) use it: JSON, bearer token, problem details on error. */
+export class AdminClient {
+  constructor(
+    readonly edge: string,
+    private readonly token: string,
+  ) {}
+
+  static resolve(opts: { edge?: string | undefined; adminToken?: string | undefined }): AdminClient {
+    const edge = (opts.edge ?? process.env.FERRY_EDGE ?? DEFAULT_EDGE).replace(/\/+$/, "");
+    let token = opts.adminToken ?? process.env.FERRY_ADMIN_TOKEN;
+    if (!token) {
+      const p = devAdminTokenPath();
+      if (existsSync(p)) token = readFileSync(p, "utf8").trim();
+    }
+    if (!token) {
+      throw new CliError(`no admin token: pass --admin-token, set FERRY_ADMIN_TOKEN, or start the local edge with 'npm start' (it writes ${devAdminTokenPath()})`, 2);
+    }
+    return new AdminClient(edge, token);
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    let res: Response;
+    try {
+      res = await fetch(`${this.edge}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    } catch (e) {
+      const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
+      throw new CliError(`cannot reach the edge at ${this.edge} (${cause}); is 'npm start' running, or is --edge/FERRY_EDGE right?`);
+    }
+    const text = await res.text();
+    let json: unknown = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      json = null;
+    }
+    if (!res.ok) {
+      const p = json as { detail?: string; title?: string } | null;
+      throw new CliError(`${method} ${path} failed (${res.status}${p?.title ? ` ${p.title}` : ""}): ${p?.detail ?? (text.slice(0, 200) || res.statusText)}`);
+    }
+    return json as T;
+  }
+}

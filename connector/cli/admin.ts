@@ -1,0 +1,179 @@
+import { parseArgs } from "node:util";
+import { RouteCreate } from "../../wire/index.ts";
+import { AdminClient, CliError } from "./admin-client.ts";
+import { printJsonOr, table, type Out } from "./output.ts";
+
+export const ADMIN_HELP = `ferry admin — manage connectors, routes and the message log
+
+Usage:
+  ferry admin connector add NAME        create a connector; prints its one-time enrolment token
+  ferry admin connector list            list connectors
+  ferry admin connector show NAME       one connector, with presence
+  ferry admin connector token NAME      issue a new enrolment token
+  ferry admin connector revoke NAME     revoke (closes its open connection now)
+  ferry admin route add SRC DST         route SRC (connector/channel) to DST
+      [--protection none] [--ttl 7d] [--archive] [--retention 30d] [--region eu]
+  ferry admin route list                list routes
+  ferry admin route remove ID           remove a route
+  ferry admin messages                  the message event log, newest first
+      [--limit 100] [--source A/ch] [--type accepted|delivered] [--cursor C]
+  ferry admin trace MESSAGE_ID          every event of one message
+
+Options (all commands):
+  --edge URL           edge to manage (default: FERRY_EDGE or http://127.0.0.1:8787)
+  --admin-token T      admin token (default: FERRY_ADMIN_TOKEN, or the dev token 'npm start' wrote)
+  --json               machine-readable output
+  -h, --help           this help
+`;
+
+type Connector = { id: string; name: string; status: string; createdAt: number; enrolledAt: number | null; lastSeenAt: number | null; online?: boolean };
+type Route = { id: string; source: string; destination: string; protection: string; ttl: number; archive: boolean; retention: number | null; region: string | null };
+type Event = { id: number; messageId: string; type: string; at: number; place: string; source: string; destination: string | null; seq: number | null; size: number | null; sha256: string | null; detail: unknown };
+
+const iso = (t: number | null) => (t === null ? "-" : new Date(t).toISOString());
+
+export async function adminCommand(argv: string[], out: Out): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      edge: { type: "string" },
+      "admin-token": { type: "string" },
+      json: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+      protection: { type: "string" },
+      ttl: { type: "string" },
+      archive: { type: "boolean" },
+      retention: { type: "string" },
+      region: { type: "string" },
+      limit: { type: "string" },
+      source: { type: "string" },
+      type: { type: "string" },
+      cursor: { type: "string" },
+    },
+  });
+  const [noun, verb, ...rest] = positionals;
+  if (values.help || !noun) {
+    out.stdout(ADMIN_HELP);
+    return values.help ? 0 : 2;
+  }
+  const api = AdminClient.resolve({ edge: values.edge, adminToken: values["admin-token"] });
+  const json = values.json;
+  const need = (n: number, usage: string) => {
+    if (rest.length !== n) throw new CliError(`usage: ferry admin ${usage}`, 2);
+  };
+
+  if (noun === "connector" || noun === "connectors") {
+    switch (verb) {
+      case "add": {
+        need(1, "connector add NAME");
+        const r = await api.request<{ connector: Connector; enrolToken: string; expiresAt: number }>("POST", "/api/connectors", { name: rest[0] });
+        printJsonOr(out, json, r, () =>
+          [
+            `connector ${r.connector.name} created (${r.connector.id})`,
+            `enrolment token (one-time, valid until ${iso(r.expiresAt)}):`,
+            `  ${r.enrolToken}`,
+            `enrol the site with:`,
+            `  ferry connector enroll --edge ${api.edge} --token ${r.enrolToken} --state ./${r.connector.name}-state`,
+          ].join("\n"),
+        );
+        return 0;
+      }
+      case "token": {
+        need(1, "connector token NAME");
+        const r = await api.request<{ connector: Connector; enrolToken: string; expiresAt: number }>("POST", `/api/connectors/${encodeURIComponent(rest[0] as string)}/tokens`);
+        printJsonOr(out, json, r, () => `${r.enrolToken}\n(valid until ${iso(r.expiresAt)})`);
+        return 0;
+      }
+      case "list":
+      case undefined: {
+        const r = await api.request<{ connectors: Connector[] }>("GET", "/api/connectors");
+        printJsonOr(out, json, r, () => table(["NAME", "STATUS", "ENROLLED", "LAST SEEN"], r.connectors.map((c) => [c.name, c.status, iso(c.enrolledAt), iso(c.lastSeenAt)])));
+        return 0;
+      }
+      case "show": {
+        need(1, "connector show NAME");
+        const r = await api.request<{ connector: Connector }>("GET", `/api/connectors/${encodeURIComponent(rest[0] as string)}`);
+        printJsonOr(out, json, r, () => Object.entries(r.connector).map(([k, v]) => `${k.padEnd(12)} ${String(v)}`).join("\n"));
+        return 0;
+      }
+      case "revoke": {
+        need(1, "connector revoke NAME");
+        const r = await api.request<{ connector: Connector }>("DELETE", `/api/connectors/${encodeURIComponent(rest[0] as string)}`);
+        printJsonOr(out, json, r, () => `connector ${r.connector.name} revoked`);
+        return 0;
+      }
+      default:
+        throw new CliError(`unknown command 'connector ${verb}'; see 'ferry admin --help'`, 2);
+    }
+  }
+
+  if (noun === "route" || noun === "routes") {
+    switch (verb) {
+      case "add": {
+        need(2, "route add SRC DST [--protection none|sign|encrypt] [--ttl 7d] [--archive] [--retention 30d] [--region eu]");
+        const body = {
+          source: rest[0],
+          destination: rest[1],
+          ...(values.protection ? { protection: values.protection } : {}),
+          ...(values.ttl ? { ttl: values.ttl } : {}),
+          ...(values.archive ? { archive: true } : {}),
+          ...(values.retention ? { retention: values.retention } : {}),
+          ...(values.region ? { region: values.region } : {}),
+        };
+        // Validate here too, so a typo is named before anything is sent.
+        const check = RouteCreate.safeParse(body);
+        if (!check.success) {
+          const i = check.error.issues[0];
+          const field = String(i?.path[0] ?? "route");
+          const flag = field === "source" ? "SRC" : field === "destination" ? "DST" : `--${field}`;
+          throw new CliError(`${flag}: ${i?.message ?? "invalid"}`, 2);
+        }
+        const r = await api.request<{ route: Route }>("POST", "/api/routes", body);
+        printJsonOr(out, json, r, () => `route ${r.route.id}: ${r.route.source} -> ${r.route.destination} (protection ${r.route.protection}, ttl ${r.route.ttl}s)`);
+        return 0;
+      }
+      case "list":
+      case undefined: {
+        const r = await api.request<{ routes: Route[] }>("GET", "/api/routes");
+        printJsonOr(out, json, r, () => table(["ID", "SOURCE", "DESTINATION", "PROTECTION", "TTL"], r.routes.map((x) => [x.id, x.source, x.destination, x.protection, `${x.ttl}s`])));
+        return 0;
+      }
+      case "remove":
+      case "rm": {
+        need(1, "route remove ID");
+        const r = await api.request<{ route: Route }>("DELETE", `/api/routes/${encodeURIComponent(rest[0] as string)}`);
+        printJsonOr(out, json, r, () => `route ${r.route.id} removed`);
+        return 0;
+      }
+      default:
+        throw new CliError(`unknown command 'route ${verb}'; see 'ferry admin --help'`, 2);
+    }
+  }
+
+  if (noun === "messages") {
+    const q = new URLSearchParams();
+    if (values.limit) q.set("limit", values.limit);
+    if (values.source) q.set("source", values.source);
+    if (values.type) q.set("type", values.type);
+    if (values.cursor) q.set("cursor", values.cursor);
+    const r = await api.request<{ events: Event[]; nextCursor: string | null }>("GET", `/api/messages?${q}`);
+    printJsonOr(out, json, r, () =>
+      table(["AT", "TYPE", "MESSAGE", "SOURCE", "DESTINATION", "SIZE"], r.events.map((e) => [iso(e.at), e.type, e.messageId, e.source, e.destination ?? "-", String(e.size ?? "-")])) +
+      (r.nextCursor ? `\nmore: --cursor ${r.nextCursor}` : ""),
+    );
+    return 0;
+  }
+
+  if (noun === "trace") {
+    if (!verb) throw new CliError("usage: ferry admin trace MESSAGE_ID", 2);
+    const r = await api.request<{ messageId: string; events: Event[] }>("GET", `/api/messages/${encodeURIComponent(verb)}`);
+    printJsonOr(out, json, r, () =>
+      [`message ${r.messageId}`, ...r.events.map((e) => `  ${iso(e.at)}  ${e.type.padEnd(10)} ${e.source} -> ${e.destination ?? "(edge)"}  at ${e.place}${e.size !== null ? `  ${e.size} B` : ""}`)].join("\n"),
+    );
+    return 0;
+  }
+
+  throw new CliError(`unknown command 'admin ${noun}'; see 'ferry admin --help'`, 2);
+}

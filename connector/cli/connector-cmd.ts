@@ -1,0 +1,169 @@
+import { readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { loadConfig } from "../config/config.ts";
+import { enroll } from "../identity/identity.ts";
+import { writeFileAtomic } from "../identity/identity.ts";
+import { Connector } from "../core/connector.ts";
+import { createLogger } from "../core/log.ts";
+import { FileChannel } from "../channels/file/channel.ts";
+import { CliError, DEFAULT_EDGE } from "./admin-client.ts";
+import { printJsonOr, type Out } from "./output.ts";
+
+export const CONNECTOR_HELP = `ferry connector — the site agent
+
+Usage:
+  ferry connector enroll --edge URL --token T --state DIR
+                         generate this site's key pair and enrol it with a one-time token
+  ferry connector run --config FILE
+                         run the channels of a TOML config until SIGTERM/SIGINT
+  ferry connector status --config FILE | --state DIR
+                         connection, per-channel backlog, last deliveries, receipts
+
+Options:
+  --json                 machine-readable output
+  -h, --help             this help
+
+Minimal config (TOML):
+  state = "./a-state"
+  [[channels]]
+  name = "orders"
+  protocol = "file"
+  outbox = "./a-out"
+  inbox = "./a-in"
+`;
+
+const STATUS_FILE = "status.json";
+
+export async function connectorCommand(argv: string[], out: Out): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      edge: { type: "string" },
+      token: { type: "string" },
+      state: { type: "string" },
+      config: { type: "string", short: "c" },
+      force: { type: "boolean", default: false },
+      json: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  const [verb] = positionals;
+  if (values.help || !verb) {
+    out.stdout(CONNECTOR_HELP);
+    return values.help ? 0 : 2;
+  }
+  switch (verb) {
+    case "enroll":
+    case "enrol": {
+      if (!values.token) throw new CliError("--token: required (the one-time token from 'ferry admin connector add NAME')", 2);
+      if (!values.state) throw new CliError("--state: required (the folder that will hold this connector's identity and spool)", 2);
+      const edge = values.edge ?? process.env.FERRY_EDGE ?? DEFAULT_EDGE;
+      const id = await enroll({ edge, token: values.token, stateDir: resolve(values.state), force: values.force });
+      printJsonOr(out, values.json, { tenant: id.tenant, connector: id.connector, connectorId: id.connectorId, edges: id.edges, state: resolve(values.state) }, () =>
+        `enrolled connector '${id.connector}' (tenant ${id.tenant}); identity stored in ${resolve(values.state as string)}/identity.json (mode 0600)`,
+      );
+      return 0;
+    }
+    case "run": {
+      if (!values.config) throw new CliError("--config: required (a TOML file; see 'ferry connector --help')", 2);
+      return run(values.config);
+    }
+    case "status": {
+      let stateDir = values.state;
+      if (!stateDir && values.config) stateDir = (await loadConfig(values.config)).state;
+      if (!stateDir) throw new CliError("--config or --state: required", 2);
+      const status = await readStatus(stateDir);
+      printJsonOr(out, values.json, status, () => renderStatus(status));
+      return 0;
+    }
+    default:
+      throw new CliError(`unknown command 'connector ${verb}'; see 'ferry connector --help'`, 2);
+  }
+}
+
+type StatusFile = ReturnType<Connector["status"]> & { pid: number; updatedAt: number; running?: boolean };
+
+async function readStatus(stateDir: string): Promise<StatusFile> {
+  let status: StatusFile;
+  try {
+    status = JSON.parse(await readFile(join(stateDir, STATUS_FILE), "utf8")) as StatusFile;
+  } catch {
+    throw new CliError(`no status in ${stateDir}: the connector has not run there yet ('ferry connector run --config FILE')`);
+  }
+  let running = true;
+  try {
+    process.kill(status.pid, 0);
+  } catch {
+    running = false;
+  }
+  return { ...status, running, connected: running && status.connected };
+}
+
+function renderStatus(s: StatusFile): string {
+  const lines = [
+    `connector  ${s.connector} (tenant ${s.tenant})`,
+    `process    ${s.running ? `running, pid ${s.pid}` : "not running"}`,
+    `edge       ${s.connected ? `connected to ${s.edge}` : "not connected"}${s.fatal ? ` (refused: ${s.fatal.reason})` : ""}`,
+    `updated    ${new Date(s.updatedAt).toISOString()}`,
+    "channels:",
+  ];
+  for (const [name, c] of Object.entries(s.channels)) {
+    const ch = c as { backlog: { count: number; bytes: number }; lastSeq: number; acked: number };
+    lines.push(`  ${name.padEnd(16)} backlog ${ch.backlog.count} (${ch.backlog.bytes} B)  sent ${ch.lastSeq}  accepted ${ch.acked}`);
+  }
+  const streams = Object.entries(s.streams);
+  if (streams.length > 0) lines.push("deliveries:");
+  for (const [stream, d] of streams) lines.push(`  ${stream.padEnd(32)} up to ${d.upTo} at ${new Date(d.at).toISOString()}`);
+  if (s.receipts.length > 0) lines.push("recent receipts:");
+  for (const r of s.receipts) lines.push(`  ${r.channel} -> ${r.destination}: ${r.count} ${r.status} at ${new Date(r.at).toISOString()}`);
+  return lines.join("\n");
+}
+
+/** Runs until SIGTERM/SIGINT; a graceful stop finishes captures in progress, nothing is lost. */
+async function run(configFile: string): Promise<number> {
+  const cfg = await loadConfig(configFile);
+  const log = createLogger(cfg.log ? { format: cfg.log } : {});
+  const connector = await Connector.open({ stateDir: cfg.state, log, ...(cfg.edges ? { edges: cfg.edges } : {}) });
+  const channels = cfg.channels.map((c) => new FileChannel(c, connector, cfg.state));
+  for (const ch of channels) await ch.open();
+  connector.start();
+  for (const ch of channels) ch.start();
+  log("info", "connector running", { connector: connector.name, channels: channels.map((c) => c.name), state: cfg.state, pid: process.pid });
+
+  const writeStatus = () =>
+    writeFileAtomic(join(cfg.state, STATUS_FILE), JSON.stringify({ ...connector.status(), pid: process.pid, updatedAt: Date.now() }, null, 2), 0o644).catch(
+      (e: unknown) => log("warn", "could not write the status file", { error: (e as Error).message }),
+    );
+  await writeStatus();
+  const statusTimer = setInterval(() => void writeStatus(), 1000);
+
+  return new Promise<number>((resolvePromise) => {
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log("info", "stopping", { signal });
+      clearInterval(statusTimer);
+      for (const ch of channels) await ch.stop();
+      await connector.stop();
+      await writeStatus();
+      resolvePromise(0);
+    };
+    process.on("SIGTERM", () => void stop("SIGTERM"));
+    process.on("SIGINT", () => void stop("SIGINT"));
+    process.on("SIGHUP", () => log("warn", "SIGHUP: live config reload is not available yet; restart the connector to apply changes"));
+    // Revoked: nothing more to do here, and saying so beats retrying forever.
+    const fatalCheck = setInterval(() => {
+      const st = connector.status();
+      if (st.fatal) {
+        clearInterval(fatalCheck);
+        log("error", "the edge refused this connector for good; exiting", { reason: st.fatal.reason });
+        void stop("revoked").then(() => resolvePromise(3));
+      }
+    }, 500);
+    fatalCheck.unref();
+  });
+}

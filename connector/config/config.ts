@@ -1,0 +1,105 @@
+import { readFile } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
+import { parse as parseToml, TomlError } from "smol-toml";
+import { z } from "zod";
+import { Name } from "../../wire/index.ts";
+
+/**
+ * The connector's TOML config. Every field is validated at start; an error
+ * names the file, the field and what to write instead. Relative paths are
+ * resolved against the config file's folder, so a config works wherever the
+ * agent is started from.
+ */
+const FileChannel = z.strictObject({
+  name: Name,
+  protocol: z.literal("file"),
+  /** Folder whose complete files are sent. Omit for a receive-only channel. */
+  outbox: z.string().min(1).optional(),
+  /** Folder that delivered files are placed in. Omit for a send-only channel. */
+  inbox: z.string().min(1).optional(),
+  /** When a file in the outbox is complete: size and mtime unchanged across polls, or a NAME.done marker. */
+  pickup: z.enum(["stable", "done-marker"]).default("stable"),
+  /** Send files in subfolders too, with the subfolder as part of the name. */
+  recursive: z.boolean().default(false),
+  /** What to do when a delivered name exists in the inbox. */
+  collisions: z.enum(["suffix", "overwrite", "fail"]).default("suffix"),
+  poll_ms: z.number().int().min(20).max(60_000).default(250),
+  content_type: z.string().min(1).max(255).default("application/octet-stream"),
+});
+
+const Channel = z.discriminatedUnion("protocol", [FileChannel]);
+export type FileChannelConfig = z.infer<typeof FileChannel>;
+export type ChannelConfig = z.infer<typeof Channel>;
+
+const ConfigSchema = z.strictObject({
+  /** Folder with the identity from `ferry connector enroll`, the spool and the delivery log. */
+  state: z.string().min(1),
+  /** Edge URLs to use instead of those learnt at enrolment (first is preferred). */
+  edges: z.array(z.url({ protocol: /^https?$/ })).min(1).optional(),
+  log: z.enum(["pretty", "json"]).optional(),
+  channels: z.array(Channel).min(1, "declare at least one [[channels]] table"),
+});
+export type ConnectorConfig = z.infer<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+  readonly code = "CONFIG";
+  constructor(
+    readonly file: string,
+    readonly field: string,
+    message: string,
+  ) {
+    super(`${file}: ${field}: ${message}`);
+  }
+}
+
+function hint(path: PropertyKey[], message: string): string {
+  const field = path.at(-1);
+  if (message.startsWith("Unrecognized key")) return `${message}; check the spelling against the README's config reference`;
+  if (field === "protocol") return `${message}; supported protocols: file`;
+  return message;
+}
+
+export function validateConfig(raw: unknown, file: string): ConnectorConfig {
+  const r = ConfigSchema.safeParse(raw);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const path = issue?.path ?? [];
+    const field = path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join("") || "(top level)";
+    throw new ConfigError(file, field, hint(path, issue?.message ?? "invalid"));
+  }
+  const cfg = r.data;
+  const seen = new Set<string>();
+  cfg.channels.forEach((ch, i) => {
+    if (seen.has(ch.name)) throw new ConfigError(file, `channels[${i}].name`, `channel '${ch.name}' is declared twice`);
+    seen.add(ch.name);
+    if (!ch.outbox && !ch.inbox) throw new ConfigError(file, `channels[${i}]`, "a file channel needs an outbox (to send), an inbox (to receive) or both");
+  });
+  const base = dirname(resolve(file));
+  return {
+    ...cfg,
+    state: resolve(base, cfg.state),
+    channels: cfg.channels.map((ch) => ({
+      ...ch,
+      ...(ch.outbox ? { outbox: resolve(base, ch.outbox) } : {}),
+      ...(ch.inbox ? { inbox: resolve(base, ch.inbox) } : {}),
+    })),
+  };
+}
+
+export async function loadConfig(file: string): Promise<ConnectorConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    throw new ConfigError(file, "(file)", `cannot read the config file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = parseToml(text);
+  } catch (e) {
+    const where = e instanceof TomlError ? `line ${e.line}, column ${e.column}` : "(syntax)";
+    throw new ConfigError(file, where, `not valid TOML: ${(e as Error).message.split("\n")[0]}`);
+  }
+  return validateConfig(raw, file);
+}

@@ -1,0 +1,450 @@
+import { createHash, randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { join } from "node:path";
+import {
+  decodeFrame,
+  encodeFrame,
+  ErrorCode,
+  Limits,
+  splitAddress,
+  WireError,
+  type DeliverFrame,
+  type DeliverMessage,
+  type ErrorFrame,
+  type PubAckFrame,
+  type PubMessage,
+  type ReceiptFrame,
+} from "../../wire/index.ts";
+import { Spool, type SpoolItem, type SpoolRecord } from "../spool/spool.ts";
+import { connectAssertion, loadIdentity, type Identity } from "../identity/identity.ts";
+import { Transport } from "./transport.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { Backoff } from "./backoff.ts";
+
+/** Messages in flight to the edge per channel, unacknowledged (the send window). */
+const SEND_WINDOW = 8192;
+const FRAME_MESSAGES = 1024;
+const FRAME_BYTES = 4 * 1024 * 1024;
+/** Stop producing while the socket holds this much unsent. */
+const MAX_BUFFERED = 16 * 1024 * 1024;
+/** No puback progress for this long with messages in flight: the link is bad, redial. */
+const ACK_TIMEOUT_MS = 30_000;
+
+/** A message handed to a receiver, with its envelope. */
+export type Incoming = { meta: DeliverMessage; payload: Uint8Array };
+
+/**
+ * A channel's receiving side. `deliver` gets messages of one stream in dseq
+ * order, the first one right after `hwm(stream)`, and resolves with the new
+ * high-water mark once they are durably delivered (only then is the edge
+ * told). Redeliveries below the mark never reach it.
+ */
+export interface Receiver {
+  hwm(stream: string): number;
+  deliver(stream: string, msgs: Incoming[]): Promise<number>;
+}
+
+export type SendOptions = { contentType?: string; fields?: Record<string, string>; id?: string; origin?: SpoolItem["origin"] };
+
+export type ConnectorEvents = {
+  connected: [edge: string];
+  disconnected: [code: number, reason: string];
+  /** The edge committed everything up to `upTo` on `channel`. */
+  accepted: [channel: string, upTo: number];
+  /** Messages were durably delivered here and acknowledged to the edge. */
+  delivered: [stream: string, upTo: number, count: number];
+  receipt: [receipt: ReceiptFrame];
+  /** The edge reported an error; `frame.code` says which. */
+  edgeError: [frame: ErrorFrame];
+};
+
+type SendState = { next: number; lastProgress: number; pausedUntil: number; backoff: Backoff; warned: boolean };
+
+export type ConnectorOptions = {
+  stateDir: string;
+  /** Edge URLs to use instead of the ones learnt at enrolment. */
+  edges?: string[];
+  log?: Logger;
+};
+
+/**
+ * The connector's core, as a typed library: the CLI runs it, and benchmarks
+ * and tests drive it directly. It owns the spool (captured = on disk), the
+ * send window to the edge, and hands incoming streams to receivers in order,
+ * acknowledging only after they say the delivery is durable.
+ */
+export class Connector extends EventEmitter<ConnectorEvents> {
+  readonly log: Logger;
+  private readonly transport: Transport;
+  private readonly sendState = new Map<string, SendState>();
+  /** Per channel: the highest seq whose source was released and may be sent. */
+  private readonly sendable = new Map<string, number>();
+  private readonly receivers = new Map<string, Receiver>();
+  private readonly sending = new Set<string>();
+  private readonly sendAgain = new Set<string>();
+  private readonly streamChains = new Map<string, Promise<void>>();
+  private readonly resendAsked = new Map<string, { from: number; at: number }>();
+  private readonly lastDelivery = new Map<string, { at: number; upTo: number }>();
+  private readonly receipts: ReceiptFrame[] = [];
+  private generation = 0;
+  private ackTimer: NodeJS.Timeout | null = null;
+  private connectedEdge: string | null = null;
+
+  private constructor(
+    readonly identity: Identity,
+    readonly spool: Spool,
+    opts: ConnectorOptions,
+    log: Logger,
+  ) {
+    super();
+    this.log = log;
+    this.transport = new Transport({
+      edges: opts.edges ?? identity.edges,
+      authorize: () => connectAssertion(identity),
+      log,
+      events: {
+        open: (edge) => this.onOpen(edge),
+        close: (code, reason) => this.onClose(code, reason),
+        frame: (data) => this.onFrame(data),
+      },
+    });
+    // Whatever the spool held at start was captured by an earlier run; its
+    // sources were released (or are, before start(), by the channels).
+    for (const ch of spool.channels()) this.sendable.set(ch, spool.lastSeq(ch));
+  }
+
+  /** Opens the identity and spool in `stateDir`; call `start()` to connect. */
+  static async open(opts: ConnectorOptions): Promise<Connector> {
+    const log = opts.log ?? createLogger();
+    const identity = await loadIdentity(opts.stateDir);
+    const spool = await Spool.open(join(opts.stateDir, "spool"));
+    return new Connector(identity, spool, opts, log);
+  }
+
+  get name(): string {
+    return this.identity.connector;
+  }
+
+  start(): void {
+    this.transport.start();
+    this.ackTimer = setInterval(() => this.checkAckTimeouts(), 1000);
+    this.ackTimer.unref();
+  }
+
+  /** Stops sending and closes the connection; everything captured stays in the spool. */
+  async stop(): Promise<void> {
+    if (this.ackTimer) clearInterval(this.ackTimer);
+    await this.transport.stop();
+    await Promise.allSettled([...this.streamChains.values()]);
+    await this.spool.close();
+  }
+
+  /** Registers the receiving side of a local channel. */
+  receive(channel: string, receiver: Receiver): void {
+    this.receivers.set(channel, receiver);
+  }
+
+  /**
+   * Captures messages on a channel: resolves once they are in the spool on
+   * disk (fsync), the moment a source may be released. Delivery follows.
+   */
+  async sendMany(
+    channel: string,
+    items: (SendOptions & { payload: Uint8Array })[],
+    afterCapture?: (recs: SpoolRecord[]) => Promise<void>,
+  ): Promise<SpoolRecord[]> {
+    for (const it of items) {
+      if (it.payload.byteLength > Limits.MAX_INLINE_PAYLOAD) {
+        throw new WireError(ErrorCode.TOO_LARGE, `payload of ${it.payload.byteLength} bytes exceeds ${Limits.MAX_INLINE_PAYLOAD} (large files arrive with the R2 path)`);
+      }
+    }
+    const recs = await this.spool.append(
+      channel,
+      items.map((it) => ({
+        id: it.id ?? randomUUID().replace(/-/g, ""),
+        createdAt: Date.now(),
+        contentType: it.contentType ?? "application/octet-stream",
+        payload: it.payload,
+        sha256: createHash("sha256").update(it.payload).digest("hex"),
+        ...(it.fields ? { fields: it.fields } : {}),
+        ...(it.origin ? { origin: it.origin } : {}),
+      })),
+    );
+    // A source is released (`afterCapture`) before its messages may leave:
+    // so after a crash, a record the edge never saw still names its origin.
+    if (afterCapture) await afterCapture(recs);
+    const last = recs[recs.length - 1];
+    if (last) this.sendable.set(channel, Math.max(this.sendable.get(channel) ?? 0, last.seq));
+    this.kickSend(channel);
+    return recs;
+  }
+
+  async send(channel: string, payload: Uint8Array, opts: SendOptions = {}): Promise<SpoolRecord> {
+    const [rec] = await this.sendMany(channel, [{ ...opts, payload }]);
+    return rec as SpoolRecord;
+  }
+
+  status() {
+    const channels: Record<string, unknown> = {};
+    for (const ch of new Set([...this.spool.channels(), ...this.receivers.keys()])) {
+      channels[ch] = { backlog: this.spool.backlog(ch), lastSeq: this.spool.lastSeq(ch), acked: this.spool.acked(ch) };
+    }
+    return {
+      connector: this.identity.connector,
+      tenant: this.identity.tenant,
+      connected: this.transport.status === "open",
+      edge: this.connectedEdge,
+      fatal: this.transport.fatal,
+      channels,
+      streams: Object.fromEntries(this.lastDelivery),
+      receipts: this.receipts.slice(-20).map((r) => ({ channel: r.ch, destination: r.dst, status: r.status, count: r.ids.length, at: r.at })),
+    };
+  }
+
+  // ---- sending ----
+
+  private st(channel: string): SendState {
+    let s = this.sendState.get(channel);
+    if (!s) {
+      s = { next: this.spool.acked(channel) + 1, lastProgress: Date.now(), pausedUntil: 0, backoff: new Backoff(500, 30_000), warned: false };
+      this.sendState.set(channel, s);
+    }
+    return s;
+  }
+
+  private kickSend(channel: string): void {
+    this.pumpSend(channel).catch((e: unknown) => this.log("error", "send pump failed", { channel, error: (e as Error).message }));
+  }
+
+  /**
+   * Sends unacknowledged spool records oldest first, many per frame, while
+   * the window and the socket's buffer allow. One pump per channel.
+   */
+  private async pumpSend(channel: string): Promise<void> {
+    if (this.sending.has(channel)) {
+      this.sendAgain.add(channel);
+      return;
+    }
+    this.sending.add(channel);
+    try {
+      const gen = this.generation;
+      const s = this.st(channel);
+      while (this.transport.status === "open" && gen === this.generation) {
+        const now = Date.now();
+        if (s.pausedUntil > now) {
+          setTimeout(() => this.kickSend(channel), s.pausedUntil - now).unref();
+          return;
+        }
+        if (this.transport.buffered > MAX_BUFFERED) {
+          setTimeout(() => this.kickSend(channel), 20).unref();
+          return;
+        }
+        const acked = this.spool.acked(channel);
+        s.next = Math.max(s.next, acked + 1);
+        const room = SEND_WINDOW - (s.next - 1 - acked);
+        if (room <= 0) return;
+        const limit = this.sendable.get(channel) ?? 0;
+        const recs = this.spool.pending(channel, s.next, Math.min(room, FRAME_MESSAGES)).filter((r) => r.seq <= limit);
+        if (recs.length === 0) return;
+        const msgs: PubMessage[] = [];
+        const payloads: Uint8Array[] = [];
+        let bytes = 0;
+        for (const r of recs) {
+          if (msgs.length > 0 && bytes + r.size > FRAME_BYTES) break;
+          payloads.push(await this.spool.readPayload(r));
+          msgs.push({ seq: r.seq, id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256, ...(r.fields ? { fields: r.fields } : {}) });
+          bytes += r.size;
+        }
+        if (gen !== this.generation) break;
+        if (s.next - 1 === acked) s.lastProgress = Date.now();
+        if (!this.transport.send(encodeFrame({ t: "pub", ch: channel, epoch: this.spool.epoch, msgs }, payloads))) return;
+        s.next = (msgs[msgs.length - 1] as PubMessage).seq + 1;
+      }
+    } finally {
+      this.sending.delete(channel);
+      if (this.sendAgain.delete(channel)) this.kickSend(channel);
+    }
+  }
+
+  private async onPubAck(f: PubAckFrame): Promise<void> {
+    if (f.epoch !== this.spool.epoch) return;
+    if (f.upTo > this.spool.lastSeq(f.ch)) {
+      this.log("error", "the edge acknowledged messages this spool never sent", { channel: f.ch, upTo: f.upTo, lastSeq: this.spool.lastSeq(f.ch) });
+      return;
+    }
+    const before = this.spool.acked(f.ch);
+    if (f.upTo > before) {
+      await this.spool.ack(f.ch, f.upTo);
+      const s = this.st(f.ch);
+      s.lastProgress = Date.now();
+      s.backoff.reset();
+      s.warned = false;
+      this.emit("accepted", f.ch, f.upTo);
+    }
+    this.kickSend(f.ch);
+  }
+
+  private checkAckTimeouts(): void {
+    if (this.transport.status !== "open") return;
+    const now = Date.now();
+    for (const [ch, s] of this.sendState) {
+      const inflight = s.next - 1 - this.spool.acked(ch);
+      if (inflight > 0 && s.pausedUntil <= now && now - s.lastProgress > ACK_TIMEOUT_MS) {
+        s.lastProgress = now;
+        this.transport.recycle(`no acknowledgement for ${inflight} messages on ${ch} in ${ACK_TIMEOUT_MS / 1000}s`);
+        return;
+      }
+    }
+  }
+
+  private onSendError(f: ErrorFrame & { ch: string }): void {
+    const s = this.st(f.ch);
+    const acked = this.spool.acked(f.ch);
+    switch (f.code) {
+      case ErrorCode.SEQ_GAP: {
+        const expected = f.expected ?? acked + 1;
+        if (expected <= acked) {
+          this.log("error", "the edge expects messages it acknowledged before; its state was lost", { channel: f.ch, expected, acked });
+        }
+        s.next = Math.max(expected, acked + 1);
+        this.kickSend(f.ch);
+        return;
+      }
+      default: {
+        // NO_ROUTE, STORAGE, INTERNAL, STALE_EPOCH...: nothing after `acked`
+        // is trusted; keep everything and retry later from there.
+        s.next = acked + 1;
+        const delay = s.backoff.next() + 500;
+        s.pausedUntil = Date.now() + delay;
+        if (!s.warned || f.code !== ErrorCode.NO_ROUTE) {
+          this.log("warn", "the edge did not accept messages; keeping them and retrying", { channel: f.ch, code: f.code, message: f.message, retryInMs: delay, backlog: this.spool.backlog(f.ch).count });
+        }
+        s.warned = true;
+        setTimeout(() => this.kickSend(f.ch), delay).unref();
+      }
+    }
+  }
+
+  // ---- receiving ----
+
+  private onDeliver(f: DeliverFrame, payloads: Uint8Array[]): Promise<void> {
+    const stream = `${f.src}>${f.dst}`;
+    const run = (this.streamChains.get(stream) ?? Promise.resolve()).then(() => this.deliverStream(stream, f, payloads));
+    const tail = run.catch((e: unknown) => this.log("error", "delivery failed; the edge will redeliver", { stream, error: (e as Error).message }));
+    this.streamChains.set(stream, tail);
+    return tail;
+  }
+
+  private async deliverStream(stream: string, f: DeliverFrame, payloads: Uint8Array[]): Promise<void> {
+    const { connector, channel } = splitAddress(f.dst);
+    const receiver = this.receivers.get(channel);
+    if (connector !== this.identity.connector || !receiver) {
+      this.log("error", "a delivery arrived for a channel this connector does not receive on; add it with an inbox to the config", { destination: f.dst, source: f.src });
+      return;
+    }
+    const hwm = receiver.hwm(stream);
+    const fresh: Incoming[] = [];
+    f.msgs.forEach((meta, i) => {
+      if (meta.dseq > hwm) fresh.push({ meta, payload: payloads[i] as Uint8Array });
+    });
+    const first = fresh[0];
+    if (!first) {
+      // All of it was delivered before (an ack got lost): acknowledge again.
+      this.transport.send(encodeFrame({ t: "ack", src: f.src, dst: f.dst, upTo: hwm }));
+      return;
+    }
+    if (first.meta.dseq !== hwm + 1) {
+      this.askResend(stream, f.src, f.dst, hwm + 1);
+      return;
+    }
+    for (const m of fresh) {
+      const digest = createHash("sha256").update(m.payload).digest("hex");
+      if (digest !== m.meta.sha256) {
+        this.log("error", "payload digest mismatch; asking the edge to send it again", { stream, dseq: m.meta.dseq, id: m.meta.id });
+        const ok = fresh.slice(0, fresh.indexOf(m));
+        if (ok.length > 0) await this.commitDelivered(stream, f, receiver, ok);
+        this.askResend(stream, f.src, f.dst, m.meta.dseq, true);
+        return;
+      }
+    }
+    await this.commitDelivered(stream, f, receiver, fresh);
+  }
+
+  private async commitDelivered(stream: string, f: DeliverFrame, receiver: Receiver, msgs: Incoming[]): Promise<void> {
+    const upTo = await receiver.deliver(stream, msgs);
+    this.resendAsked.delete(stream);
+    this.lastDelivery.set(stream, { at: Date.now(), upTo });
+    this.transport.send(encodeFrame({ t: "ack", src: f.src, dst: f.dst, upTo }));
+    this.emit("delivered", stream, upTo, msgs.length);
+  }
+
+  /** Asks for a resend once per position (frames already in flight behind a gap would each ask again). */
+  private askResend(stream: string, src: string, dst: string, from: number, force = false): void {
+    const prev = this.resendAsked.get(stream);
+    const now = Date.now();
+    if (!force && prev && prev.from === from && now - prev.at < 5000) return;
+    this.resendAsked.set(stream, { from, at: now });
+    this.log("info", "gap in stream; asking the edge to resend", { stream, from });
+    this.transport.send(encodeFrame({ t: "resend", src, dst, from }));
+  }
+
+  // ---- link ----
+
+  private onOpen(edge: string): void {
+    this.generation++;
+    this.connectedEdge = edge;
+    this.resendAsked.clear();
+    for (const ch of this.spool.channels()) {
+      const s = this.st(ch);
+      // Everything unacknowledged goes again, oldest first; the edge dedups.
+      s.next = this.spool.acked(ch) + 1;
+      s.lastProgress = Date.now();
+      s.pausedUntil = 0;
+      this.kickSend(ch);
+    }
+    this.emit("connected", edge);
+  }
+
+  private onClose(code: number, reason: string): void {
+    this.generation++;
+    this.connectedEdge = null;
+    this.log("info", "disconnected", { code, reason });
+    this.emit("disconnected", code, reason);
+  }
+
+  private onFrame(data: Uint8Array): void {
+    let decoded;
+    try {
+      decoded = decodeFrame(data);
+    } catch (e) {
+      this.log("error", "bad frame from the edge", { error: (e as Error).message });
+      return;
+    }
+    const { frame, payloads } = decoded;
+    switch (frame.t) {
+      case "welcome":
+        this.transport.setHeartbeat(frame.heartbeat);
+        this.log("info", "session open", { tenant: frame.tenant, connector: frame.connector, region: frame.region });
+        return;
+      case "puback":
+        this.onPubAck(frame).catch((e: unknown) => this.log("error", "could not record an acknowledgement", { error: (e as Error).message }));
+        return;
+      case "deliver":
+        void this.onDeliver(frame, payloads);
+        return;
+      case "receipt":
+        this.receipts.push(frame);
+        if (this.receipts.length > 100) this.receipts.shift();
+        this.log("debug", "receipt", { channel: frame.ch, destination: frame.dst, status: frame.status, count: frame.ids.length });
+        this.emit("receipt", frame);
+        return;
+      case "error":
+        this.emit("edgeError", frame);
+        if (frame.ch && (frame.src === undefined || frame.dst === undefined)) this.onSendError({ ...frame, ch: frame.ch });
+        else this.log("warn", "edge error", { code: frame.code, message: frame.message, source: frame.src, destination: frame.dst });
+        return;
+      default:
+        this.log("warn", "unexpected frame from the edge", { type: frame.t });
+    }
+  }
+}

@@ -1,0 +1,104 @@
+import { chmod, mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
+import { join } from "node:path";
+import { CompactSign, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
+import { CONNECT_AUDIENCE, ENROLL_PROOF_TYPE, type EnrollResponse } from "../../wire/index.ts";
+
+/** What `ferry connector enroll` leaves in the state folder (mode 0600). */
+export type Identity = EnrollResponse & {
+  privateJwk: JWK;
+  publicJwk: JWK;
+  enrolledAt: number;
+};
+
+export class IdentityError extends Error {
+  override readonly name = "IdentityError";
+  constructor(
+    readonly code: "NOT_ENROLLED" | "ENROLL_REJECTED" | "EDGE_UNREACHABLE" | "ALREADY_ENROLLED",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function identityPath(stateDir: string): string {
+  return join(stateDir, "identity.json");
+}
+
+export async function loadIdentity(stateDir: string): Promise<Identity> {
+  try {
+    return JSON.parse(await readFile(identityPath(stateDir), "utf8")) as Identity;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
+      throw new IdentityError("NOT_ENROLLED", `no identity in ${stateDir}; run 'ferry connector enroll --edge URL --token T --state ${stateDir}' first`);
+    }
+    throw e;
+  }
+}
+
+/** Writes a file so that a crash leaves the old or the new content, never a torn one. */
+export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  await writeFile(tmp, data, { mode });
+  const fh = await open(tmp, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await chmod(path, mode);
+}
+
+/**
+ * Enrols this site: generates an Ed25519 key pair locally, proves possession
+ * by signing the one-time token, and stores the identity. The private key
+ * never leaves the state folder.
+ */
+export async function enroll(opts: { edge: string; token: string; stateDir: string; force?: boolean }): Promise<Identity> {
+  await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
+  if (!opts.force) {
+    const existing = await loadIdentity(opts.stateDir).catch(() => null);
+    if (existing) throw new IdentityError("ALREADY_ENROLLED", `${opts.stateDir} already holds connector '${existing.connector}'; use another --state or --force`);
+  }
+  const { publicKey, privateKey } = await generateKeyPair("Ed25519", { extractable: true });
+  const proof = await new CompactSign(new TextEncoder().encode(opts.token))
+    .setProtectedHeader({ alg: "Ed25519", typ: ENROLL_PROOF_TYPE })
+    .sign(privateKey);
+  const pub = await exportJWK(publicKey);
+  const url = new URL("/v1/enroll", opts.edge);
+  let res: Response;
+  try {
+    res = await fetch(url, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ token: opts.token, publicKey: { kty: pub.kty, crv: pub.crv, x: pub.x }, proof }),
+    });
+  } catch (e) {
+    throw new IdentityError("EDGE_UNREACHABLE", `cannot reach the edge at ${opts.edge}: ${(e as Error).cause ?? (e as Error).message}`);
+  }
+  const body = (await res.json().catch(() => ({}))) as Partial<EnrollResponse> & { detail?: string };
+  if (!res.ok) throw new IdentityError("ENROLL_REJECTED", `enrolment refused (${res.status}): ${body.detail ?? res.statusText}`);
+  const identity: Identity = {
+    tenant: String(body.tenant),
+    connector: String(body.connector),
+    connectorId: String(body.connectorId),
+    edges: body.edges ?? [opts.edge],
+    privateJwk: await exportJWK(privateKey),
+    publicJwk: pub,
+    enrolledAt: Date.now(),
+  };
+  await writeFileAtomic(identityPath(opts.stateDir), JSON.stringify(identity, null, 2));
+  return identity;
+}
+
+/** A short-lived session assertion the edge verifies against the enrolled key. */
+export async function connectAssertion(identity: Identity): Promise<string> {
+  const key = await importJWK(identity.privateJwk, "Ed25519");
+  return new SignJWT({})
+    .setProtectedHeader({ alg: "Ed25519", typ: "JWT" })
+    .setSubject(identity.connectorId)
+    .setAudience(CONNECT_AUDIENCE)
+    .setIssuedAt()
+    .setExpirationTime("2m")
+    .sign(key);
+}

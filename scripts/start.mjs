@@ -1,0 +1,93 @@
+// `npm start`: the whole Ferry network on this machine. wrangler dev, fully
+// local (no login, no metrics, no network), on 127.0.0.1:8787 (PORT to
+// override), D1 migrations applied first, all state persisted in .state/.
+import { spawn, spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { localEnv } from "./local-env.mjs";
+
+const root = dirname(dirname(fileURLToPath(import.meta.url)));
+const port = Number(process.env.PORT ?? 8787);
+const stateDir = join(root, ".state");
+const persist = process.env.FERRY_PERSIST_TO ?? join(stateDir, "wrangler");
+mkdirSync(stateDir, { recursive: true });
+
+const tokenFile = join(stateDir, "admin-token");
+if (!existsSync(tokenFile)) writeFileSync(tokenFile, `fad_${randomBytes(24).toString("base64url")}\n`, { mode: 0o600 });
+const adminToken = readFileSync(tokenFile, "utf8").trim();
+
+const env = localEnv(root);
+const wrangler = join(root, "node_modules", ".bin", "wrangler");
+
+const migrate = spawnSync(wrangler, ["d1", "migrations", "apply", "ferry", "--local", "--persist-to", persist], {
+  cwd: root,
+  env,
+  stdio: ["ignore", "pipe", "pipe"],
+  encoding: "utf8",
+});
+if (migrate.status !== 0) {
+  process.stderr.write(migrate.stdout + migrate.stderr);
+  console.error("start: applying the D1 migrations failed");
+  process.exit(1);
+}
+
+const dev = spawn(
+  wrangler,
+  ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persist, "--var", `ADMIN_TOKEN:${adminToken}`, "--show-interactive-dev-session=false", "--log-level", process.env.FERRY_WRANGLER_LOG ?? "warn"],
+  { cwd: root, env, stdio: ["ignore", "inherit", "inherit"], detached: true },
+);
+
+let stopping = false;
+const stop = (signal) => {
+  if (stopping) return;
+  stopping = true;
+  // The whole process group: SIGKILL on wrangler alone would leave workerd behind.
+  try {
+    process.kill(-dev.pid, "SIGTERM");
+  } catch {}
+  setTimeout(() => {
+    try {
+      process.kill(-dev.pid, "SIGKILL");
+    } catch {}
+    process.exit(signal === "exit" ? 1 : 0);
+  }, 5000).unref();
+};
+process.on("SIGINT", () => stop("SIGINT"));
+process.on("SIGTERM", () => stop("SIGTERM"));
+dev.on("exit", (code) => {
+  if (!stopping) console.error(`start: wrangler exited (${code})`);
+  process.exit(code ?? 0);
+});
+
+const base = `http://127.0.0.1:${port}`;
+const deadline = Date.now() + 120_000;
+for (;;) {
+  try {
+    const r = await fetch(`${base}/healthz`);
+    if (r.ok) {
+      const h = await r.json();
+      console.log(`
+  Ferry ${h.version} is up (state persisted in ${persist})
+
+  portal             ${base}/
+  admin API          ${base}/api/   (Authorization: Bearer <admin token>)
+  connector endpoint ${base.replace("http", "ws")}/v1/connect
+  health             ${base}/healthz
+  admin token        ${tokenFile}
+                     (ferry admin … finds it; for curl: Authorization: Bearer $(cat .state/admin-token))
+
+  Try the tour in another terminal:  npm run demo
+  Stop with Ctrl-C.
+`);
+      break;
+    }
+  } catch {}
+  if (Date.now() > deadline) {
+    console.error("start: the edge did not become healthy within 120 s");
+    stop("exit");
+    break;
+  }
+  await new Promise((r) => setTimeout(r, 250));
+}
