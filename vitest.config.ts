@@ -1,4 +1,4 @@
-import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
 
 // Three projects: Node-side units (connector, wire), Worker and Durable
@@ -17,16 +17,20 @@ export default defineConfig({
       },
       {
         plugins: [
-          cloudflareTest({
+          cloudflareTest(async () => ({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
-              bindings: { ADMIN_TOKEN: "test-admin-token-0123456789abcdef" },
+              bindings: {
+                ADMIN_TOKEN: "test-admin-token-0123456789abcdef",
+                TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+              },
             },
-          }),
+          })),
         ],
         test: {
           name: "edge",
           include: ["workers/**/*.test.ts", "durable-objects/**/*.test.ts"],
+          setupFiles: ["./workers/test-setup.ts"],
           testTimeout: 30_000,
         },
       },

@@ -1,0 +1,128 @@
+import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import type { PubMessage } from "../../wire/index.ts";
+import type { ChannelObject } from "./channel.ts";
+
+const TENANT = "t1";
+let n = 0;
+
+/** A fresh channel object per test: unique source address. */
+function fresh() {
+  const source = `src${++n}-${crypto.randomUUID().slice(0, 8)}/orders`;
+  const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:${source}`));
+  return { source, stub };
+}
+
+const route = (destination: string) => ({ destination, ttlSeconds: 3600, protection: "none", archive: false });
+
+function msgs(from: number, to: number): { msgs: PubMessage[]; payloads: Uint8Array[] } {
+  const out: PubMessage[] = [];
+  const payloads: Uint8Array[] = [];
+  for (let s = from; s <= to; s++) {
+    const p = new TextEncoder().encode(`message ${s}`);
+    out.push({ seq: s, id: `msg-${s}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: p.byteLength, sha256: "0".repeat(64) });
+    payloads.push(p);
+  }
+  return { msgs: out, payloads };
+}
+
+async function stored(stub: DurableObjectStub<ChannelObject>): Promise<number[]> {
+  return runInDurableObject(stub, (_obj, state) =>
+    state.storage.sql.exec<{ seq: number }>("SELECT seq FROM messages ORDER BY mseq").toArray().map((r) => r.seq),
+  );
+}
+
+describe("channel object: accepting", () => {
+  it("refuses to accept without a route, and stores nothing", async () => {
+    const { source, stub } = fresh();
+    const res = await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 2) });
+    expect(res).toMatchObject({ ok: false, code: "NO_ROUTE" });
+    expect(await stored(stub)).toEqual([]);
+  });
+
+  it("accepts each sequence exactly once: a replayed batch is acknowledged but not stored again", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    const first = await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 3) });
+    expect(first).toEqual({ ok: true, upTo: 3, accepted: 3, duplicates: 0 });
+    const replay = await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 3) });
+    expect(replay).toEqual({ ok: true, upTo: 3, accepted: 0, duplicates: 3 });
+    const overlap = await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(2, 5) });
+    expect(overlap).toEqual({ ok: true, upTo: 5, accepted: 2, duplicates: 2 });
+    expect(await stored(stub)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it("stops at a gap and says where to resend from; nothing after the gap is stored", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 2) });
+    const a = msgs(3, 3);
+    const b = msgs(5, 6);
+    const res = await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: [...a.msgs, ...b.msgs], payloads: [...a.payloads, ...b.payloads] });
+    expect(res).toMatchObject({ ok: true, upTo: 3, accepted: 1, gap: { expected: 4 } });
+    expect(await stored(stub)).toEqual([1, 2, 3]);
+  });
+
+  it("keeps dedup state across eviction (hibernation) of the object", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 4) });
+    await evictDurableObject(stub);
+    const replay = await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(3, 5) });
+    expect(replay).toEqual({ ok: true, upTo: 5, accepted: 1, duplicates: 2 });
+    expect(await stored(stub)).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it("starts a new stream for a new spool epoch and refuses the retired one", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-old-aaaa", ...msgs(1, 3) });
+    const notFromOne = await stub.publish({ tenant: TENANT, source, epoch: "epoch-new-bbbb", ...msgs(2, 2) });
+    expect(notFromOne).toMatchObject({ ok: false, code: "STALE_EPOCH" });
+    const renewed = await stub.publish({ tenant: TENANT, source, epoch: "epoch-new-bbbb", ...msgs(1, 2) });
+    expect(renewed).toMatchObject({ ok: true, upTo: 2, accepted: 2 });
+    const stale = await stub.publish({ tenant: TENANT, source, epoch: "epoch-old-aaaa", ...msgs(4, 4) });
+    expect(stale).toMatchObject({ ok: false, code: "STALE_EPOCH" });
+  });
+});
+
+describe("channel object: acknowledging and fan-out", () => {
+  it("rejects acks for streams it does not have and for messages never sent", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 2) });
+    expect(await stub.ack(TENANT, source, "c/orders", 1)).toMatchObject({ ok: false, code: "UNKNOWN_STREAM" });
+    expect(await stub.ack(TENANT, source, "b/orders", 3)).toMatchObject({ ok: false, code: "BAD_ACK" });
+    expect(await stored(stub)).toEqual([1, 2]);
+  });
+
+  it("keeps a message until every destination acknowledged it; each destination has its own sequence", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders"), route("c/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 3) });
+    expect(await stub.ack(TENANT, source, "b/orders", 3)).toEqual({ ok: true, acked: 3 });
+    expect(await stored(stub)).toEqual([1, 2, 3]);
+    expect(await stub.ack(TENANT, source, "c/orders", 2)).toEqual({ ok: true, acked: 2 });
+    expect(await stored(stub)).toEqual([3]);
+    // A stale (lower) ack changes nothing.
+    expect(await stub.ack(TENANT, source, "c/orders", 1)).toEqual({ ok: true, acked: 2 });
+    const st = await stub.status();
+    expect(st.streams.find((s) => s.destination === "b/orders")).toMatchObject({ acked: 3, queued: 0 });
+    expect(st.streams.find((s) => s.destination === "c/orders")).toMatchObject({ acked: 2, queued: 1 });
+  });
+
+  it("logs accepted and delivered events to D1 through its outbox", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 2) });
+    await stub.ack(TENANT, source, "b/orders", 2);
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const { results } = await env.DB.prepare("SELECT type, seq, destination FROM events WHERE source = ? ORDER BY id").bind(source).all();
+    expect(results).toEqual([
+      { type: "accepted", seq: 1, destination: null },
+      { type: "accepted", seq: 2, destination: null },
+      { type: "delivered", seq: 1, destination: "b/orders" },
+      { type: "delivered", seq: 2, destination: "b/orders" },
+    ]);
+  });
+});
