@@ -10,7 +10,8 @@ import { localEnv } from "./local-env.mjs";
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const port = Number(process.env.PORT ?? 8787);
-const stateDir = join(root, ".state");
+// FERRY_STATE_DIR lets tests run private networks beside a developer's own.
+const stateDir = process.env.FERRY_STATE_DIR ?? join(root, ".state");
 const persist = process.env.FERRY_PERSIST_TO ?? join(stateDir, "wrangler");
 mkdirSync(stateDir, { recursive: true });
 
@@ -18,7 +19,7 @@ const tokenFile = join(stateDir, "admin-token");
 if (!existsSync(tokenFile)) writeFileSync(tokenFile, `fad_${randomBytes(24).toString("base64url")}\n`, { mode: 0o600 });
 const adminToken = readFileSync(tokenFile, "utf8").trim();
 
-const env = localEnv(root);
+const env = localEnv(root, { WRANGLER_LOG_PATH: join(stateDir, "logs") });
 const wrangler = join(root, "node_modules", ".bin", "wrangler");
 
 const migrate = spawnSync(wrangler, ["d1", "migrations", "apply", "ferry", "--local", "--persist-to", persist], {

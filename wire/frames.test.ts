@@ -1,0 +1,61 @@
+import { describe, expect, it } from "vitest";
+import { decodeFrame, encodeFrame, Limits, WireError, type PubMessage } from "./index.ts";
+
+const msg = (seq: number, size: number): PubMessage => ({ seq, id: `id-${seq}-aaaaaaaa`, createdAt: 1, contentType: "text/plain", size, sha256: "a".repeat(64) });
+
+function header(json: unknown, tail: Uint8Array = new Uint8Array()): Uint8Array {
+  const h = new TextEncoder().encode(JSON.stringify(json));
+  const out = new Uint8Array(5 + h.byteLength + tail.byteLength);
+  out[0] = 1;
+  new DataView(out.buffer).setUint32(1, h.byteLength);
+  out.set(h, 5);
+  out.set(tail, 5 + h.byteLength);
+  return out;
+}
+
+function code(f: () => unknown): string {
+  try {
+    f();
+  } catch (e) {
+    expect(e).toBeInstanceOf(WireError);
+    return `${(e as WireError).code}: ${(e as WireError).message}`;
+  }
+  throw new Error("did not throw");
+}
+
+describe("wire frames", () => {
+  it("round-trips a pub frame with payloads as views, not copies", () => {
+    const payloads = [new Uint8Array([1, 2, 3]), new Uint8Array(0), new Uint8Array([9])];
+    const bytes = encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 3), msg(2, 0), msg(3, 1)] }, payloads);
+    const d = decodeFrame(bytes);
+    expect(d.frame).toMatchObject({ t: "pub", ch: "orders" });
+    expect(d.payloads.map((p) => [...p])).toEqual([[1, 2, 3], [], [9]]);
+    expect(d.payloads[0]?.buffer).toBe(bytes.buffer);
+  });
+
+  it("refuses to encode payloads that disagree with their declared sizes", () => {
+    expect(code(() => encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 5)] }, [new Uint8Array(4)]))).toMatch(/^BAD_FRAME: message 0 declares size 5/);
+  });
+
+  it("names what is wrong with untrusted bytes", () => {
+    expect(code(() => decodeFrame(new Uint8Array([1, 0])))).toMatch(/^BAD_FRAME: frame shorter/);
+    expect(code(() => decodeFrame(new Uint8Array([2, 0, 0, 0, 0])))).toMatch(/unsupported protocol version 2/);
+    expect(code(() => decodeFrame(new Uint8Array([1, 0, 0, 1, 0, 123])))).toMatch(/header length 256 does not fit/);
+    expect(code(() => decodeFrame(header("not-an-object")))).toMatch(/invalid frame/);
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "Orders!", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 0)] })))).toMatch(/invalid frame: ch:/);
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [{ ...msg(0, 0) }] })))).toMatch(/msgs\.0\.seq/);
+    expect(code(() => decodeFrame(header({ t: "ack", src: "a/b", dst: "c/d", upTo: 1, extra: 1 })))).toMatch(/invalid frame/);
+    expect(code(() => decodeFrame(header({ t: "bogus" })))).toMatch(/invalid frame: t/);
+    // A payload that runs past the end, and bytes nobody declared.
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 10)] }, new Uint8Array(3))))).toMatch(/runs past the frame end/);
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 1)] }, new Uint8Array(3))))).toMatch(/2 trailing bytes/);
+    expect(code(() => decodeFrame(new Uint8Array(Limits.MAX_FRAME_BYTES + 1)))).toMatch(/^TOO_LARGE/);
+    expect(code(() => decodeFrame(new Uint8Array([1, 0, 0, 0, 2, 0xff, 0xfe])))).toMatch(/not UTF-8 JSON/);
+  });
+
+  it("caps messages per frame and the inline payload size", () => {
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, Limits.MAX_INLINE_PAYLOAD + 1)] })))).toMatch(/size/);
+    const many = Array.from({ length: Limits.MAX_MESSAGES_PER_FRAME + 1 }, (_, i) => msg(i + 1, 0));
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: many })))).toMatch(/msgs/);
+  });
+});
