@@ -111,6 +111,13 @@ export const DeliverFrame = z.strictObject({
   t: z.literal(FrameType.DELIVER),
   src: Address,
   dst: Address,
+  /**
+   * The stream position before the first message that is still to be
+   * delivered. Positions in between expired (they are dead letters at the
+   * edge): a receiver whose mark is at or past `after` skips them; one below
+   * it has missed messages and asks for a resend.
+   */
+  after: SeqOrZero,
   msgs: z.array(DeliverMessage).min(1).max(Limits.MAX_MESSAGES_PER_FRAME),
 });
 export const AckFrame = z.strictObject({

@@ -70,7 +70,7 @@ describe("edge: HTTP", () => {
   });
 
   it("refuses the admin API without a valid admin token, as a problem document", async () => {
-    for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: "Basic abc" }]) {
+    for (const headers of [{}, { authorization: "Bearer wrong" }, { authorization: "Basic abc" }] as Record<string, string>[]) {
       const res = await api("GET", "/api/connectors", undefined, headers);
       expect(res.status).toBe(401);
       expect(res.type).toContain("application/problem+json");

@@ -5,6 +5,7 @@ import { adminAuth } from "./admin/auth.ts";
 import { connectors } from "./admin/connectors.ts";
 import { routes } from "./admin/routes.ts";
 import { messages } from "./admin/messages.ts";
+import { deadLetters } from "./admin/dead-letters.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
 
@@ -27,6 +28,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/connectors", connectors)
   .route("/api/routes", routes)
   .route("/api/messages", messages)
+  .route("/api/dead-letters", deadLetters)
   .all("/api/*", (c) => {
     throw new ApiError(404, "Not found", `no admin API at ${new URL(c.req.url).pathname}`);
   })

@@ -18,6 +18,9 @@ Usage:
   ferry admin messages                  the message event log, newest first
       [--limit 100] [--source A/ch] [--type accepted|delivered] [--cursor C]
   ferry admin trace MESSAGE_ID          every event of one message
+  ferry admin dead-letters [list]       messages that expired before delivery
+      [--source A/ch] [--destination B/ch]
+  ferry admin dead-letters redrive|discard --source A/ch [--destination B/ch] [--id ID …]
 
 Options (all commands):
   --edge URL           edge to manage (default: FERRY_EDGE or http://127.0.0.1:8787)
@@ -51,6 +54,8 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       source: { type: "string" },
       type: { type: "string" },
       cursor: { type: "string" },
+      destination: { type: "string" },
+      id: { type: "string", multiple: true },
     },
   });
   const [noun, verb, ...rest] = positionals;
@@ -173,6 +178,28 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       [`message ${r.messageId}`, ...r.events.map((e) => `  ${iso(e.at)}  ${e.type.padEnd(10)} ${e.source} -> ${e.destination ?? "(edge)"}  at ${e.place}${e.size !== null ? `  ${e.size} B` : ""}`)].join("\n"),
     );
     return 0;
+  }
+
+  if (noun === "dead-letters") {
+    if (verb === undefined || verb === "list") {
+      const q = new URLSearchParams();
+      if (values.source) q.set("source", values.source);
+      if (values.destination) q.set("destination", values.destination);
+      const r = await api.request<{ deadLetters: { source: string; destination: string; id: string; reason: string; deadAt: number; size: number }[] }>("GET", `/api/dead-letters?${q}`);
+      printJsonOr(out, json, r, () => table(["SOURCE", "DESTINATION", "MESSAGE", "REASON", "SINCE", "SIZE"], r.deadLetters.map((d) => [d.source, d.destination, d.id, d.reason, iso(d.deadAt), String(d.size)])));
+      return 0;
+    }
+    if (verb === "redrive" || verb === "discard") {
+      if (!values.source) throw new CliError(`--source: required (the address the dead letters were sent from)`, 2);
+      const r = await api.request<{ count: number }>("POST", `/api/dead-letters/${verb}`, {
+        source: values.source,
+        ...(values.destination ? { destination: values.destination } : {}),
+        ...(values.id ? { ids: values.id } : {}),
+      });
+      printJsonOr(out, json, r, () => `${verb === "redrive" ? "re-driven" : "discarded"}: ${r.count}`);
+      return 0;
+    }
+    throw new CliError(`unknown command 'dead-letters ${verb}'; see 'ferry admin --help'`, 2);
   }
 
   throw new CliError(`unknown command 'admin ${noun}'; see 'ferry admin --help'`, 2);

@@ -42,6 +42,8 @@ export type Incoming = { meta: DeliverMessage; payload: Uint8Array };
 export interface Receiver {
   hwm(stream: string): number;
   deliver(stream: string, msgs: Incoming[]): Promise<number>;
+  /** Durably moves the mark to `upTo` without delivering (positions that expired at the edge). */
+  skip(stream: string, upTo: number): Promise<void>;
 }
 
 export type SendOptions = { contentType?: string; fields?: Record<string, string>; id?: string; origin?: SpoolItem["origin"] };
@@ -353,7 +355,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       this.transport.send(encodeFrame({ t: "ack", src: f.src, dst: f.dst, upTo: hwm }));
       return;
     }
-    if (first.meta.dseq !== hwm + 1) {
+    if (f.after > hwm) {
+      // Something between our mark and this frame never reached us.
       this.askResend(stream, f.src, f.dst, hwm + 1);
       return;
     }
@@ -370,8 +373,30 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     await this.commitDelivered(stream, f, receiver, fresh);
   }
 
+  /**
+   * Hands contiguous runs to the receiver. Positions the edge skipped
+   * (expired there, dead letters) are passed over with `skip`, so the mark
+   * moves past them without delivering anything.
+   */
   private async commitDelivered(stream: string, f: DeliverFrame, receiver: Receiver, msgs: Incoming[]): Promise<void> {
-    const upTo = await receiver.deliver(stream, msgs);
+    let upTo = receiver.hwm(stream);
+    let run: Incoming[] = [];
+    const flush = async () => {
+      if (run.length === 0) return;
+      upTo = await receiver.deliver(stream, run);
+      run = [];
+    };
+    for (const m of msgs) {
+      const expected = upTo + run.length + 1;
+      if (m.meta.dseq !== expected) {
+        await flush();
+        await receiver.skip(stream, m.meta.dseq - 1);
+        this.log("warn", "positions expired at the edge were skipped (see the dead letters there)", { stream, from: upTo + 1, to: m.meta.dseq - 1 });
+        upTo = m.meta.dseq - 1;
+      }
+      run.push(m);
+    }
+    await flush();
     this.resendAsked.delete(stream);
     this.lastDelivery.set(stream, { at: Date.now(), upTo });
     this.transport.send(encodeFrame({ t: "ack", src: f.src, dst: f.dst, upTo }));

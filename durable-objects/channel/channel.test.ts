@@ -1,4 +1,4 @@
-import { env, evictDurableObject, runInDurableObject } from "cloudflare:test";
+import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import type { PubMessage } from "../../wire/index.ts";
 import type { ChannelObject } from "./channel.ts";
@@ -124,5 +124,54 @@ describe("channel object: acknowledging and fan-out", () => {
       { type: "delivered", seq: 1, destination: "b/orders" },
       { type: "delivered", seq: 2, destination: "b/orders" },
     ]);
+  });
+});
+
+describe("channel object: time to live and dead letters", () => {
+  async function expiredAfterTtl(stub: DurableObjectStub<ChannelObject>, source: string) {
+    // The TTL is one second of real time: wait for the alarm to have expired them (bounded).
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      await runDurableObjectAlarm(stub);
+      const dead = await stub.deadLetters(TENANT, source);
+      if (dead.length > 0 || Date.now() > deadline) return dead;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  it("expires undelivered messages into dead letters, logs them, and leaves other destinations alone", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [{ ...route("slow/orders"), ttlSeconds: 1 }, route("fast/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 3) });
+    const dead = await expiredAfterTtl(stub, source);
+    expect(dead.map((d) => [d.destination, d.seq, d.reason])).toEqual([
+      ["slow/orders", 1, "expired"],
+      ["slow/orders", 2, "expired"],
+      ["slow/orders", 3, "expired"],
+    ]);
+    const st = await stub.status();
+    expect(st.streams.find((s) => s.destination === "fast/orders")).toMatchObject({ queued: 3 });
+    // The fast destination still gets and acknowledges all three; the payloads stay for the dead letters.
+    expect(await stub.ack(TENANT, source, "fast/orders", 3)).toEqual({ ok: true, acked: 3 });
+    expect(await stored(stub)).toEqual([1, 2, 3]);
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const { results } = await env.DB.prepare("SELECT count(*) AS n FROM events WHERE source = ? AND type = 'expired'").bind(source).all<{ n: number }>();
+    expect(results[0]?.n).toBe(3);
+  });
+
+  it("re-drives dead letters to the end of the stream with a fresh TTL, and discards them on request", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [{ ...route("b/orders"), ttlSeconds: 1 }]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 2) });
+    await expiredAfterTtl(stub, source);
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    const first = (await stub.deadLetters(TENANT, source))[0];
+    expect(await stub.handleDeadLetters(TENANT, source, "redrive", "b/orders", [first?.id as string])).toBe(1);
+    const outq = await runInDurableObject(stub, (_o, state) => state.storage.sql.exec<{ dseq: number }>("SELECT dseq FROM outq ORDER BY dseq").toArray().map((r) => r.dseq));
+    expect(outq).toEqual([3]);
+    expect(await stub.handleDeadLetters(TENANT, source, "discard")).toBe(1);
+    expect(await stub.deadLetters(TENANT, source)).toEqual([]);
+    expect(await stub.ack(TENANT, source, "b/orders", 3)).toEqual({ ok: true, acked: 3 });
+    expect(await stored(stub)).toEqual([]);
   });
 });

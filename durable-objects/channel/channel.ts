@@ -7,7 +7,7 @@ import {
   type DeliverMessage,
   type PubMessage,
 } from "../../wire/index.ts";
-import type { AckResult, ChannelRoute, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
+import type { AckResult, ChannelRoute, DeadLetter, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
 import { EventOutbox, type LoggedEvent } from "./events.ts";
 
 /** Unacknowledged messages in flight to one destination (the credit window). */
@@ -79,7 +79,9 @@ export class ChannelObject extends DurableObject<Env> {
         mseq INTEGER PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, created_at INTEGER NOT NULL,
         accepted_at INTEGER NOT NULL, expires_at INTEGER, content_type TEXT NOT NULL, size INTEGER NOT NULL,
         sha256 TEXT NOT NULL, fields TEXT, payload BLOB NOT NULL, pending INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS outq (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS outq (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS outq_by_expiry ON outq (expires_at);
+      CREATE TABLE IF NOT EXISTS dead_letters (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
     `);
     this.events = new EventOutbox(ctx, env);
     this.load();
@@ -181,7 +183,7 @@ export class ChannelObject extends DurableObject<Env> {
           );
           for (const r of this.routes) {
             const cur = this.cursorFor(r.destination);
-            this.sql.exec("INSERT INTO outq VALUES (?, ?, ?)", r.destination, cur.next, mseq);
+            this.sql.exec("INSERT INTO outq VALUES (?, ?, ?, ?)", r.destination, cur.next, mseq, now + r.ttlSeconds * 1000);
             cur.next++;
           }
           this.hwm = m.seq;
@@ -242,7 +244,7 @@ export class ChannelObject extends DurableObject<Env> {
         destination, from, upTo,
       );
       this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?", destination, from, upTo);
-      this.sql.exec("DELETE FROM messages WHERE pending <= 0");
+      this.collect();
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
       this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, detail: null })));
     });
@@ -256,11 +258,11 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   /** Receipts travel back to the sender; best effort, the event log has the record. */
-  private async receipt(destination: string, ids: string[], at: number): Promise<void> {
+  private async receipt(destination: string, ids: string[], at: number, status: "delivered" | "expired" = "delivered"): Promise<void> {
     const { connector, channel } = splitAddress(this.source);
     try {
       for (let i = 0; i < ids.length; i += Limits.MAX_MESSAGES_PER_FRAME) {
-        const frame = encodeFrame({ t: "receipt", ch: channel, dst: destination, status: "delivered", ids: ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at });
+        const frame = encodeFrame({ t: "receipt", ch: channel, dst: destination, status, ids: ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at });
         await this.session(connector).notify(frame);
       }
     } catch (e) {
@@ -351,7 +353,13 @@ export class ChannelObject extends DurableObject<Env> {
           payloads.push(new Uint8Array(r.payload));
           bytes += r.size;
         }
-        const frame = encodeFrame({ t: "deliver", src: this.source, dst: destination, msgs }, payloads);
+        const first = msgs[0] as DeliverMessage;
+        // The live position before `first`: anything between it and `first` expired.
+        const prev = this.sql
+          .exec<{ d: number | null }>("SELECT max(dseq) AS d FROM outq WHERE destination = ? AND dseq < ?", destination, first.dseq)
+          .one().d;
+        const after = Math.max(prev ?? 0, cur.acked);
+        const frame = encodeFrame({ t: "deliver", src: this.source, dst: destination, after, msgs }, payloads);
         const delivered = await this.session(connector).deliver(frame);
         if (!delivered) {
           // Store and forward: it stays queued until the destination attaches again.
@@ -368,22 +376,119 @@ export class ChannelObject extends DurableObject<Env> {
     }
   }
 
+  /** Deletes messages no destination still needs (dead letters keep theirs). */
+  private collect(): void {
+    this.sql.exec("DELETE FROM messages WHERE pending <= 0 AND mseq NOT IN (SELECT mseq FROM dead_letters)");
+  }
+
+  /** The alarm fires at the next expiry, and every 30 s while anything is queued or unlogged. */
   private async ensureAlarm(): Promise<void> {
-    if ((await this.ctx.storage.getAlarm()) === null) await this.ctx.storage.setAlarm(Date.now() + ALARM_EVERY_MS);
+    const now = Date.now();
+    const next = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM outq").one().t;
+    const queued = [...this.cursors.values()].some((c) => c.next - 1 > c.acked);
+    let at = queued || this.events.pending() > 0 ? now + ALARM_EVERY_MS : Number.POSITIVE_INFINITY;
+    if (next !== null) at = Math.min(at, Math.max(next, now));
+    if (at === Number.POSITIVE_INFINITY) return;
+    const current = await this.ctx.storage.getAlarm();
+    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
   }
 
   /**
-   * The safety net: retries event-log writes, and pushes again to
-   * destinations that made no progress (a lost frame or a silent
-   * disconnect). Re-arms itself while anything is queued or unlogged.
+   * Nothing is silently dropped: a message not delivered within its route's
+   * TTL leaves the destination's queue, becomes a dead letter (kept, with its
+   * payload, until an admin re-drives or discards it), is logged as expired,
+   * and the sender gets a negative receipt.
+   */
+  private async expire(now: number): Promise<void> {
+    const rows = this.sql
+      .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string }>(
+        `SELECT o.destination, o.dseq, o.mseq, m.id, m.seq, m.size, m.sha256 FROM outq o JOIN messages m ON m.mseq = o.mseq
+          WHERE o.expires_at <= ? ORDER BY o.destination, o.dseq LIMIT 5000`,
+        now,
+      )
+      .toArray();
+    if (rows.length === 0) return;
+    this.ctx.storage.transactionSync(() => {
+      for (const r of rows) {
+        this.sql.exec("INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, 'expired', ?)", r.destination, r.dseq, r.mseq, now);
+        this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq = ?", r.destination, r.dseq);
+        this.sql.exec("UPDATE messages SET pending = pending - 1 WHERE mseq = ?", r.mseq);
+      }
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "expired", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, detail: { reason: "ttl" } })));
+    });
+    const byDest = new Map<string, string[]>();
+    for (const r of rows) byDest.set(r.destination, [...(byDest.get(r.destination) ?? []), r.id]);
+    for (const [d, ids] of byDest) {
+      await this.receipt(d, ids, now, "expired");
+      this.kick(d);
+    }
+    this.events.flushSoon();
+  }
+
+  async deadLetters(tenant: string, source: string, destination?: string): Promise<DeadLetter[]> {
+    this.identify(tenant, source);
+    return this.sql
+      .exec<{ destination: string; dseq: number; reason: string; at: number; id: string; seq: number; size: number; sha256: string; created_at: number; fields: string | null }>(
+        `SELECT d.destination, d.dseq, d.reason, d.at, m.id, m.seq, m.size, m.sha256, m.created_at, m.fields
+           FROM dead_letters d JOIN messages m ON m.mseq = d.mseq WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY d.destination, d.dseq LIMIT 1000`,
+        destination ?? null,
+      )
+      .toArray()
+      .map((r) => ({
+        destination: r.destination, id: r.id, seq: r.seq, size: r.size, sha256: r.sha256, reason: r.reason, deadAt: r.at, createdAt: r.created_at,
+        fields: r.fields ? (JSON.parse(r.fields) as Record<string, string>) : null,
+      }));
+  }
+
+  /**
+   * Re-drives dead letters (all of a destination's, or the given ids): each
+   * goes to the end of its destination's stream with a fresh TTL. Or discards
+   * them, logged. Returns how many were handled.
+   */
+  async handleDeadLetters(tenant: string, source: string, action: "redrive" | "discard", destination?: string, ids?: string[]): Promise<number> {
+    this.identify(tenant, source);
+    const rows = this.sql
+      .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string }>(
+        `SELECT d.destination, d.dseq, d.mseq, m.id, m.seq, m.size, m.sha256 FROM dead_letters d JOIN messages m ON m.mseq = d.mseq
+          WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY d.destination, d.dseq`,
+        destination ?? null,
+      )
+      .toArray()
+      .filter((r) => !ids || ids.includes(r.id));
+    if (rows.length === 0) return 0;
+    const now = Date.now();
+    this.ctx.storage.transactionSync(() => {
+      for (const r of rows) {
+        this.sql.exec("DELETE FROM dead_letters WHERE destination = ? AND dseq = ?", r.destination, r.dseq);
+        if (action === "redrive") {
+          const ttl = this.routes.find((x) => x.destination === r.destination)?.ttlSeconds ?? 7 * 86400;
+          const cur = this.cursorFor(r.destination);
+          this.sql.exec("INSERT INTO outq VALUES (?, ?, ?, ?)", r.destination, cur.next, r.mseq, now + ttl * 1000);
+          this.sql.exec("UPDATE messages SET pending = pending + 1 WHERE mseq = ?", r.mseq);
+          this.sql.exec("UPDATE cursors SET next_dseq = ? WHERE destination = ?", cur.next + 1, r.destination);
+          cur.next++;
+        }
+      }
+      this.collect();
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: action === "redrive" ? "redriven" : "discarded", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, detail: null })));
+    });
+    for (const d of new Set(rows.map((r) => r.destination))) this.kick(d);
+    this.events.flushSoon();
+    await this.ensureAlarm();
+    return rows.length;
+  }
+
+  /**
+   * The safety net and the clock: expires messages past their TTL, retries
+   * event-log writes, and pushes again to destinations that made no progress
+   * (a lost frame or a silent disconnect).
    */
   override async alarm(): Promise<void> {
-    await this.events.flush();
     const now = Date.now();
-    let queued = false;
+    await this.expire(now);
+    await this.events.flush().catch((e: unknown) => console.warn("event log still unavailable", e));
     for (const [d, c] of this.cursors) {
       if (c.next - 1 <= c.acked) continue;
-      queued = true;
       const since = this.lastProgress.get(d) ?? 0;
       if (now - since >= REDELIVER_AFTER_MS) {
         this.sent.set(d, c.acked);
@@ -392,6 +497,6 @@ export class ChannelObject extends DurableObject<Env> {
         this.kick(d);
       }
     }
-    if (queued || this.events.pending() > 0) await this.ctx.storage.setAlarm(now + ALARM_EVERY_MS);
+    await this.ensureAlarm();
   }
 }

@@ -1,7 +1,7 @@
 /** One lifecycle event as the channel object records it. */
 export type LoggedEvent = {
   messageId: string;
-  type: "accepted" | "delivered" | "expired" | "rejected";
+  type: "accepted" | "delivered" | "expired" | "rejected" | "redriven" | "discarded";
   at: number;
   seq: number | null;
   size: number | null;

@@ -33,3 +33,15 @@ export type StreamStatus = {
   queued: number;
   online: boolean;
 };
+
+export type DeadLetter = {
+  destination: string;
+  id: string;
+  seq: number;
+  size: number;
+  sha256: string;
+  reason: string;
+  deadAt: number;
+  createdAt: number;
+  fields: Record<string, string> | null;
+};

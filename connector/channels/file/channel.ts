@@ -130,6 +130,10 @@ export class FileChannel implements Receiver {
     return this.deliveryLog?.hwm(stream) ?? 0;
   }
 
+  async skip(stream: string, upTo: number): Promise<void> {
+    await this.deliveryLog?.commit(stream, upTo);
+  }
+
   /**
    * Delivers in order. A name that would escape the inbox is never written
    * there: that message becomes a local dead letter (kept in the state
