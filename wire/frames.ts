@@ -112,6 +112,12 @@ export const DeliverFrame = z.strictObject({
   src: Address,
   dst: Address,
   /**
+   * The channel object's storage incarnation. Stream positions are only
+   * comparable within one; a receiver seeing a new one starts that stream's
+   * mark afresh (the edge lost its state: nothing left to dedup against).
+   */
+  gen: z.string().regex(/^[0-9a-zA-Z_-]{1,64}$/),
+  /**
    * The stream position before the first message that is still to be
    * delivered. Positions in between expired (they are dead letters at the
    * edge): a receiver whose mark is at or past `after` skips them; one below

@@ -126,7 +126,7 @@ function renderStatus(s: StatusFile): string {
 async function run(configFile: string): Promise<number> {
   const cfg = await loadConfig(configFile);
   const log = createLogger(cfg.log ? { format: cfg.log } : {});
-  const connector = await Connector.open({ stateDir: cfg.state, log, ...(cfg.edges ? { edges: cfg.edges } : {}) });
+  const connector = await Connector.open({ stateDir: cfg.state, log, heartbeatSeconds: cfg.heartbeat_seconds, ...(cfg.edges ? { edges: cfg.edges } : {}) });
   const channels = cfg.channels.map((c) => new FileChannel(c, connector, cfg.state));
   for (const ch of channels) await ch.open();
   connector.start();

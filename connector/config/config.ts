@@ -37,6 +37,8 @@ const ConfigSchema = z.strictObject({
   /** Edge URLs to use instead of those learnt at enrolment (first is preferred). */
   edges: z.array(z.url({ protocol: /^https?$/ })).min(1).optional(),
   log: z.enum(["pretty", "json"]).optional(),
+  /** Seconds between heartbeats; the edge may ask for a shorter interval, never a longer one. */
+  heartbeat_seconds: z.number().int().min(1).max(300).default(15),
   channels: z.array(Channel).min(1, "declare at least one [[channels]] table"),
 });
 export type ConnectorConfig = z.infer<typeof ConfigSchema>;

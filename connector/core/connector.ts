@@ -67,6 +67,8 @@ export type ConnectorOptions = {
   /** Edge URLs to use instead of the ones learnt at enrolment. */
   edges?: string[];
   log?: Logger;
+  /** Seconds between heartbeats (default 15); two silent intervals mean the link is dead. */
+  heartbeatSeconds?: number;
 };
 
 /**
@@ -91,6 +93,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private generation = 0;
   private ackTimer: NodeJS.Timeout | null = null;
   private connectedEdge: string | null = null;
+  private readonly heartbeatSeconds: number;
 
   private constructor(
     readonly identity: Identity,
@@ -100,10 +103,12 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   ) {
     super();
     this.log = log;
+    this.heartbeatSeconds = opts.heartbeatSeconds ?? 15;
     this.transport = new Transport({
       edges: opts.edges ?? identity.edges,
       authorize: () => connectAssertion(identity),
       log,
+      heartbeatSeconds: opts.heartbeatSeconds ?? 15,
       events: {
         open: (edge) => this.onOpen(edge),
         close: (code, reason) => this.onClose(code, reason),
@@ -330,7 +335,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   // ---- receiving ----
 
   private onDeliver(f: DeliverFrame, payloads: Uint8Array[]): Promise<void> {
-    const stream = `${f.src}>${f.dst}`;
+    // Positions are only comparable within one incarnation of the edge's channel object.
+    const stream = `${f.src}>${f.dst}#${f.gen}`;
     const run = (this.streamChains.get(stream) ?? Promise.resolve()).then(() => this.deliverStream(stream, f, payloads));
     const tail = run.catch((e: unknown) => this.log("error", "delivery failed; the edge will redeliver", { stream, error: (e as Error).message }));
     this.streamChains.set(stream, tail);
@@ -448,7 +454,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     const { frame, payloads } = decoded;
     switch (frame.t) {
       case "welcome":
-        this.transport.setHeartbeat(frame.heartbeat);
+        this.transport.setHeartbeat(Math.min(frame.heartbeat, this.heartbeatSeconds));
         this.log("info", "session open", { tenant: frame.tenant, connector: frame.connector, region: frame.region });
         return;
       case "puback":

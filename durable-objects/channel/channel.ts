@@ -57,6 +57,8 @@ export class ChannelObject extends DurableObject<Env> {
   private epoch = "";
   private hwm = 0;
   private nextMseq = 1;
+  /** Random per object lifetime of storage: receivers start a stream afresh if it changes. */
+  private incarnation = "";
   private routes: ChannelRoute[] = [];
   private cursors = new Map<string, Cursor>();
   // In memory only: what was pushed and not yet acknowledged. Lost on
@@ -95,6 +97,11 @@ export class ChannelObject extends DurableObject<Env> {
     this.epoch = meta.get("epoch") ?? "";
     this.hwm = Number(meta.get("hwm") ?? 0);
     this.nextMseq = Number(meta.get("next_mseq") ?? 1);
+    this.incarnation = meta.get("incarnation") ?? "";
+    if (this.incarnation === "") {
+      this.incarnation = crypto.randomUUID().replace(/-/g, "").slice(0, 16);
+      this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('incarnation', ?)", this.incarnation);
+    }
     this.routes = this.sql
       .exec<{ destination: string; ttl_seconds: number; protection: string; archive: number }>("SELECT * FROM routes ORDER BY destination")
       .toArray()
@@ -160,8 +167,11 @@ export class ChannelObject extends DurableObject<Env> {
       this.ctx.storage.transactionSync(() => {
         if (req.epoch !== this.epoch) {
           if (this.epoch !== "") this.sql.exec("INSERT OR IGNORE INTO retired_epochs VALUES (?)", this.epoch);
+          // A channel object that never saw this source adopts the stream
+          // where it stands (the sender's spool may be older than this
+          // object); a new epoch of a known source starts at 1 (checked above).
+          this.hwm = this.epoch === "" ? Math.max(0, (req.msgs[0]?.seq ?? 1) - 1) : 0;
           this.epoch = req.epoch;
-          this.hwm = 0;
         }
         for (let i = 0; i < req.msgs.length; i++) {
           const m = req.msgs[i] as PubMessage;
@@ -359,7 +369,7 @@ export class ChannelObject extends DurableObject<Env> {
           .exec<{ d: number | null }>("SELECT max(dseq) AS d FROM outq WHERE destination = ? AND dseq < ?", destination, first.dseq)
           .one().d;
         const after = Math.max(prev ?? 0, cur.acked);
-        const frame = encodeFrame({ t: "deliver", src: this.source, dst: destination, after, msgs }, payloads);
+        const frame = encodeFrame({ t: "deliver", src: this.source, dst: destination, gen: this.incarnation, after, msgs }, payloads);
         const delivered = await this.session(connector).deliver(frame);
         if (!delivered) {
           // Store and forward: it stays queued until the destination attaches again.

@@ -1,0 +1,206 @@
+import { createHash, randomBytes } from "node:crypto";
+import { mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { LocalEdge } from "./edge.ts";
+import { ChaosProxy } from "./proxy.ts";
+import { ConnectorProcess, ferry } from "./cli.ts";
+import { waitFor } from "./wait.ts";
+
+export type ChaosPlan = {
+  /** Files dropped into A's outbox, in name order. */
+  files: number;
+  /** Keep the faults coming for at least this long (the soak), or until all files are written. */
+  durationMs: number;
+  /** Random seed: the same seed replays the same schedule. */
+  seed: number;
+  faults: ("kill-sender" | "kill-receiver" | "restart-edge" | "cut" | "stall")[];
+  /** Milliseconds between faults (random in this range). */
+  gapMs: [number, number];
+  log?: (s: string) => void;
+};
+
+export type ChaosReport = {
+  seed: number;
+  files: number;
+  delivered: number;
+  missing: string[];
+  duplicates: string[];
+  corrupt: string[];
+  outOfOrder: number;
+  orderChecked: number;
+  deadLetters: number;
+  senderBacklog: number;
+  outboxLeft: number;
+  faults: Record<string, number>;
+  elapsedMs: number;
+};
+
+/** Small, seedable PRNG (mulberry32): a failing schedule can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const name = (i: number) => `m-${String(i).padStart(6, "0")}.dat`;
+
+/**
+ * Streams files from connector A to connector B through a TCP proxy while
+ * faults hit every part: kill -9 of either connector, an edge restart on
+ * its persisted state, connections cut and stalled (half-open). Then checks
+ * at B: every file exactly once, in order, bytes equal; nothing left in A's
+ * spool or outbox; no dead letters.
+ */
+export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
+  const log = plan.log ?? (() => undefined);
+  const rnd = prng(plan.seed);
+  const started = Date.now();
+  const edge = await LocalEdge.start();
+  const proxy = new ChaosProxy({ host: "127.0.0.1", port: edge.port });
+  await proxy.listen();
+  const dir = await mkdtemp(join(tmpdir(), "ferry-chaos-"));
+  const env = { FERRY_EDGE: edge.url, FERRY_ADMIN_TOKEN: edge.adminToken };
+  const procs: Record<"a" | "b", ConnectorProcess | null> = { a: null, b: null };
+  const history: ConnectorProcess[] = [];
+  const faults: Record<string, number> = {};
+  try {
+    for (const side of ["a", "b"] as const) {
+      const add = ferry(["admin", "connector", "add", `chaos-${side}`, "--json"], env);
+      if (add.code !== 0) throw new Error(add.stderr);
+      const token = (JSON.parse(add.stdout) as { enrolToken: string }).enrolToken;
+      const en = ferry(["connector", "enroll", "--edge", edge.url, "--token", token, "--state", join(dir, `${side}-state`)], env);
+      if (en.code !== 0) throw new Error(en.stderr);
+      await writeFile(
+        join(dir, `${side}.toml`),
+        [
+          `state = "./${side}-state"`,
+          `edges = ["${proxy.url}"]`,
+          `log = "json"`,
+          `heartbeat_seconds = 2`,
+          `[[channels]]`,
+          `name = "orders"`,
+          `protocol = "file"`,
+          side === "a" ? `outbox = "./a-out"` : `inbox = "./b-in"`,
+          `poll_ms = 20`,
+          ``,
+        ].join("\n"),
+      );
+    }
+    const route = ferry(["admin", "route", "add", "chaos-a/orders", "chaos-b/orders"], env);
+    if (route.code !== 0) throw new Error(route.stderr);
+    const startSide = (side: "a" | "b") => {
+      const p = new ConnectorProcess(join(dir, `${side}.toml`));
+      procs[side] = p;
+      history.push(p);
+      return p;
+    };
+    startSide("b");
+    startSide("a");
+    await Promise.all([procs.a?.connected(), procs.b?.connected()]);
+
+    const digests = new Map<string, string>();
+    let written = 0;
+    const writer = (async () => {
+      for (let i = 0; i < plan.files; i++) {
+        const body = Buffer.concat([Buffer.from(`${i}\n`), randomBytes(64 + Math.floor(rnd() * 2048))]);
+        digests.set(name(i), createHash("sha256").update(body).digest("hex"));
+        await writeFile(join(dir, "a-out", `.${name(i)}.tmp`), body);
+        await rename(join(dir, "a-out", `.${name(i)}.tmp`), join(dir, "a-out", name(i)));
+        written = i + 1;
+        // Spread the writes over the run so faults land mid-stream.
+        if (i % 20 === 19) await new Promise((r) => setTimeout(r, Math.max(1, (plan.durationMs * 0.8) / plan.files) * 20));
+      }
+    })();
+
+    const deadline = started + plan.durationMs;
+    while (written < plan.files || Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, plan.gapMs[0] + rnd() * (plan.gapMs[1] - plan.gapMs[0])));
+      const fault = plan.faults[Math.floor(rnd() * plan.faults.length)];
+      if (!fault) break;
+      faults[fault] = (faults[fault] ?? 0) + 1;
+      log(`fault ${fault} at ${Date.now() - started} ms (written ${written}/${plan.files})`);
+      switch (fault) {
+        case "kill-sender":
+        case "kill-receiver": {
+          const side = fault === "kill-sender" ? "a" : "b";
+          await procs[side]?.stop("SIGKILL");
+          startSide(side);
+          break;
+        }
+        case "restart-edge":
+          await edge.down();
+          await edge.up();
+          break;
+        case "cut":
+          proxy.cut();
+          break;
+        case "stall":
+          proxy.stall();
+          // Long enough for heartbeats to declare the link dead (2 x 2 s).
+          await new Promise((r) => setTimeout(r, 5000));
+          proxy.resume();
+          break;
+      }
+    }
+    await writer;
+    log(`all ${plan.files} files written; waiting for delivery`);
+
+    const inbox = join(dir, "b-in");
+    await waitFor(
+      `${plan.files} files at B`,
+      async () => (await readdir(inbox).catch(() => [] as string[])).filter((n) => !n.startsWith(".")).length >= plan.files,
+      180_000,
+      200,
+    ).catch((e: unknown) => log((e as Error).message));
+    const names = (await readdir(inbox).catch(() => [] as string[])).filter((n) => !n.startsWith("."));
+    const expected = new Set(digests.keys());
+    const missing = [...expected].filter((n) => !names.includes(n));
+    const duplicates = names.filter((n) => !expected.has(n));
+    const corrupt: string[] = [];
+    for (const n of names) {
+      if (!expected.has(n)) continue;
+      const d = createHash("sha256").update(await readFile(join(inbox, n))).digest("hex");
+      if (d !== digests.get(n)) corrupt.push(n);
+    }
+    // Order: the stream position of each delivery must be its file's index + 1.
+    let outOfOrder = 0;
+    let orderChecked = 0;
+    for (const p of history) {
+      for (const l of p.lines) {
+        if (l.msg !== "delivered" || typeof l.path !== "string" || typeof l.dseq !== "number") continue;
+        orderChecked++;
+        const m = /m-(\d+)\.dat$/.exec(l.path);
+        if (!m || Number(m[1]) + 1 !== l.dseq) outOfOrder++;
+      }
+    }
+    const status = JSON.parse(ferry(["connector", "status", "--config", join(dir, "a.toml"), "--json"], env).stdout || "{}") as {
+      channels?: { orders?: { backlog?: { count: number } } };
+    };
+    const dead = JSON.parse(ferry(["admin", "dead-letters", "--json"], env).stdout || "{}") as { deadLetters?: unknown[] };
+    return {
+      seed: plan.seed,
+      files: plan.files,
+      delivered: names.length,
+      missing,
+      duplicates,
+      corrupt,
+      outOfOrder,
+      orderChecked,
+      deadLetters: dead.deadLetters?.length ?? -1,
+      senderBacklog: status.channels?.orders?.backlog?.count ?? -1,
+      outboxLeft: (await readdir(join(dir, "a-out"))).filter((n) => !n.startsWith(".")).length,
+      faults,
+      elapsedMs: Date.now() - started,
+    };
+  } finally {
+    await Promise.all([procs.a?.stop(), procs.b?.stop()]);
+    await proxy.close();
+    await edge.close();
+  }
+}
