@@ -2,20 +2,13 @@
 // (partners install the agent without TypeScript tooling). Runs on
 // `npm install` (prepare) and before `npm test`.
 import { build } from "esbuild";
-import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 import { readFileSync } from "node:fs";
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const entry = join(root, "connector/cli/main.ts");
-if (!existsSync(entry)) {
-  console.log("build: no connector yet, nothing to bundle");
-  process.exit(0);
-}
-await build({
-  entryPoints: [entry],
-  outfile: join(root, "dist/ferry.mjs"),
+const common = {
   bundle: true,
   platform: "node",
   target: "node20",
@@ -24,5 +17,9 @@ await build({
   packages: "external",
   logLevel: "warning",
   define: { FERRY_VERSION: JSON.stringify(JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version) },
-  banner: { js: "#!/usr/bin/env node" },
-});
+};
+await Promise.all([
+  build({ ...common, entryPoints: [entry], outfile: join(root, "dist/ferry.mjs"), banner: { js: "#!/usr/bin/env node" } }),
+  // The programmatic API (benchmarks and embedders use it on plain Node).
+  build({ ...common, entryPoints: [join(root, "connector/index.ts")], outfile: join(root, "dist/connector.mjs") }),
+]);
