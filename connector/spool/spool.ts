@@ -1,0 +1,315 @@
+import { randomBytes } from "node:crypto";
+import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { crc32 } from "node:zlib";
+
+export type Origin = { path: string; ino: number; size: number; mtimeMs: number };
+export type SpoolItem = { id: string; createdAt: number; contentType: string; payload: Uint8Array; sha256: string; fields?: Record<string, string>; origin?: Origin };
+export type SpoolRecord = { channel: string; seq: number; id: string; createdAt: number; contentType: string; size: number; sha256: string; fields?: Record<string, string>; origin?: Origin };
+
+export class SpoolError extends Error {
+  override readonly name = "SpoolError";
+  constructor(
+    readonly code: "CORRUPT" | "CLOSED" | "IO",
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+type Loc = { segment: number; offset: number; length: number };
+type Entry = SpoolRecord & { loc: Loc };
+type ChannelState = { acked: number; lastSeq: number };
+type StateFile = { epoch: string; channels: Record<string, ChannelState> };
+type Pending = { channel: string; items: SpoolItem[]; resolve: (r: SpoolRecord[]) => void; reject: (e: unknown) => void };
+
+const HEADER = 8;
+const segName = (n: number) => `${String(n).padStart(8, "0")}.seg`;
+
+/**
+ * The durable send spool: an append-only journal of CRC-checked records in
+ * segment files, with group commit (one write + fsync for all appends that
+ * arrive while the previous commit is in flight). Only an index is kept in
+ * memory; payloads are read back from disk when sent.
+ *
+ * Record: [u32 body length][u32 crc32(body)][body], body = [u32 meta length][meta JSON][payload].
+ */
+export class Spool {
+  private readonly index = new Map<string, Entry[]>();
+  private readonly state: StateFile;
+  private segment = 0;
+  private fh: FileHandle | null = null;
+  private size = 0;
+  private readonly readers = new Map<number, FileHandle>();
+  private queue: Pending[] = [];
+  private committing: Promise<void> | null = null;
+  private closed = false;
+  /** Records per segment not yet acknowledged; a segment at 0 (and not active) is deleted. */
+  private readonly live = new Map<number, number>();
+
+  private constructor(
+    private readonly dir: string,
+    state: StateFile,
+    private readonly segmentBytes: number,
+  ) {
+    this.state = state;
+  }
+
+  get epoch(): string {
+    return this.state.epoch;
+  }
+
+  static async open(dir: string, opts: { segmentBytes?: number } = {}): Promise<Spool> {
+    await mkdir(join(dir, "segments"), { recursive: true });
+    let state: StateFile;
+    try {
+      state = JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as StateFile;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new SpoolError("CORRUPT", `${join(dir, "state.json")} is unreadable: ${(e as Error).message}`);
+      state = { epoch: randomBytes(12).toString("base64url"), channels: {} };
+      await writeAtomic(dir, "state.json", JSON.stringify(state));
+    }
+    const spool = new Spool(dir, state, opts.segmentBytes ?? 64 * 1024 * 1024);
+    await spool.recover();
+    return spool;
+  }
+
+  private async recover(): Promise<void> {
+    const segDir = join(this.dir, "segments");
+    const segs = (await readdir(segDir)).filter((n) => /^\d{8}\.seg$/.test(n)).map((n) => Number(n.slice(0, 8))).sort((a, b) => a - b);
+    for (let i = 0; i < segs.length; i++) {
+      const n = segs[i] as number;
+      const last = i === segs.length - 1;
+      const buf = await readFile(join(segDir, segName(n)));
+      let off = 0;
+      while (off < buf.byteLength) {
+        const ok = off + HEADER <= buf.byteLength;
+        const len = ok ? buf.readUInt32BE(off) : 0;
+        const end = off + HEADER + len;
+        const intact = ok && end <= buf.byteLength && crc32(buf.subarray(off + HEADER, end)) === buf.readUInt32BE(off + 4);
+        if (!intact) {
+          if (!last) throw new SpoolError("CORRUPT", `${join(segDir, segName(n))} is corrupt at offset ${off}`);
+          // A torn tail from a crash mid-append: that record was never acknowledged as captured.
+          const fh = await open(join(segDir, segName(n)), "r+");
+          await fh.truncate(off);
+          await fh.sync();
+          await fh.close();
+          break;
+        }
+        const body = buf.subarray(off + HEADER, end);
+        const metaLen = body.readUInt32BE(0);
+        const meta = JSON.parse(body.subarray(4, 4 + metaLen).toString("utf8")) as SpoolRecord;
+        const st = this.channelState(meta.channel);
+        if (meta.seq > st.acked) {
+          this.addEntry({ ...meta, loc: { segment: n, offset: off + HEADER + 4 + metaLen, length: meta.size } });
+        }
+        st.lastSeq = Math.max(st.lastSeq, meta.seq);
+        off = end;
+      }
+      this.segment = n;
+    }
+    await this.openActive(this.segment === 0 ? 1 : this.segment);
+    for (const n of segs) if (n !== this.segment && !this.live.get(n)) await this.dropSegment(n);
+  }
+
+  private addEntry(e: Entry): void {
+    let list = this.index.get(e.channel);
+    if (!list) this.index.set(e.channel, (list = []));
+    list.push(e);
+    this.live.set(e.loc.segment, (this.live.get(e.loc.segment) ?? 0) + 1);
+  }
+
+  private channelState(channel: string): ChannelState {
+    let st = this.state.channels[channel];
+    if (!st) this.state.channels[channel] = st = { acked: 0, lastSeq: 0 };
+    return st;
+  }
+
+  private async openActive(n: number): Promise<void> {
+    if (this.fh) await this.fh.close();
+    this.segment = n;
+    this.fh = await open(join(this.dir, "segments", segName(n)), "a");
+    this.size = (await this.fh.stat()).size;
+    await syncDir(join(this.dir, "segments"));
+  }
+
+  append(channel: string, items: SpoolItem[]): Promise<SpoolRecord[]> {
+    if (this.closed) return Promise.reject(new SpoolError("CLOSED", "the spool is closed"));
+    if (items.length === 0) return Promise.resolve([]);
+    return new Promise((resolve, reject) => {
+      this.queue.push({ channel, items, resolve, reject });
+      if (!this.committing) this.committing = this.commitLoop();
+    });
+  }
+
+  /** Group commit: everything queued while the last fsync ran goes in the next one. */
+  private async commitLoop(): Promise<void> {
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue;
+        this.queue = [];
+        try {
+          const out = await this.write(batch);
+          batch.forEach((p, i) => p.resolve(out[i] as SpoolRecord[]));
+        } catch (e) {
+          for (const p of batch) p.reject(e instanceof SpoolError ? e : new SpoolError("IO", `spool write failed: ${(e as Error).message}`));
+        }
+      }
+    } finally {
+      this.committing = null;
+    }
+  }
+
+  private async write(batch: Pending[]): Promise<SpoolRecord[][]> {
+    if (this.size >= this.segmentBytes) await this.openActive(this.segment + 1);
+    const fh = this.fh as FileHandle;
+    const chunks: Buffer[] = [];
+    const entries: Entry[][] = [];
+    let off = this.size;
+    const next = new Map<string, number>();
+    for (const p of batch) {
+      const recs: Entry[] = [];
+      for (const it of p.items) {
+        const seq = (next.get(p.channel) ?? this.channelState(p.channel).lastSeq) + 1;
+        next.set(p.channel, seq);
+        const rec: SpoolRecord = {
+          channel: p.channel, seq, id: it.id, createdAt: it.createdAt, contentType: it.contentType, size: it.payload.byteLength, sha256: it.sha256,
+          ...(it.fields ? { fields: it.fields } : {}), ...(it.origin ? { origin: it.origin } : {}),
+        };
+        const meta = Buffer.from(JSON.stringify(rec));
+        const body = Buffer.allocUnsafe(4 + meta.byteLength + it.payload.byteLength);
+        body.writeUInt32BE(meta.byteLength, 0);
+        meta.copy(body, 4);
+        body.set(it.payload, 4 + meta.byteLength);
+        const head = Buffer.allocUnsafe(HEADER);
+        head.writeUInt32BE(body.byteLength, 0);
+        head.writeUInt32BE(crc32(body), 4);
+        chunks.push(head, body);
+        recs.push({ ...rec, loc: { segment: this.segment, offset: off + HEADER + 4 + meta.byteLength, length: it.payload.byteLength } });
+        off += HEADER + body.byteLength;
+      }
+      entries.push(recs);
+    }
+    const data = Buffer.concat(chunks);
+    await fh.write(data, 0, data.byteLength);
+    await fh.sync();
+    this.size = off;
+    for (const recs of entries) {
+      for (const e of recs) {
+        this.addEntry(e);
+        this.channelState(e.channel).lastSeq = e.seq;
+      }
+    }
+    return entries.map((recs) => recs.map(({ loc: _loc, ...r }) => r));
+  }
+
+  pending(channel: string, fromSeq?: number, limit?: number): SpoolRecord[] {
+    const list = this.index.get(channel) ?? [];
+    const from = fromSeq ?? 0;
+    // Entries are in seq order: binary search for the first wanted one.
+    let lo = 0;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((list[mid] as Entry).seq < from) lo = mid + 1;
+      else hi = mid;
+    }
+    return list.slice(lo, limit === undefined ? undefined : lo + limit);
+  }
+
+  async readPayload(rec: SpoolRecord): Promise<Uint8Array> {
+    const e = rec as Partial<Entry>;
+    const loc = e.loc ?? this.index.get(rec.channel)?.find((x) => x.seq === rec.seq)?.loc;
+    if (!loc) throw new SpoolError("IO", `record ${rec.channel}#${rec.seq} is not in the spool`);
+    let fh = this.readers.get(loc.segment);
+    if (!fh) {
+      fh = await open(join(this.dir, "segments", segName(loc.segment)), "r");
+      this.readers.set(loc.segment, fh);
+    }
+    const buf = Buffer.allocUnsafe(loc.length);
+    if (loc.length > 0) await fh.read(buf, 0, loc.length, loc.offset);
+    return buf;
+  }
+
+  async ack(channel: string, upTo: number): Promise<void> {
+    const st = this.channelState(channel);
+    if (upTo <= st.acked) return;
+    if (upTo > st.lastSeq) throw new SpoolError("IO", `ack up to ${upTo} on ${channel}, but the last captured seq is ${st.lastSeq}`);
+    st.acked = upTo;
+    const list = this.index.get(channel) ?? [];
+    let n = 0;
+    const touched = new Set<number>();
+    while (n < list.length && (list[n] as Entry).seq <= upTo) {
+      const seg = (list[n] as Entry).loc.segment;
+      this.live.set(seg, (this.live.get(seg) ?? 1) - 1);
+      touched.add(seg);
+      n++;
+    }
+    list.splice(0, n);
+    // The watermark is durable before any segment goes, so seqs never restart.
+    await writeAtomic(this.dir, "state.json", JSON.stringify(this.state));
+    for (const seg of touched) if (seg !== this.segment && !this.live.get(seg)) await this.dropSegment(seg);
+  }
+
+  private async dropSegment(n: number): Promise<void> {
+    this.live.delete(n);
+    await this.readers.get(n)?.close();
+    this.readers.delete(n);
+    await unlink(join(this.dir, "segments", segName(n))).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== "ENOENT") throw e;
+    });
+  }
+
+  acked(channel: string): number {
+    return this.state.channels[channel]?.acked ?? 0;
+  }
+
+  lastSeq(channel: string): number {
+    return this.state.channels[channel]?.lastSeq ?? 0;
+  }
+
+  backlog(channel: string): { count: number; bytes: number } {
+    const list = this.index.get(channel) ?? [];
+    return { count: list.length, bytes: list.reduce((s, e) => s + e.size, 0) };
+  }
+
+  channels(): string[] {
+    return Object.keys(this.state.channels);
+  }
+
+  pendingOrigins(): SpoolRecord[] {
+    return [...this.index.values()].flat().filter((e) => e.origin !== undefined);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.committing;
+    await this.fh?.close();
+    this.fh = null;
+    for (const fh of this.readers.values()) await fh.close();
+    this.readers.clear();
+  }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** temp file, fsync, rename, fsync the folder: the old or the new content survives a crash. */
+async function writeAtomic(dir: string, name: string, data: string): Promise<void> {
+  const tmp = join(dir, `.${name}.tmp`);
+  const fh = await open(tmp, "w", 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, join(dir, name));
+  await syncDir(dir);
+}
