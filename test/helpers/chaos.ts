@@ -119,9 +119,14 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
     })();
 
     const deadline = started + plan.durationMs;
-    while (written < plan.files || Date.now() < deadline) {
+    // Every kind of fault happens at least once, in a seeded order, then again in new orders.
+    const order: ChaosPlan["faults"] = [];
+    let k = 0;
+    while (written < plan.files || Date.now() < deadline || k < plan.faults.length) {
       await new Promise((r) => setTimeout(r, plan.gapMs[0] + rnd() * (plan.gapMs[1] - plan.gapMs[0])));
-      const fault = plan.faults[Math.floor(rnd() * plan.faults.length)];
+      if (order.length === 0) order.push(...[...plan.faults].sort(() => rnd() - 0.5));
+      const fault = order.shift();
+      k++;
       if (!fault) break;
       faults[fault] = (faults[fault] ?? 0) + 1;
       log(`fault ${fault} at ${Date.now() - started} ms (written ${written}/${plan.files})`);
