@@ -184,9 +184,10 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
         if (!m || Number(m[1]) + 1 !== l.dseq) outOfOrder++;
       }
     }
-    const status = JSON.parse(ferry(["connector", "status", "--config", join(dir, "a.toml"), "--json"], env).stdout || "{}") as {
-      channels?: { orders?: { backlog?: { count: number } } };
-    };
+    // The sender may have been restarted last: its spool drains once the edge acknowledges the resends.
+    type Status = { channels?: { orders?: { backlog?: { count: number } } } };
+    const backlog = () => (JSON.parse(ferry(["connector", "status", "--config", join(dir, "a.toml"), "--json"], env).stdout || "{}") as Status).channels?.orders?.backlog?.count ?? -1;
+    const senderBacklog = await waitFor("the sender's spool to drain", () => (backlog() === 0 ? 0 : undefined), 60_000, 250).catch(() => backlog());
     const dead = JSON.parse(ferry(["admin", "dead-letters", "--json"], env).stdout || "{}") as { deadLetters?: unknown[] };
     return {
       seed: plan.seed,
@@ -198,7 +199,7 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
       outOfOrder,
       orderChecked,
       deadLetters: dead.deadLetters?.length ?? -1,
-      senderBacklog: status.channels?.orders?.backlog?.count ?? -1,
+      senderBacklog,
       outboxLeft: (await readdir(join(dir, "a-out"))).filter((n) => !n.startsWith(".")).length,
       faults,
       elapsedMs: Date.now() - started,
