@@ -16,3 +16,4 @@ export { enroll, loadIdentity, type Identity } from "./identity/identity.ts";
 export { loadConfig, validateConfig, ConfigError, type ConnectorConfig } from "./config/config.ts";
 export { FileChannel } from "./channels/file/channel.ts";
 export { DeliveryLog } from "./channels/file/delivery-log.ts";
+export { CallbackReceiver, type Delivery, type DeliveryHandler } from "./core/callback-receiver.ts";
