@@ -179,10 +179,14 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     );
     // A source is released (`afterCapture`) before its messages may leave:
     // so after a crash, a record the edge never saw still names its origin.
-    if (afterCapture) await afterCapture(recs);
-    const last = recs[recs.length - 1];
-    if (last) this.sendable.set(channel, Math.max(this.sendable.get(channel) ?? 0, last.seq));
-    this.kickSend(channel);
+    try {
+      if (afterCapture) await afterCapture(recs);
+    } finally {
+      // Captured is captured: even if releasing a source failed, the messages go.
+      const last = recs[recs.length - 1];
+      if (last) this.sendable.set(channel, Math.max(this.sendable.get(channel) ?? 0, last.seq));
+      this.kickSend(channel);
+    }
     return recs;
   }
 

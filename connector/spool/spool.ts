@@ -191,8 +191,15 @@ export class Spool {
       entries.push(recs);
     }
     const data = Buffer.concat(chunks);
-    await fh.write(data, 0, data.byteLength);
-    await fh.sync();
+    try {
+      await fh.write(data, 0, data.byteLength);
+      await fh.sync();
+    } catch (e) {
+      // Never leave a partial record in front of later appends (a full disk,
+      // say): recovery would stop at it and drop what follows.
+      await fh.truncate(this.size).catch(() => undefined);
+      throw e;
+    }
     this.size = off;
     for (const recs of entries) {
       for (const e of recs) {

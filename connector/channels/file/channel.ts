@@ -26,6 +26,7 @@ export class FileChannel implements Receiver {
   private stopped = false;
   private polling: Promise<void> = Promise.resolve();
   private readonly tooLarge = new Set<string>();
+  private readonly unreleased = new Map<string, OutboxFile>();
 
   constructor(
     readonly cfg: FileChannelConfig,
@@ -88,7 +89,9 @@ export class FileChannel implements Receiver {
   private async poll(): Promise<void> {
     const scanner = this.scanner;
     if (!scanner) return;
+    await this.retryReleases(scanner);
     const ready = (await scanner.scan()).filter((f) => {
+      if (this.unreleased.has(f.path)) return false;
       if (f.size <= Limits.MAX_INLINE_PAYLOAD) return true;
       if (!this.tooLarge.has(f.path)) {
         this.tooLarge.add(f.path);
@@ -117,12 +120,36 @@ export class FileChannel implements Receiver {
           origin: { path: file.path, ino: file.ino, size: file.size, mtimeMs: file.mtimeMs },
         })),
         async () => {
-          for (const { file } of batch) await scanner.release(file);
+          for (const { file } of batch) {
+            try {
+              await scanner.release(file);
+            } catch (e) {
+              // Captured but still there: never capture it again; keep trying to remove it.
+              this.unreleased.set(file.path, file);
+              this.connector.log("error", "captured file could not be removed from the outbox; it will not be sent twice", { channel: this.cfg.name, file: file.name, error: (e as Error).message });
+            }
+          }
         },
       );
       for (const r of recs) {
         this.connector.log("info", "captured", { channel: this.cfg.name, file: r.fields?.filename, seq: r.seq, id: r.id, size: r.size, sha256: r.sha256 });
       }
+    }
+  }
+
+  /** Files captured whose removal failed: removed once possible, never captured twice. */
+  private async retryReleases(scanner: OutboxScanner): Promise<void> {
+    for (const [path, file] of this.unreleased) {
+      const st = await stat(path).catch(() => null);
+      // Gone, or replaced by a new file with the same name: either way no longer ours to hold back.
+      if (!st || st.ino !== file.ino || st.size !== file.size || st.mtimeMs !== file.mtimeMs) {
+        this.unreleased.delete(path);
+        continue;
+      }
+      await scanner.release(file).then(
+        () => this.unreleased.delete(path),
+        () => undefined,
+      );
     }
   }
 
