@@ -8,6 +8,7 @@ import { messages } from "./admin/messages.ts";
 import { deadLetters } from "./admin/dead-letters.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
+import { config } from "./connect/config.ts";
 
 export { ConnectorSession } from "../durable-objects/session/session.ts";
 export { ChannelObject } from "../durable-objects/channel/channel.ts";
@@ -24,6 +25,7 @@ export const app = new Hono<AppEnv>()
   })
   .route("/v1/enroll", enroll)
   .route("/v1/connect", connect)
+  .route("/v1/config", config)
   .use("/api/*", adminAuth)
   .route("/api/connectors", connectors)
   .route("/api/routes", routes)

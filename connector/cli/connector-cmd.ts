@@ -3,10 +3,10 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { loadConfig } from "../config/config.ts";
 import { enroll } from "../identity/identity.ts";
-import { writeFileAtomic } from "../identity/identity.ts";
-import { Connector } from "../core/connector.ts";
-import { createLogger } from "../core/log.ts";
-import { FileChannel } from "../channels/file/channel.ts";
+import type { Connector } from "../core/connector.ts";
+import { Agent, STATUS_FILE } from "../agent/agent.ts";
+import { sendOnce } from "./send.ts";
+import { doctor } from "./doctor.ts";
 import { CliError, DEFAULT_EDGE } from "./admin-client.ts";
 import { printJsonOr, type Out } from "./output.ts";
 
@@ -19,6 +19,10 @@ Usage:
                          run the channels of a TOML config until SIGTERM/SIGINT
   ferry connector status --config FILE | --state DIR
                          connection, per-channel backlog, last deliveries, receipts
+  ferry connector send --config FILE --channel NAME [FILE|-] [--name N] [--content-type T]
+                         send one message from the shell (from stdin with -)
+  ferry connector doctor --config FILE
+                         check config, folders, permissions, clock, edge and enrolment
 
 Options:
   --json                 machine-readable output
@@ -33,7 +37,6 @@ Minimal config (TOML):
   inbox = "./a-in"
 `;
 
-const STATUS_FILE = "status.json";
 
 export async function connectorCommand(argv: string[], out: Out): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -46,6 +49,10 @@ export async function connectorCommand(argv: string[], out: Out): Promise<number
       state: { type: "string" },
       config: { type: "string", short: "c" },
       force: { type: "boolean", default: false },
+      channel: { type: "string" },
+      name: { type: "string" },
+      "content-type": { type: "string" },
+      timeout: { type: "string", default: "30" },
       json: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -78,6 +85,34 @@ export async function connectorCommand(argv: string[], out: Out): Promise<number
       const status = await readStatus(stateDir);
       printJsonOr(out, values.json, status, () => renderStatus(status));
       return 0;
+    }
+    case "send": {
+      if (!values.config) throw new CliError("--config: required", 2);
+      if (!values.channel) throw new CliError("--channel: required (the local channel to send on)", 2);
+      const timeout = Number(values.timeout);
+      if (!Number.isFinite(timeout) || timeout <= 0) throw new CliError("--timeout: seconds, a positive number", 2);
+      const r = await sendOnce({
+        config: values.config,
+        channel: values.channel,
+        ...(positionals[1] ? { file: positionals[1] } : {}),
+        ...(values.name ? { name: values.name } : {}),
+        ...(values["content-type"] ? { contentType: values["content-type"] } : {}),
+        timeoutMs: timeout * 1000,
+      });
+      printJsonOr(out, values.json, r, () =>
+        r.via === "spool"
+          ? `${r.accepted ? "sent" : "captured (not yet accepted by the edge; it goes with the next run)"}: message ${r.id} seq ${r.seq} on ${r.channel}`
+          : `handed to the running connector through its ${r.via}${r.id ? ` as message ${r.id}` : ""}`,
+      );
+      return r.via === "spool" && !r.accepted ? 4 : 0;
+    }
+    case "doctor": {
+      if (!values.config) throw new CliError("--config: required", 2);
+      const checks = await doctor(values.config);
+      printJsonOr(out, values.json, { ok: checks.every((c) => c.ok), checks }, () =>
+        checks.map((c) => `${c.ok ? "ok  " : "FAIL"} ${c.check.padEnd(18)} ${c.detail}${c.fix ? `\n     fix: ${c.fix}` : ""}`).join("\n"),
+      );
+      return checks.every((c) => c.ok) ? 0 : 1;
     }
     default:
       throw new CliError(`unknown command 'connector ${verb}'; see 'ferry connector --help'`, 2);
@@ -124,44 +159,19 @@ function renderStatus(s: StatusFile): string {
 
 /** Runs until SIGTERM/SIGINT; a graceful stop finishes captures in progress, nothing is lost. */
 async function run(configFile: string): Promise<number> {
-  const cfg = await loadConfig(configFile);
-  const log = createLogger(cfg.log ? { format: cfg.log } : {});
-  const connector = await Connector.open({ stateDir: cfg.state, log, heartbeatSeconds: cfg.heartbeat_seconds, ...(cfg.edges ? { edges: cfg.edges } : {}) });
-  const channels = cfg.channels.map((c) => new FileChannel(c, connector, cfg.state));
-  for (const ch of channels) await ch.open();
-  connector.start();
-  for (const ch of channels) ch.start();
-  log("info", "connector running", { connector: connector.name, channels: channels.map((c) => c.name), state: cfg.state, pid: process.pid });
-
-  const writeStatus = () =>
-    writeFileAtomic(join(cfg.state, STATUS_FILE), JSON.stringify({ ...connector.status(), pid: process.pid, updatedAt: Date.now() }, null, 2), 0o644).catch(
-      (e: unknown) => log("warn", "could not write the status file", { error: (e as Error).message }),
-    );
-  await writeStatus();
-  const statusTimer = setInterval(() => void writeStatus(), 1000);
-
+  const agent = await Agent.start(configFile);
   return new Promise<number>((resolvePromise) => {
-    let stopping = false;
-    const stop = async (signal: string) => {
-      if (stopping) return;
-      stopping = true;
-      log("info", "stopping", { signal });
-      clearInterval(statusTimer);
-      for (const ch of channels) await ch.stop();
-      await connector.stop();
-      await writeStatus();
-      resolvePromise(0);
-    };
-    process.on("SIGTERM", () => void stop("SIGTERM"));
-    process.on("SIGINT", () => void stop("SIGINT"));
-    process.on("SIGHUP", () => log("warn", "SIGHUP: live config reload is not available yet; restart the connector to apply changes"));
+    const stop = (signal: string, code: number) => void agent.stop(signal).then(() => resolvePromise(code));
+    process.on("SIGTERM", () => stop("SIGTERM", 0));
+    process.on("SIGINT", () => stop("SIGINT", 0));
+    process.on("SIGHUP", () => void agent.reload().catch(() => undefined));
     // Revoked: nothing more to do here, and saying so beats retrying forever.
     const fatalCheck = setInterval(() => {
-      const st = connector.status();
+      const st = agent.connector.status();
       if (st.fatal) {
         clearInterval(fatalCheck);
-        log("error", "the edge refused this connector for good; exiting", { reason: st.fatal.reason });
-        void stop("revoked").then(() => resolvePromise(3));
+        agent.log("error", "the edge refused this connector for good; exiting", { reason: st.fatal.reason });
+        stop("revoked", 3);
       }
     }, 500);
     fatalCheck.unref();

@@ -27,8 +27,43 @@ const FileChannel = z.strictObject({
   content_type: z.string().min(1).max(255).default("application/octet-stream"),
 });
 
-const Channel = z.discriminatedUnion("protocol", [FileChannel]);
+/** host:port on loopback only: the ingress must never open a port beyond this machine. */
+const LoopbackListen = z
+  .string()
+  .regex(/^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\]):\d{1,5}$/, "listen on loopback only, e.g. 127.0.0.1:8081 (Ferry opens no port beyond this machine)");
+
+const Retry = {
+  /** Give up on one attempt after this long. */
+  timeout_ms: z.number().int().min(100).max(600_000).default(30_000),
+  /** Longest pause between attempts (they back off with jitter up to this). */
+  max_backoff_ms: z.number().int().min(10).max(600_000).default(60_000),
+};
+
+const HttpChannel = z.strictObject({
+  name: Name,
+  protocol: z.literal("http"),
+  /** Local ingress: POST a body to http://LISTEN/ to send it. Omit for a receive-only channel. */
+  listen: LoopbackListen.optional(),
+  /** Delivery: each message is POSTed here; retried until the application answers 2xx. */
+  webhook: z.url({ protocol: /^https?$/ }).optional(),
+  content_type: z.string().min(1).max(255).default("application/octet-stream"),
+  ...Retry,
+});
+
+const ExecChannel = z.strictObject({
+  name: Name,
+  protocol: z.literal("exec"),
+  /** The program and its arguments; each message is written to its stdin. Exit 0 means delivered. */
+  command: z.array(z.string().min(1)).min(1, "give the program to run, e.g. command = [\"/usr/local/bin/import\", \"--stdin\"]"),
+  /** Working directory of the command (default: the config's folder). */
+  cwd: z.string().min(1).optional(),
+  ...Retry,
+});
+
+const Channel = z.discriminatedUnion("protocol", [FileChannel, HttpChannel, ExecChannel]);
 export type FileChannelConfig = z.infer<typeof FileChannel>;
+export type HttpChannelConfig = z.infer<typeof HttpChannel>;
+export type ExecChannelConfig = z.infer<typeof ExecChannel>;
 export type ChannelConfig = z.infer<typeof Channel>;
 
 const ConfigSchema = z.strictObject({
@@ -39,6 +74,8 @@ const ConfigSchema = z.strictObject({
   log: z.enum(["pretty", "json"]).optional(),
   /** Seconds between heartbeats; the edge may ask for a shorter interval, never a longer one. */
   heartbeat_seconds: z.number().int().min(1).max(300).default(15),
+  /** Local health, readiness and Prometheus endpoint, e.g. "127.0.0.1:9464". */
+  health: LoopbackListen.optional(),
   channels: z.array(Channel).min(1, "declare at least one [[channels]] table"),
 });
 export type ConnectorConfig = z.infer<typeof ConfigSchema>;
@@ -58,7 +95,7 @@ export class ConfigError extends Error {
 function hint(path: PropertyKey[], message: string): string {
   const field = path.at(-1);
   if (message.startsWith("Unrecognized key")) return `${message}; check the spelling against the README's config reference`;
-  if (field === "protocol") return `${message}; supported protocols: file`;
+  if (field === "protocol") return `${message}; supported protocols: file, http, exec`;
   return message;
 }
 
@@ -75,17 +112,31 @@ export function validateConfig(raw: unknown, file: string): ConnectorConfig {
   cfg.channels.forEach((ch, i) => {
     if (seen.has(ch.name)) throw new ConfigError(file, `channels[${i}].name`, `channel '${ch.name}' is declared twice`);
     seen.add(ch.name);
-    if (!ch.outbox && !ch.inbox) throw new ConfigError(file, `channels[${i}]`, "a file channel needs an outbox (to send), an inbox (to receive) or both");
+    if (ch.protocol === "file" && !ch.outbox && !ch.inbox) {
+      throw new ConfigError(file, `channels[${i}]`, "a file channel needs an outbox (to send), an inbox (to receive) or both");
+    }
+    if (ch.protocol === "http" && !ch.listen && !ch.webhook) {
+      throw new ConfigError(file, `channels[${i}]`, "an http channel needs listen (to send), webhook (to receive) or both");
+    }
   });
+  const listens = cfg.channels.flatMap((ch, i) => (ch.protocol === "http" && ch.listen ? [[ch.listen, i] as const] : []));
+  for (const [l, i] of listens) {
+    if (listens.filter(([x]) => x === l).length > 1) throw new ConfigError(file, `channels[${i}].listen`, `${l} is used by two channels`);
+  }
   const base = dirname(resolve(file));
   return {
     ...cfg,
     state: resolve(base, cfg.state),
-    channels: cfg.channels.map((ch) => ({
-      ...ch,
-      ...(ch.outbox ? { outbox: resolve(base, ch.outbox) } : {}),
-      ...(ch.inbox ? { inbox: resolve(base, ch.inbox) } : {}),
-    })),
+    channels: cfg.channels.map((ch) => {
+      switch (ch.protocol) {
+        case "file":
+          return { ...ch, ...(ch.outbox ? { outbox: resolve(base, ch.outbox) } : {}), ...(ch.inbox ? { inbox: resolve(base, ch.inbox) } : {}) };
+        case "exec":
+          return { ...ch, cwd: resolve(base, ch.cwd ?? ".") };
+        default:
+          return ch;
+      }
+    }),
   };
 }
 

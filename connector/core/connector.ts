@@ -29,6 +29,8 @@ const FRAME_BYTES = 4 * 1024 * 1024;
 const MAX_BUFFERED = 16 * 1024 * 1024;
 /** No puback progress for this long with messages in flight: the link is bad, redial. */
 const ACK_TIMEOUT_MS = 30_000;
+/** Deliver frames held per stream while its receiver is busy. */
+const MAX_QUEUED_FRAMES = 8;
 
 /** A message handed to a receiver, with its envelope. */
 export type Incoming = { meta: DeliverMessage; payload: Uint8Array };
@@ -49,6 +51,8 @@ export interface Receiver {
 export type SendOptions = { contentType?: string; fields?: Record<string, string>; id?: string; origin?: SpoolItem["origin"] };
 
 export type ConnectorEvents = {
+  /** Messages are in the spool on disk. */
+  captured: [channel: string, count: number, bytes: number];
   connected: [edge: string];
   disconnected: [code: number, reason: string];
   /** The edge committed everything up to `upTo` on `channel`. */
@@ -87,6 +91,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private readonly sending = new Set<string>();
   private readonly sendAgain = new Set<string>();
   private readonly streamChains = new Map<string, Promise<void>>();
+  private readonly streamQueued = new Map<string, number>();
   private readonly resendAsked = new Map<string, { from: number; at: number }>();
   private readonly lastDelivery = new Map<string, { at: number; upTo: number }>();
   private readonly receipts: ReceiptFrame[] = [];
@@ -132,6 +137,16 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     return this.identity.connector;
   }
 
+  /** The edge this connector is connected to, if any. */
+  get currentEdge(): string | null {
+    return this.connectedEdge;
+  }
+
+  /** Edge addresses learnt from the edge; used from the next reconnect. */
+  useEdges(edges: string[]): void {
+    this.transport.setEdges(edges);
+  }
+
   start(): void {
     this.transport.start();
     this.ackTimer = setInterval(() => this.checkAckTimeouts(), 1000);
@@ -146,9 +161,14 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     await this.spool.close();
   }
 
-  /** Registers the receiving side of a local channel. */
+  /** Registers (or replaces) the receiving side of a local channel. */
   receive(channel: string, receiver: Receiver): void {
     this.receivers.set(channel, receiver);
+  }
+
+  /** Stops receiving on a channel; its deliveries wait at the edge. */
+  unreceive(channel: string): void {
+    this.receivers.delete(channel);
   }
 
   /**
@@ -177,6 +197,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         ...(it.origin ? { origin: it.origin } : {}),
       })),
     );
+    this.emit("captured", channel, recs.length, recs.reduce((n, r) => n + r.size, 0));
     // A source is released (`afterCapture`) before its messages may leave:
     // so after a crash, a record the edge never saw still names its origin.
     try {
@@ -341,8 +362,19 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private onDeliver(f: DeliverFrame, payloads: Uint8Array[]): Promise<void> {
     // Positions are only comparable within one incarnation of the edge's channel object.
     const stream = `${f.src}>${f.dst}#${f.gen}`;
+    // Bounded: while a slow target holds the stream, further pushes are not
+    // queued in memory without end; dropped ones come again (the edge
+    // redelivers from the last acknowledged position).
+    const queued = this.streamQueued.get(stream) ?? 0;
+    if (queued >= MAX_QUEUED_FRAMES) {
+      this.log("debug", "stream busy; a push was left for the edge to redeliver", { stream, queued });
+      return Promise.resolve();
+    }
+    this.streamQueued.set(stream, queued + 1);
     const run = (this.streamChains.get(stream) ?? Promise.resolve()).then(() => this.deliverStream(stream, f, payloads));
-    const tail = run.catch((e: unknown) => this.log("error", "delivery failed; the edge will redeliver", { stream, error: (e as Error).message }));
+    const tail = run
+      .catch((e: unknown) => this.log("error", "delivery failed; the edge will redeliver", { stream, error: (e as Error).message }))
+      .finally(() => this.streamQueued.set(stream, (this.streamQueued.get(stream) ?? 1) - 1));
     this.streamChains.set(stream, tail);
     return tail;
   }

@@ -1,6 +1,7 @@
 import WebSocket from "ws";
 import { CloseCode, HEARTBEAT_PING, HEARTBEAT_PONG } from "../../wire/index.ts";
 import { Backoff } from "./backoff.ts";
+import { edgeSocketAgent } from "./edge-http.ts";
 import type { Logger } from "./log.ts";
 
 export type TransportState = "connecting" | "open" | "closed" | "stopped";
@@ -50,7 +51,7 @@ export class Transport {
   /** Set when the edge refused us for good (revoked): no more reconnects. */
   fatal: { code: number; reason: string } | null = null;
 
-  constructor(private readonly opts: TransportOptions) {
+  constructor(private opts: TransportOptions) {
     this.heartbeatMs = (opts.heartbeatSeconds ?? 15) * 1000;
   }
 
@@ -65,6 +66,11 @@ export class Transport {
   start(): void {
     if (this.state === "stopped") return;
     void this.dial();
+  }
+
+  /** New edge addresses (from the edge's config); used from the next dial on. */
+  setEdges(edges: string[]): void {
+    if (edges.length > 0) this.opts.edges = edges;
   }
 
   setHeartbeat(seconds: number): void {
@@ -124,7 +130,8 @@ export class Transport {
       return;
     }
     if (this.state !== "connecting") return;
-    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 32 * 1024 * 1024, handshakeTimeout: 15_000 });
+    const agent = edgeSocketAgent(edge);
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 32 * 1024 * 1024, handshakeTimeout: 15_000, ...(agent ? { agent } : {}) });
     this.ws = ws;
     ws.binaryType = "nodebuffer";
     ws.on("open", () => {

@@ -2,6 +2,7 @@ import { chmod, mkdir, readFile, rename, writeFile, open } from "node:fs/promise
 import { join } from "node:path";
 import { CompactSign, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
 import { CONNECT_AUDIENCE, ENROLL_PROOF_TYPE, type EnrollResponse } from "../../wire/index.ts";
+import { edgeFetch } from "../core/edge-http.ts";
 
 /** What `ferry connector enroll` leaves in the state folder (mode 0600). */
 export type Identity = EnrollResponse & {
@@ -68,7 +69,7 @@ export async function enroll(opts: { edge: string; token: string; stateDir: stri
   const url = new URL("/v1/enroll", opts.edge);
   let res: Response;
   try {
-    res = await fetch(url, {
+    res = await edgeFetch(url, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ token: opts.token, publicKey: { kty: pub.kty, crv: pub.crv, x: pub.x }, proof }),

@@ -139,3 +139,20 @@ describe("spool", () => {
     await s.close();
   });
 });
+
+describe("spool lock", () => {
+  it("refuses a second process while the first holds the spool, and takes over a dead one's lock", async () => {
+    const dir = await tmp();
+    // A live process (this test's parent) holding the lock.
+    await writeFile(join(dir, "lock"), String(process.ppid));
+    const err = await Spool.open(dir).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "LOCKED" });
+    expect((err as Error).message).toContain(`in use by process ${process.ppid}`);
+    // A dead one: pid far beyond any live process.
+    await writeFile(join(dir, "lock"), "4194000");
+    const s = await Spool.open(dir);
+    expect(await readFile(join(dir, "lock"), "utf8")).toBe(String(process.pid));
+    await s.close();
+    await expect(readFile(join(dir, "lock"))).rejects.toThrow();
+  });
+});

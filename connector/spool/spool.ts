@@ -10,7 +10,7 @@ export type SpoolRecord = { channel: string; seq: number; id: string; createdAt:
 export class SpoolError extends Error {
   override readonly name = "SpoolError";
   constructor(
-    readonly code: "CORRUPT" | "CLOSED" | "IO",
+    readonly code: "CORRUPT" | "CLOSED" | "IO" | "LOCKED",
     message: string,
   ) {
     super(message);
@@ -61,6 +61,7 @@ export class Spool {
 
   static async open(dir: string, opts: { segmentBytes?: number } = {}): Promise<Spool> {
     await mkdir(join(dir, "segments"), { recursive: true });
+    await lock(dir);
     let state: StateFile;
     try {
       state = JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as StateFile;
@@ -295,7 +296,39 @@ export class Spool {
     this.fh = null;
     for (const fh of this.readers.values()) await fh.close();
     this.readers.clear();
+    await unlink(join(this.dir, "lock")).catch(() => undefined);
   }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** One process per spool: two writers would interleave records and reuse sequence numbers. */
+async function lock(dir: string): Promise<void> {
+  const path = join(dir, "lock");
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(path, "wx", 0o600);
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      const pid = Number(await readFile(path, "utf8").catch(() => ""));
+      if (pid > 0 && pid !== process.pid && alive(pid)) {
+        throw new SpoolError("LOCKED", `the spool in ${dir} is in use by process ${pid} (a running connector); stop it or use another state folder`);
+      }
+      // Left by a process that died (kill -9): take it over.
+      await unlink(path).catch(() => undefined);
+    }
+  }
+  throw new SpoolError("LOCKED", `could not lock the spool in ${dir}`);
 }
 
 async function syncDir(dir: string): Promise<void> {

@@ -7,6 +7,7 @@ import { OutboxScanner, type OutboxFile } from "./outbox.ts";
 import { DeliveryLog } from "./delivery-log.ts";
 import { FileInbox } from "./inbox.ts";
 import { safeInboxName } from "./names.ts";
+import type { Channel } from "../channel.ts";
 
 /** Files captured per spool commit: one fsync for many small files. */
 const CAPTURE_BATCH_FILES = 256;
@@ -18,7 +19,7 @@ const CAPTURE_BATCH_BYTES = 8 * 1024 * 1024;
  * exactly once. The file's name, size and mtime travel in the envelope's
  * fields, its SHA-256 in the envelope itself.
  */
-export class FileChannel implements Receiver {
+export class FileChannel implements Receiver, Channel {
   private scanner: OutboxScanner | null = null;
   private inbox: FileInbox | null = null;
   private deliveryLog: DeliveryLog | null = null;
