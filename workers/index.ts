@@ -21,7 +21,8 @@ export const app = new Hono<AppEnv>()
   .get("/healthz", async (c) => {
     // Ready means the database answers, not just that the isolate is up.
     await c.env.DB.prepare("SELECT 1").first();
-    return c.json({ ok: true, service: "ferry-edge", version: c.env.FERRY_VERSION, region: c.env.FERRY_REGION });
+    // `time` lets connectors measure their clock skew (assertions allow 30 s).
+    return c.json({ ok: true, service: "ferry-edge", version: c.env.FERRY_VERSION, region: c.env.FERRY_REGION, time: Date.now() });
   })
   .route("/v1/enroll", enroll)
   .route("/v1/connect", connect)

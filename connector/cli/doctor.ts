@@ -99,12 +99,13 @@ export async function doctor(configFile: string): Promise<Check[]> {
       const before = Date.now();
       const res = await edgeFetch(new URL("/healthz", edge), { signal: AbortSignal.timeout(10_000) });
       const after = Date.now();
-      const body = (await res.json().catch(() => ({}))) as { version?: string };
+      const body = (await res.json().catch(() => ({}))) as { version?: string; time?: number };
       add(res.ok ? { check: "edge", ok: true, detail: `${edge} answers (version ${body.version ?? "?"})${proxy ? ` through proxy ${proxy}` : ""}` } : { check: "edge", ok: false, detail: `${edge} answered ${res.status}`, fix: "check the edge URL in the config or enrolment" });
       const date = res.headers.get("date");
-      if (date) {
-        // HTTP dates have one-second resolution: allow for it and the round trip.
-        const skew = Date.parse(date) + 500 - (before + after) / 2;
+      const edgeTime = typeof body.time === "number" ? body.time : date ? Date.parse(date) + 500 : null;
+      if (edgeTime !== null) {
+        // The edge's time was taken somewhere in the round trip: compare with its middle.
+        const skew = edgeTime - (before + after) / 2;
         add(Math.abs(skew) > MAX_SKEW_MS ? { check: "clock", ok: false, detail: `this clock is ${Math.round(skew / 1000)} s off the edge's`, fix: "enable time synchronisation (NTP, e.g. systemd-timesyncd or chrony)" } : { check: "clock", ok: true, detail: `within ${Math.max(1, Math.round(Math.abs(skew) / 1000))} s of the edge` });
       }
     } catch (e) {
