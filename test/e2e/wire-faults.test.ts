@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -88,6 +89,28 @@ describe("frames replayed, reordered and garbled at the wire", () => {
       return receipts.reduce((n, r) => n + r.ids.length, 0) >= 9;
     });
     expect(receipts.every((r) => r.status === "delivered" && r.dst === "wire-b/orders")).toBe(true);
+  });
+
+  it("never lets a hostile file name out of the inbox: kept as a local dead letter, and the stream goes on", async () => {
+    const hostile = await RawPeer.enrol(edge.url, token("wire-h"), join(dir, "h-state"));
+    peers.push(hostile);
+    expect(ferry(["admin", "route", "add", "wire-h/orders", "wire-b/orders"], env).code).toBe(0);
+    const frame = (seq: number, filename: string, body: string) => {
+      const payload = Buffer.from(body);
+      return encodeFrame(
+        { t: "pub", ch: "orders", epoch: "wire-epoch-h001", msgs: [{ seq, id: `hostile-${seq}-xxxx`, createdAt: 1, contentType: "text/plain", size: payload.byteLength, sha256: createHash("sha256").update(payload).digest("hex"), fields: { filename } }] },
+        [payload],
+      );
+    };
+    hostile.send(frame(1, "../../escaped.txt", "pwned"));
+    hostile.send(frame(2, "/etc/ferry-pwned", "pwned"));
+    hostile.send(frame(3, "after-hostile.txt", "fine"));
+    await waitFor("the next file after the hostile ones", async () => (await readdir(join(dir, "b-in"))).includes("after-hostile.txt"));
+    expect(await readdir(dir)).not.toContain("escaped.txt");
+    const dead = await readdir(join(dir, "b-state", "dead-letters", "orders"));
+    expect(dead.filter((n) => n.endsWith(".json")).length).toBe(2);
+    const receiver = procs[0] as ConnectorProcess;
+    expect(receiver.lines.filter((l) => l.msg === "delivery refused: unsafe file name; kept as a dead letter").map((l) => l.name)).toEqual(["../../escaped.txt", "/etc/ferry-pwned"]);
   });
 
   it("answers garbage, oversized frames, forged acks and unknown streams with error frames, and keeps the connection", async () => {
