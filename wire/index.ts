@@ -3,3 +3,4 @@ export * from "./errors.ts";
 export * from "./frames.ts";
 export * from "./digest.ts";
 export * from "./api.ts";
+export * from "./audit.ts";

@@ -6,6 +6,7 @@ import { connectors } from "./admin/connectors.ts";
 import { routes } from "./admin/routes.ts";
 import { messages } from "./admin/messages.ts";
 import { deadLetters } from "./admin/dead-letters.ts";
+import { audit } from "./admin/audit.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
 import { config } from "./connect/config.ts";
@@ -32,6 +33,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/routes", routes)
   .route("/api/messages", messages)
   .route("/api/dead-letters", deadLetters)
+  .route("/api/log", audit)
   .all("/api/*", (c) => {
     throw new ApiError(404, "Not found", `no admin API at ${new URL(c.req.url).pathname}`);
   })

@@ -45,10 +45,17 @@ export class AdminClient {
     return new AdminClient(edge, token);
   }
 
-  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
-    let res: Response;
+  /** For exports: the body as text (CSV, JSON Lines). */
+  async text(method: string, path: string): Promise<string> {
+    const res = await this.send(method, path);
+    const text = await res.text();
+    if (!res.ok) throw new CliError(`${method} ${path} failed (${res.status}): ${text.slice(0, 300)}`);
+    return text;
+  }
+
+  private async send(method: string, path: string, body?: unknown): Promise<Response> {
     try {
-      res = await fetch(`${this.edge}${path}`, {
+      return await fetch(`${this.edge}${path}`, {
         method,
         headers: { authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
@@ -57,6 +64,10 @@ export class AdminClient {
       const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
       throw new CliError(`cannot reach the edge at ${this.edge} (${cause}); is 'npm start' running, or is --edge/FERRY_EDGE right?`);
     }
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.send(method, path, body);
     const text = await res.text();
     let json: unknown = null;
     try {

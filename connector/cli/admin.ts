@@ -16,8 +16,11 @@ Usage:
   ferry admin route list                list routes
   ferry admin route remove ID           remove a route
   ferry admin messages                  the message event log, newest first
-      [--limit 100] [--source A/ch] [--type accepted|delivered] [--cursor C]
+      [--limit 100] [--cursor C] [--from T] [--to T] [--source A/ch] [--destination B/ch]
+      [--connector NAME] [--type accepted|delivered|expired|…] [--id MESSAGE_ID]
+      [--field NAME:VALUE] [--format csv|jsonl]   (csv/jsonl: every match, streamed)
   ferry admin trace MESSAGE_ID          every event of one message
+  ferry admin verify-log [--source A/ch] recompute the event log's hash chains
   ferry admin dead-letters [list]       messages that expired before delivery
       [--source A/ch] [--destination B/ch]
   ferry admin dead-letters redrive|discard --source A/ch [--destination B/ch] [--id ID …]
@@ -56,6 +59,11 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       cursor: { type: "string" },
       destination: { type: "string" },
       id: { type: "string", multiple: true },
+      from: { type: "string" },
+      to: { type: "string" },
+      connector: { type: "string" },
+      field: { type: "string" },
+      format: { type: "string" },
     },
   });
   const [noun, verb, ...rest] = positionals;
@@ -159,10 +167,15 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
 
   if (noun === "messages") {
     const q = new URLSearchParams();
-    if (values.limit) q.set("limit", values.limit);
-    if (values.source) q.set("source", values.source);
-    if (values.type) q.set("type", values.type);
-    if (values.cursor) q.set("cursor", values.cursor);
+    for (const k of ["limit", "source", "destination", "connector", "type", "cursor", "from", "to", "field", "format"] as const) {
+      const v = values[k];
+      if (typeof v === "string") q.set(k, v);
+    }
+    if (values.id?.[0]) q.set("id", values.id[0]);
+    if (values.format === "csv" || values.format === "jsonl") {
+      out.stdout(await api.text("GET", `/api/messages?${q}`));
+      return 0;
+    }
     const r = await api.request<{ events: Event[]; nextCursor: string | null }>("GET", `/api/messages?${q}`);
     printJsonOr(out, json, r, () =>
       table(["AT", "TYPE", "MESSAGE", "SOURCE", "DESTINATION", "SIZE"], r.events.map((e) => [iso(e.at), e.type, e.messageId, e.source, e.destination ?? "-", String(e.size ?? "-")])) +
@@ -178,6 +191,19 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       [`message ${r.messageId}`, ...r.events.map((e) => `  ${iso(e.at)}  ${e.type.padEnd(10)} ${e.source} -> ${e.destination ?? "(edge)"}  at ${e.place}${e.size !== null ? `  ${e.size} B` : ""}`)].join("\n"),
     );
     return 0;
+  }
+
+  if (noun === "verify-log") {
+    const q = new URLSearchParams();
+    if (values.source) q.set("source", values.source);
+    const r = await api.request<{ ok: boolean; chains: { chain: string; events: number; from: number; to: number; broken: { chainSeq: number; reason: string } | null }[] }>("GET", `/api/log/verify?${q}`);
+    printJsonOr(out, json, r, () =>
+      [
+        r.ok ? `ok: ${r.chains.length} chain${r.chains.length === 1 ? "" : "s"} verified` : "BROKEN: the event log was altered",
+        ...r.chains.map((c) => `  ${c.broken ? "BROKEN" : "ok    "} ${c.chain}  positions ${c.from}-${c.to} (${c.events} events)${c.broken ? `\n         first broken link at position ${c.broken.chainSeq}: ${c.broken.reason}` : ""}`),
+      ].join("\n"),
+    );
+    return r.ok ? 0 : 1;
   }
 
   if (noun === "dead-letters") {

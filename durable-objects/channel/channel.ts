@@ -36,6 +36,10 @@ type MessageRow = {
   payload: ArrayBuffer;
 };
 
+function parseFields(json: string | null): Record<string, string> | null {
+  return json === null ? null : (JSON.parse(json) as Record<string, string>);
+}
+
 function asBuffer(p: Uint8Array): ArrayBuffer {
   // SQLite bindings take an ArrayBuffer; copy only when `p` is a view.
   return p.byteOffset === 0 && p.byteLength === p.buffer.byteLength ? (p.buffer as ArrayBuffer) : (p.slice().buffer as ArrayBuffer);
@@ -198,7 +202,7 @@ export class ChannelObject extends DurableObject<Env> {
           }
           this.hwm = m.seq;
           accepted++;
-          logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, detail: m.fields ?? null });
+          logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
         }
         this.sql.exec(
           "INSERT OR REPLACE INTO meta (k, v) VALUES ('epoch', ?), ('hwm', ?), ('next_mseq', ?)",
@@ -243,8 +247,8 @@ export class ChannelObject extends DurableObject<Env> {
     const from = cur.acked + 1;
     const now = Date.now();
     const rows = this.sql
-      .exec<{ id: string; seq: number; size: number; sha256: string }>(
-        "SELECT m.id, m.seq, m.size, m.sha256 FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq BETWEEN ? AND ? ORDER BY o.dseq",
+      .exec<{ id: string; seq: number; size: number; sha256: string; fields: string | null }>(
+        "SELECT m.id, m.seq, m.size, m.sha256, m.fields FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq BETWEEN ? AND ? ORDER BY o.dseq",
         destination, from, upTo,
       )
       .toArray();
@@ -256,7 +260,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?", destination, from, upTo);
       this.collect();
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
-      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, detail: null })));
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: parseFields(r.fields), detail: null })));
     });
     cur.acked = upTo;
     if ((this.sent.get(destination) ?? 0) < upTo) this.sent.set(destination, upTo);
@@ -412,8 +416,8 @@ export class ChannelObject extends DurableObject<Env> {
    */
   private async expire(now: number): Promise<void> {
     const rows = this.sql
-      .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string }>(
-        `SELECT o.destination, o.dseq, o.mseq, m.id, m.seq, m.size, m.sha256 FROM outq o JOIN messages m ON m.mseq = o.mseq
+      .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string; fields: string | null }>(
+        `SELECT o.destination, o.dseq, o.mseq, m.id, m.seq, m.size, m.sha256, m.fields FROM outq o JOIN messages m ON m.mseq = o.mseq
           WHERE o.expires_at <= ? ORDER BY o.destination, o.dseq LIMIT 5000`,
         now,
       )
@@ -425,7 +429,7 @@ export class ChannelObject extends DurableObject<Env> {
         this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq = ?", r.destination, r.dseq);
         this.sql.exec("UPDATE messages SET pending = pending - 1 WHERE mseq = ?", r.mseq);
       }
-      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "expired", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, detail: { reason: "ttl" } })));
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "expired", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, fields: parseFields(r.fields), detail: { reason: "ttl" } })));
     });
     const byDest = new Map<string, string[]>();
     for (const r of rows) byDest.set(r.destination, [...(byDest.get(r.destination) ?? []), r.id]);
@@ -459,8 +463,8 @@ export class ChannelObject extends DurableObject<Env> {
   async handleDeadLetters(tenant: string, source: string, action: "redrive" | "discard", destination?: string, ids?: string[]): Promise<number> {
     this.identify(tenant, source);
     const rows = this.sql
-      .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string }>(
-        `SELECT d.destination, d.dseq, d.mseq, m.id, m.seq, m.size, m.sha256 FROM dead_letters d JOIN messages m ON m.mseq = d.mseq
+      .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string; fields: string | null }>(
+        `SELECT d.destination, d.dseq, d.mseq, m.id, m.seq, m.size, m.sha256, m.fields FROM dead_letters d JOIN messages m ON m.mseq = d.mseq
           WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY d.destination, d.dseq`,
         destination ?? null,
       )
@@ -481,7 +485,7 @@ export class ChannelObject extends DurableObject<Env> {
         }
       }
       this.collect();
-      this.events.stage(rows.map((r) => ({ messageId: r.id, type: action === "redrive" ? "redriven" : "discarded", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, detail: null })));
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: action === "redrive" ? "redriven" : "discarded", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, fields: parseFields(r.fields), detail: null })));
     });
     for (const d of new Set(rows.map((r) => r.destination))) this.kick(d);
     this.events.flushSoon();

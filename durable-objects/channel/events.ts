@@ -1,12 +1,16 @@
+import { eventHash, GENESIS_HASH } from "../../wire/index.ts";
+
 /** One lifecycle event as the channel object records it. */
 export type LoggedEvent = {
   messageId: string;
-  type: "accepted" | "delivered" | "expired" | "rejected" | "redriven" | "discarded";
+  type: "accepted" | "delivered" | "expired" | "rejected" | "redriven" | "discarded" | "archived" | "purged";
   at: number;
   seq: number | null;
   size: number | null;
   sha256: string | null;
   destination: string | null;
+  /** The envelope's channel fields (file name, partner reference...). */
+  fields?: Record<string, string> | null;
   detail: unknown;
 };
 
@@ -26,7 +30,7 @@ export class EventOutbox {
   private flushing: Promise<void> | null = null;
 
   constructor(
-    ctx: DurableObjectState,
+    private readonly ctx: DurableObjectState,
     private readonly env: Env,
   ) {
     this.sql = ctx.storage.sql;
@@ -63,22 +67,49 @@ export class EventOutbox {
     return this.flushing;
   }
 
+  /** The chain's head: position and hash of the last event written to D1. */
+  private head(): { seq: number; hash: string } {
+    const rows = this.sql.exec<{ k: string; v: string }>("SELECT k, v FROM meta WHERE k IN ('chain_seq', 'chain_hash')").toArray();
+    const m = new Map(rows.map((r) => [r.k, r.v]));
+    return { seq: Number(m.get("chain_seq") ?? 0), hash: m.get("chain_hash") ?? GENESIS_HASH };
+  }
+
+  /**
+   * Hashes staged events into this channel's chain, in the order they were
+   * committed, writes them to D1, and only then moves the chain head and
+   * drops them here. A crash in between re-sends the same positions with the
+   * same hashes, which D1 ignores (unique chain position): no gaps, no twins.
+   */
   private async drain(): Promise<void> {
     const place = this.env.FERRY_REGION;
+    const chain = `${this.tenant}:${this.source}`;
     for (;;) {
       const rows = this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox ORDER BY id LIMIT ?", FLUSH_BATCH).toArray();
       if (rows.length === 0) return;
+      let head = this.head();
       const stmt = this.env.DB.prepare(
-        "INSERT INTO events (tenant, message_id, type, at, place, source, destination, seq, size, sha256, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        `INSERT OR IGNORE INTO events (tenant, message_id, type, at, place, source, destination, seq, size, sha256, fields, detail, chain, chain_seq, prev_hash, hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       );
-      await this.env.DB.batch(
-        rows.map((r) => {
-          const e = JSON.parse(r.event) as LoggedEvent;
-          return stmt.bind(this.tenant, e.messageId, e.type, e.at, place, this.source, e.destination, e.seq, e.size, e.sha256, e.detail === null ? null : JSON.stringify(e.detail));
-        }),
-      );
-      const last = rows[rows.length - 1];
-      if (last) this.sql.exec("DELETE FROM event_outbox WHERE id <= ?", last.id);
+      const stmts: D1PreparedStatement[] = [];
+      for (const r of rows) {
+        const e = JSON.parse(r.event) as LoggedEvent;
+        const linked = {
+          chain, chainSeq: head.seq + 1, prevHash: head.hash, tenant: this.tenant, messageId: e.messageId, type: e.type, at: e.at, place,
+          source: this.source, destination: e.destination, seq: e.seq, size: e.size, sha256: e.sha256,
+          fields: e.fields ? JSON.stringify(e.fields) : null, detail: e.detail === null || e.detail === undefined ? null : JSON.stringify(e.detail),
+        };
+        const hash = await eventHash(linked);
+        stmts.push(stmt.bind(linked.tenant, linked.messageId, linked.type, linked.at, place, linked.source, linked.destination, linked.seq, linked.size, linked.sha256, linked.fields, linked.detail, chain, linked.chainSeq, linked.prevHash, hash));
+        head = { seq: linked.chainSeq, hash };
+      }
+      await this.env.DB.batch(stmts);
+      const last = rows[rows.length - 1] as { id: number };
+      const h = head;
+      this.ctx.storage.transactionSync(() => {
+        this.sql.exec("DELETE FROM event_outbox WHERE id <= ?", last.id);
+        this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('chain_seq', ?), ('chain_hash', ?)", String(h.seq), h.hash);
+      });
     }
   }
 }

@@ -102,6 +102,16 @@ describe("a file dropped at A arrives at B", () => {
     expect(human.stdout).toContain("delivered");
   });
 
+  it("verifies the log's hash chains and exports it, from the CLI", async () => {
+    const v = ferry(["admin", "verify-log", "--json"], env);
+    expect(v.code, v.stdout + v.stderr).toBe(0);
+    expect(JSON.parse(v.stdout)).toMatchObject({ ok: true, chains: [{ chain: "default:site-a/orders", broken: null }] });
+    const csv = ferry(["admin", "messages", "--source", "site-a/orders", "--format", "csv"], env);
+    expect(csv.stdout.trim().split("\n").length).toBe(1 + 2 * 41);
+    const byName = JSON.parse(ferry(["admin", "messages", "--field", "filename:Lieferschein März.txt", "--json"], env).stdout) as { events: { type: string }[] };
+    expect(byName.events.map((e) => e.type).sort()).toEqual(["accepted", "delivered"]);
+  });
+
   it("runs the five-minute tour against the same edge", async () => {
     const demo = ferry(["demo", "--json"], env);
     expect(demo.code, demo.stderr + demo.stdout).toBe(0);
