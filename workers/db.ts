@@ -27,6 +27,7 @@ export type RouteRow = {
   retention_seconds: number | null;
   region: string | null;
   created_at: number;
+  legal_hold: number;
 };
 
 export async function routesFrom(env: Env, tenant: string, source: string): Promise<RouteRow[]> {
@@ -34,4 +35,10 @@ export async function routesFrom(env: Env, tenant: string, source: string): Prom
     .bind(tenant, source)
     .all<RouteRow>();
   return results;
+}
+
+/** The region a source is pinned to (its routes share one), or null. */
+export async function sourceRegion(env: Env, tenant: string, source: string): Promise<string | null> {
+  const row = await env.DB.prepare("SELECT region FROM routes WHERE tenant = ? AND source = ? LIMIT 1").bind(tenant, source).first<{ region: string | null }>();
+  return row?.region ?? null;
 }

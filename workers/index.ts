@@ -10,6 +10,7 @@ import { audit } from "./admin/audit.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
 import { config } from "./connect/config.ts";
+import { purgeLogRows } from "./retention.ts";
 
 export { ConnectorSession } from "../durable-objects/session/session.ts";
 export { ChannelObject } from "../durable-objects/channel/channel.ts";
@@ -47,4 +48,7 @@ export type AdminApp = typeof app;
 
 export default {
   fetch: app.fetch,
+  async scheduled(_controller, env, ctx) {
+    ctx.waitUntil(purgeLogRows(env));
+  },
 } satisfies ExportedHandler<Env>;

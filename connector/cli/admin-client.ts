@@ -53,6 +53,16 @@ export class AdminClient {
     return text;
   }
 
+  /** For downloads: the raw body. */
+  async bytes(path: string): Promise<Uint8Array> {
+    const res = await this.send("GET", path);
+    if (!res.ok) {
+      const p = (await res.json().catch(() => null)) as { detail?: string } | null;
+      throw new CliError(`GET ${path} failed (${res.status}): ${p?.detail ?? res.statusText}`);
+    }
+    return new Uint8Array(await res.arrayBuffer());
+  }
+
   private async send(method: string, path: string, body?: unknown): Promise<Response> {
     try {
       return await fetch(`${this.edge}${path}`, {

@@ -1,3 +1,4 @@
+import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { RouteCreate } from "../../wire/index.ts";
 import { AdminClient, CliError } from "./admin-client.ts";
@@ -15,6 +16,9 @@ Usage:
       [--protection none] [--ttl 7d] [--archive] [--retention 30d] [--region eu]
   ferry admin route list                list routes
   ferry admin route remove ID           remove a route
+  ferry admin route hold ID [--off]     legal hold: suspend purging of the route's archives and log
+  ferry admin archive MESSAGE_ID        download an archived payload [--output FILE]
+      [--envelope json|xml]             …or its envelope
   ferry admin messages                  the message event log, newest first
       [--limit 100] [--cursor C] [--from T] [--to T] [--source A/ch] [--destination B/ch]
       [--connector NAME] [--type accepted|delivered|expired|…] [--id MESSAGE_ID]
@@ -64,6 +68,9 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       connector: { type: "string" },
       field: { type: "string" },
       format: { type: "string" },
+      off: { type: "boolean", default: false },
+      output: { type: "string", short: "o" },
+      envelope: { type: "string" },
     },
   });
   const [noun, verb, ...rest] = positionals;
@@ -153,6 +160,12 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
         printJsonOr(out, json, r, () => table(["ID", "SOURCE", "DESTINATION", "PROTECTION", "TTL"], r.routes.map((x) => [x.id, x.source, x.destination, x.protection, `${x.ttl}s`])));
         return 0;
       }
+      case "hold": {
+        need(1, "route hold ID [--off]");
+        const r = await api.request<{ route: Route & { legalHold: boolean } }>("POST", `/api/routes/${encodeURIComponent(rest[0] as string)}/hold`, { hold: !values.off });
+        printJsonOr(out, json, r, () => `route ${r.route.id}: legal hold ${r.route.legalHold ? "on (nothing of it is purged)" : "off"}`);
+        return 0;
+      }
       case "remove":
       case "rm": {
         need(1, "route remove ID");
@@ -190,6 +203,18 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
     printJsonOr(out, json, r, () =>
       [`message ${r.messageId}`, ...r.events.map((e) => `  ${iso(e.at)}  ${e.type.padEnd(10)} ${e.source} -> ${e.destination ?? "(edge)"}  at ${e.place}${e.size !== null ? `  ${e.size} B` : ""}`)].join("\n"),
     );
+    return 0;
+  }
+
+  if (noun === "archive") {
+    if (!verb) throw new CliError("usage: ferry admin archive MESSAGE_ID [--envelope json|xml] [--output FILE]", 2);
+    if (values.envelope && values.envelope !== "json" && values.envelope !== "xml") throw new CliError("--envelope: json or xml", 2);
+    const path = values.envelope ? `/api/messages/${encodeURIComponent(verb)}/envelope?format=${values.envelope}` : `/api/messages/${encodeURIComponent(verb)}/archive`;
+    const bytes = await api.bytes(path);
+    if (values.output) {
+      await writeFile(values.output, bytes);
+      out.stdout(json ? JSON.stringify({ messageId: verb, output: values.output, bytes: bytes.byteLength }) : `wrote ${bytes.byteLength} bytes to ${values.output}`);
+    } else process.stdout.write(bytes);
     return 0;
   }
 

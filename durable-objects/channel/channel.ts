@@ -9,6 +9,7 @@ import {
 } from "../../wire/index.ts";
 import type { AckResult, ChannelRoute, DeadLetter, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
 import { EventOutbox, type LoggedEvent } from "./events.ts";
+import { Archiver } from "./archive.ts";
 
 /** Unacknowledged messages in flight to one destination (the credit window). */
 const WINDOW_MESSAGES = 4096;
@@ -19,6 +20,8 @@ const BATCH_BYTES = 4 * 1024 * 1024;
 /** Without ack progress for this long, in-flight messages are pushed again. */
 const REDELIVER_AFTER_MS = 30_000;
 const ALARM_EVERY_MS = 30_000;
+/** Archive retention when the route names none. */
+const DEFAULT_RETENTION_S = 30 * 86400;
 
 type Cursor = { next: number; acked: number };
 
@@ -56,6 +59,7 @@ function asBuffer(p: Uint8Array): ArrayBuffer {
 export class ChannelObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly events: EventOutbox;
+  private readonly archiver: Archiver;
   private tenant = "";
   private source = "";
   private epoch = "";
@@ -79,7 +83,6 @@ export class ChannelObject extends DurableObject<Env> {
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS retired_epochs (epoch TEXT PRIMARY KEY);
-      CREATE TABLE IF NOT EXISTS routes (destination TEXT PRIMARY KEY, ttl_seconds INTEGER NOT NULL, protection TEXT NOT NULL, archive INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS cursors (destination TEXT PRIMARY KEY, next_dseq INTEGER NOT NULL, acked INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS messages (
         mseq INTEGER PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, created_at INTEGER NOT NULL,
@@ -90,6 +93,7 @@ export class ChannelObject extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS dead_letters (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
     `);
     this.events = new EventOutbox(ctx, env);
+    this.archiver = new Archiver(ctx, env, this.events, () => this.collect());
     this.load();
   }
 
@@ -106,10 +110,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.incarnation = crypto.randomUUID().replace(/-/g, "").slice(0, 16);
       this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('incarnation', ?)", this.incarnation);
     }
-    this.routes = this.sql
-      .exec<{ destination: string; ttl_seconds: number; protection: string; archive: number }>("SELECT * FROM routes ORDER BY destination")
-      .toArray()
-      .map((r) => ({ destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1 }));
+    this.routes = JSON.parse(meta.get("routes") ?? "[]") as ChannelRoute[];
     this.cursors = new Map(
       this.sql
         .exec<{ destination: string; next_dseq: number; acked: number }>("SELECT * FROM cursors")
@@ -134,11 +135,9 @@ export class ChannelObject extends DurableObject<Env> {
   async configure(tenant: string, source: string, routes: ChannelRoute[]): Promise<void> {
     this.identify(tenant, source);
     this.ctx.storage.transactionSync(() => {
-      this.sql.exec("DELETE FROM routes");
-      for (const r of routes) {
-        this.sql.exec("INSERT INTO routes VALUES (?, ?, ?, ?)", r.destination, r.ttlSeconds, r.protection, r.archive ? 1 : 0);
-        this.sql.exec("INSERT OR IGNORE INTO cursors VALUES (?, 1, 0)", r.destination);
-      }
+      // Routes are few and read whole: one JSON value, no table to migrate as they grow fields.
+      this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('routes', ?)", JSON.stringify([...routes].sort((a, b) => (a.destination < b.destination ? -1 : 1))));
+      for (const r of routes) this.sql.exec("INSERT OR IGNORE INTO cursors VALUES (?, 1, 0)", r.destination);
     });
     this.load();
   }
@@ -163,6 +162,8 @@ export class ChannelObject extends DurableObject<Env> {
       }
     }
     const now = Date.now();
+    const archiving = this.routes.filter((r) => r.archive);
+    const retainUntil = now + Math.max(...archiving.map((r) => r.retentionSeconds ?? DEFAULT_RETENTION_S), 0) * 1000;
     let accepted = 0;
     let duplicates = 0;
     let gap: { expected: number } | undefined;
@@ -193,8 +194,9 @@ export class ChannelObject extends DurableObject<Env> {
           this.sql.exec(
             "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             mseq, m.id, m.seq, m.createdAt, now, now + ttl * 1000, m.contentType, m.size, m.sha256,
-            m.fields ? JSON.stringify(m.fields) : null, asBuffer(payload), this.routes.length,
+            m.fields ? JSON.stringify(m.fields) : null, asBuffer(payload), this.routes.length + (archiving.length > 0 ? 1 : 0),
           );
+          if (archiving.length > 0) this.archiver.stage(mseq, retainUntil, this.routes[0]?.region ?? null, this.routes.map((r) => r.destination));
           for (const r of this.routes) {
             const cur = this.cursorFor(r.destination);
             this.sql.exec("INSERT INTO outq VALUES (?, ?, ?, ?)", r.destination, cur.next, mseq, now + r.ttlSeconds * 1000);
@@ -220,6 +222,7 @@ export class ChannelObject extends DurableObject<Env> {
     if (accepted > 0) {
       for (const r of this.routes) this.kick(r.destination);
       this.events.flushSoon();
+      if (archiving.length > 0) this.archiver.flushSoon(this.tenant, this.source);
       await this.ensureAlarm();
     }
     return gap ? { ok: true, upTo: this.hwm, accepted, duplicates, gap } : { ok: true, upTo: this.hwm, accepted, duplicates };
@@ -401,8 +404,11 @@ export class ChannelObject extends DurableObject<Env> {
     const now = Date.now();
     const next = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM outq").one().t;
     const queued = [...this.cursors.values()].some((c) => c.next - 1 > c.acked);
-    let at = queued || this.events.pending() > 0 ? now + ALARM_EVERY_MS : Number.POSITIVE_INFINITY;
+    let at = queued || this.events.pending() > 0 || this.archiver.pendingJobs() > 0 ? now + ALARM_EVERY_MS : Number.POSITIVE_INFINITY;
     if (next !== null) at = Math.min(at, Math.max(next, now));
+    // Archives are purged when their retention ends; under a legal hold, looked at again daily.
+    const purge = this.archiver.nextExpiry();
+    if (purge !== null) at = Math.min(at, Math.max(purge, this.routes.some((r) => r.legalHold) ? now + 86_400_000 : now));
     if (at === Number.POSITIVE_INFINITY) return;
     const current = await this.ctx.storage.getAlarm();
     if (current === null || current > at) await this.ctx.storage.setAlarm(at);
@@ -501,6 +507,8 @@ export class ChannelObject extends DurableObject<Env> {
   override async alarm(): Promise<void> {
     const now = Date.now();
     await this.expire(now);
+    await this.archiver.flush(this.tenant, this.source).catch((e: unknown) => console.warn("archive store still unavailable", e));
+    await this.archiver.purgeExpired(now, this.routes.some((r) => r.legalHold));
     await this.events.flush().catch((e: unknown) => console.warn("event log still unavailable", e));
     for (const [d, c] of this.cursors) {
       if (c.next - 1 <= c.acked) continue;

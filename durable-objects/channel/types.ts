@@ -6,6 +6,12 @@ export type ChannelRoute = {
   ttlSeconds: number;
   protection: string;
   archive: boolean;
+  /** How long archives (and their log rows) are kept; null: the default. */
+  retentionSeconds?: number | null;
+  /** Jurisdiction the source is pinned to (all its routes share it). */
+  region?: string | null;
+  /** Suspends purging of this source's archives. */
+  legalHold?: boolean;
 };
 
 export type PublishRequest = {

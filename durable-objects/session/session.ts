@@ -14,6 +14,10 @@ import {
   type PubFrame,
   type ResendFrame,
 } from "../../wire/index.ts";
+import { sourceRegion } from "../../workers/db.ts";
+import { channelStub } from "../../workers/stubs.ts";
+
+const REGION_CACHE_MS = 60_000;
 
 /** Seconds between the connector's pings; told to it in the welcome frame. */
 export const HEARTBEAT_SECONDS = 15;
@@ -30,6 +34,7 @@ export class ConnectorSession extends DurableObject<Env> {
   // Per source channel: publishes are handed on one after another, so a
   // batch never overtakes the one before it while an RPC is in flight.
   private chains = new Map<string, Promise<void>>();
+  private regions = new Map<string, { region: string | null; at: number }>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -75,15 +80,23 @@ export class ConnectorSession extends DurableObject<Env> {
         .all<{ source: string; destination: string }>();
       const bySource = new Map<string, string[]>();
       for (const r of results) bySource.set(r.source, [...(bySource.get(r.source) ?? []), r.destination]);
-      await Promise.all([...bySource].map(([source, dsts]) => this.channel(att.tenant, source).attach(att.tenant, source, dsts)));
+      await Promise.all([...bySource].map(async ([source, dsts]) => (await this.channel(att.tenant, source)).attach(att.tenant, source, dsts)));
     } catch (e) {
       // The channel objects' alarms push again on their own; this only speeds it up.
       console.warn("attach after connect failed", e);
     }
   }
 
-  private channel(tenant: string, source: string) {
-    return this.env.CHANNEL.get(this.env.CHANNEL.idFromName(`${tenant}:${source}`));
+  /** The channel object of a source, in its region's namespace (the pin is looked up, then cached a minute). */
+  private async channel(tenant: string, source: string) {
+    const cached = this.regions.get(source);
+    let region: string | null;
+    if (cached && Date.now() - cached.at < REGION_CACHE_MS) region = cached.region;
+    else {
+      region = await sourceRegion(this.env, tenant, source);
+      this.regions.set(source, { region, at: Date.now() });
+    }
+    return channelStub(this.env, tenant, source, region);
   }
 
   private current(): WebSocket | undefined {
@@ -177,13 +190,15 @@ export class ConnectorSession extends DurableObject<Env> {
     const source = `${att.connector}/${frame.ch}`;
     let res;
     try {
-      res = await this.channel(att.tenant, source).publish({ tenant: att.tenant, source, epoch: frame.epoch, msgs: frame.msgs, payloads });
+      res = await (await this.channel(att.tenant, source)).publish({ tenant: att.tenant, source, epoch: frame.epoch, msgs: frame.msgs, payloads });
     } catch (e) {
       console.error("publish RPC failed", source, e);
       ws.send(errorFrame(ErrorCode.INTERNAL, `the edge could not reach the channel object of ${source}; nothing was accepted, resend`, { ch: frame.ch }));
       return;
     }
     if (!res.ok) {
+      // A route may have just been added in another region: look the pin up afresh next time.
+      if (res.code === ErrorCode.NO_ROUTE) this.regions.delete(source);
       ws.send(errorFrame(res.code, res.message, { ch: frame.ch }));
       return;
     }
@@ -198,7 +213,7 @@ export class ConnectorSession extends DurableObject<Env> {
       ws.send(errorFrame(ErrorCode.FORBIDDEN, `${att.connector} cannot acknowledge for ${frame.dst}`, { src: frame.src, dst: frame.dst }));
       return;
     }
-    const res = await this.channel(att.tenant, frame.src).ack(att.tenant, frame.src, frame.dst, frame.upTo);
+    const res = await (await this.channel(att.tenant, frame.src)).ack(att.tenant, frame.src, frame.dst, frame.upTo);
     if (!res.ok) ws.send(errorFrame(res.code, res.message, { src: frame.src, dst: frame.dst }));
   }
 
@@ -207,7 +222,7 @@ export class ConnectorSession extends DurableObject<Env> {
       ws.send(errorFrame(ErrorCode.FORBIDDEN, `${att.connector} cannot ask for ${frame.dst}`, { src: frame.src, dst: frame.dst }));
       return;
     }
-    const res = await this.channel(att.tenant, frame.src).resend(att.tenant, frame.src, frame.dst, frame.from);
+    const res = await (await this.channel(att.tenant, frame.src)).resend(att.tenant, frame.src, frame.dst, frame.from);
     if (!res.ok) ws.send(errorFrame(res.code, res.message, { src: frame.src, dst: frame.dst }));
   }
 

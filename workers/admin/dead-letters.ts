@@ -3,7 +3,7 @@ import { z } from "zod";
 import { Address, MessageId } from "../../wire/index.ts";
 import { invalid, parseBody } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
-import { audit } from "../db.ts";
+import { audit, sourceRegion } from "../db.ts";
 import { channelStub } from "../stubs.ts";
 
 const Query = z.strictObject({ source: Address.optional(), destination: Address.optional() });
@@ -27,7 +27,7 @@ export const deadLetters = new Hono<AppEnv>()
     const tenant = c.get("tenant");
     const lists = await Promise.all(
       (await sources(c.env, tenant, q.data.source)).map(async (source) =>
-        (await channelStub(c.env, tenant, source).deadLetters(tenant, source, q.data.destination)).map((d) => ({ source, ...d })),
+        (await channelStub(c.env, tenant, source, await sourceRegion(c.env, tenant, source)).deadLetters(tenant, source, q.data.destination)).map((d) => ({ source, ...d })),
       ),
     );
     return c.json({ deadLetters: lists.flat() });
@@ -36,7 +36,7 @@ export const deadLetters = new Hono<AppEnv>()
     const action = c.req.param("action") as "redrive" | "discard";
     const body = await parseBody(c, Action, action);
     const tenant = c.get("tenant");
-    const count = await channelStub(c.env, tenant, body.source).handleDeadLetters(tenant, body.source, action, body.destination, body.ids);
+    const count = await channelStub(c.env, tenant, body.source, await sourceRegion(c.env, tenant, body.source)).handleDeadLetters(tenant, body.source, action, body.destination, body.ids);
     await audit(c.env, c.get("actor"), `dead-letters.${action}`, body.source, body);
     return c.json({ action, count });
   });

@@ -3,6 +3,7 @@ import { z } from "zod";
 import { Address, Name } from "../../wire/index.ts";
 import { ApiError, invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
+import { envelopeXml } from "./envelope-xml.ts";
 
 export type EventRow = {
   id: number;
@@ -98,6 +99,19 @@ export function eventFilter(tenant: string, q: Omit<Query, "limit" | "format">):
   return { where: where.join(" AND "), args };
 }
 
+/** Finds a message's archive through its `archived` event (which names bucket and key). */
+async function archived(env: Env, tenant: string, id: string, suffix: string): Promise<R2ObjectBody> {
+  const ev = await env.DB.prepare("SELECT detail FROM events WHERE tenant = ? AND message_id = ? AND type = 'archived' ORDER BY at DESC LIMIT 1")
+    .bind(tenant, id)
+    .first<{ detail: string }>();
+  if (!ev) throw new ApiError(404, "Not found", `message '${id}' has no archive (its route does not archive, or it was purged)`);
+  const d = JSON.parse(ev.detail) as { key: string; bucket: string };
+  const bucket = d.bucket === "ARCHIVE_EU" ? env.ARCHIVE_EU : env.ARCHIVE;
+  const obj = await bucket.get(`${d.key}${suffix}`);
+  if (!obj) throw new ApiError(410, "Gone", `the archive of message '${id}' was purged at the end of its retention`);
+  return obj;
+}
+
 const CSV_COLUMNS = ["time", "type", "messageId", "source", "destination", "seq", "size", "sha256", "place", "fields", "chain", "chainSeq", "hash"] as const;
 
 function csvCell(v: unknown): string {
@@ -150,6 +164,25 @@ export const messages = new Hono<AppEnv>()
     const rows = await page(c.env, tenant, q.data);
     const last = rows.at(-1);
     return c.json({ events: rows.map(presentEvent), nextCursor: rows.length === q.data.limit && last ? `${last.at}.${last.id}` : null });
+  })
+  .get("/:id/archive", async (c) => {
+    const obj = await archived(c.env, c.get("tenant"), c.req.param("id"), "");
+    return new Response(obj.body, {
+      headers: {
+        "content-type": obj.httpMetadata?.contentType ?? "application/octet-stream",
+        "content-length": String(obj.size),
+        "content-disposition": `attachment; filename="${c.req.param("id")}.bin"`,
+        ...(obj.checksums.sha256 ? { "x-ferry-sha256": [...new Uint8Array(obj.checksums.sha256)].map((b) => b.toString(16).padStart(2, "0")).join("") } : {}),
+      },
+    });
+  })
+  .get("/:id/envelope", async (c) => {
+    const format = c.req.query("format") ?? "json";
+    if (format !== "json" && format !== "xml") throw new ApiError(400, "Invalid request", "query: format: json or xml");
+    const obj = await archived(c.env, c.get("tenant"), c.req.param("id"), ".envelope.json");
+    const envelope = (await obj.json()) as Parameters<typeof envelopeXml>[0];
+    if (format === "xml") return new Response(envelopeXml(envelope), { headers: { "content-type": "application/xml; charset=utf-8" } });
+    return c.json(envelope);
   })
   .get("/:id", async (c) => {
     const { results } = await c.env.DB.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? ORDER BY at, id")

@@ -4,6 +4,8 @@ import { ApiError, parseBody } from "../http/problem.ts";
 import { now, randomId, type AppEnv } from "../env.ts";
 import { audit, ensureTenant, routesFrom, type RouteRow } from "../db.ts";
 import { channelStub } from "../stubs.ts";
+import { archiveBinding, REGIONS } from "../region.ts";
+import { z } from "zod";
 import type { ChannelRoute } from "../../durable-objects/channel/types.ts";
 
 export function presentRoute(r: RouteRow) {
@@ -16,18 +18,19 @@ export function presentRoute(r: RouteRow) {
     archive: r.archive === 1,
     retention: r.retention_seconds,
     region: r.region,
+    legalHold: r.legal_hold === 1,
     createdAt: r.created_at,
   };
 }
 
 function toChannelRoute(r: RouteRow): ChannelRoute {
-  return { destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1 };
+  return { destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1, retentionSeconds: r.retention_seconds, region: r.region, legalHold: r.legal_hold === 1 };
 }
 
 /** The channel object keeps its own copy of its routes so publishing never reads D1. */
-async function pushRoutes(env: Env, tenant: string, source: string): Promise<void> {
+async function pushRoutes(env: Env, tenant: string, source: string, region: string | null): Promise<void> {
   const rows = await routesFrom(env, tenant, source);
-  await channelStub(env, tenant, source).configure(tenant, source, rows.map(toChannelRoute));
+  await channelStub(env, tenant, source, region).configure(tenant, source, rows.map(toChannelRoute));
 }
 
 export const routes = new Hono<AppEnv>()
@@ -43,6 +46,17 @@ export const routes = new Hono<AppEnv>()
     if (body.source === body.destination) throw new ApiError(400, "Invalid request", "route: destination: a route cannot loop back to its source");
     if (body.protection !== "none") {
       throw new ApiError(501, "Not implemented", `route: protection: '${body.protection}' is not available yet; use 'none'`);
+    }
+    // A source's messages live in one channel object, so every route from it shares one region.
+    const pinned = await c.env.DB.prepare("SELECT region FROM routes WHERE tenant = ? AND source = ? LIMIT 1").bind(tenant, body.source).first<{ region: string | null }>();
+    if (pinned && (pinned.region ?? null) !== (body.region ?? null)) {
+      throw new ApiError(409, "Conflict", `route: region: ${body.source} is ${pinned.region ? `pinned to '${pinned.region}'` : "not pinned"}; every route from it must be ${pinned.region ? `pinned to '${pinned.region}'` : "unpinned"} too`);
+    }
+    if (body.region && !(REGIONS as readonly string[]).includes(body.region)) {
+      throw new ApiError(400, "Invalid request", `route: region: '${body.region}' is not offered; choose one of ${REGIONS.join(", ")}`);
+    }
+    if (body.archive && !archiveBinding(body.region)) {
+      throw new ApiError(400, "Invalid request", `route: archive: no archive bucket is configured in region '${body.region}', so archiving would take data out of it`);
     }
     await ensureTenant(c.env, tenant);
     const id = `rte_${randomId(12)}`;
@@ -67,18 +81,28 @@ export const routes = new Hono<AppEnv>()
       )
       .run();
     if (res.meta.changes !== 1) throw new ApiError(409, "Conflict", `a route ${body.source} -> ${body.destination} exists`);
-    await pushRoutes(c.env, tenant, body.source);
+    await pushRoutes(c.env, tenant, body.source, body.region ?? null);
     await audit(c.env, c.get("actor"), "route.add", `${body.source} -> ${body.destination}`, body);
     const row = await c.env.DB.prepare("SELECT * FROM routes WHERE id = ?").bind(id).first<RouteRow>();
     if (!row) throw new ApiError(500, "Internal error", "route vanished after insert");
     return c.json({ route: presentRoute(row) }, 201);
+  })
+  .post("/:id/hold", async (c) => {
+    const body = await parseBody(c, z.strictObject({ hold: z.boolean() }), "legal hold");
+    const tenant = c.get("tenant");
+    const res = await c.env.DB.prepare("UPDATE routes SET legal_hold = ? WHERE tenant = ? AND id = ?").bind(body.hold ? 1 : 0, tenant, c.req.param("id")).run();
+    if (res.meta.changes !== 1) throw new ApiError(404, "Not found", `no route with id '${c.req.param("id")}'`);
+    await audit(c.env, c.get("actor"), body.hold ? "route.hold" : "route.release", c.req.param("id"));
+    const row = await c.env.DB.prepare("SELECT * FROM routes WHERE id = ?").bind(c.req.param("id")).first<RouteRow>();
+    if (row) await pushRoutes(c.env, tenant, row.source, row.region);
+    return c.json({ route: row ? presentRoute(row) : null });
   })
   .delete("/:id", async (c) => {
     const tenant = c.get("tenant");
     const row = await c.env.DB.prepare("SELECT * FROM routes WHERE tenant = ? AND id = ?").bind(tenant, c.req.param("id")).first<RouteRow>();
     if (!row) throw new ApiError(404, "Not found", `no route with id '${c.req.param("id")}'`);
     await c.env.DB.prepare("DELETE FROM routes WHERE id = ?").bind(row.id).run();
-    await pushRoutes(c.env, tenant, row.source);
+    await pushRoutes(c.env, tenant, row.source, row.region);
     await audit(c.env, c.get("actor"), "route.remove", `${row.source} -> ${row.destination}`);
     return c.json({ route: presentRoute(row), removed: true });
   });
