@@ -22,16 +22,19 @@ const adminToken = readFileSync(tokenFile, "utf8").trim();
 const env = localEnv(root, { WRANGLER_LOG_PATH: join(stateDir, "logs") });
 const wrangler = join(root, "node_modules", ".bin", "wrangler");
 
-const migrate = spawnSync(wrangler, ["d1", "migrations", "apply", "ferry", "--local", "--persist-to", persist], {
-  cwd: root,
-  env,
-  stdio: ["ignore", "pipe", "pipe"],
-  encoding: "utf8",
-});
-if (migrate.status !== 0) {
-  process.stderr.write(migrate.stdout + migrate.stderr);
-  console.error("start: applying the D1 migrations failed");
-  process.exit(1);
+// The configuration and event-log database, and the EU event-log store.
+for (const db of ["ferry", "ferry-eu"]) {
+  const migrate = spawnSync(wrangler, ["d1", "migrations", "apply", db, "--local", "--persist-to", persist], {
+    cwd: root,
+    env,
+    stdio: ["ignore", "pipe", "pipe"],
+    encoding: "utf8",
+  });
+  if (migrate.status !== 0) {
+    process.stderr.write(migrate.stdout + migrate.stderr);
+    console.error(`start: applying the D1 migrations to ${db} failed`);
+    process.exit(1);
+  }
 }
 
 const dev = spawn(

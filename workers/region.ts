@@ -7,11 +7,29 @@
  * the default namespace is used and the fallback is logged once. R2 has a
  * bucket binding per jurisdiction (wrangler.toml), which works locally too.
  */
+/** The jurisdictions Cloudflare offers that a route may name. */
 export const REGIONS = ["eu", "fedramp"] as const;
 export type Region = (typeof REGIONS)[number];
 
-/** Archive bucket binding per region; a region without one cannot archive. */
-const ARCHIVE_BINDINGS: Record<string, "ARCHIVE" | "ARCHIVE_EU"> = { "": "ARCHIVE", eu: "ARCHIVE_EU" };
+type Stores = { archive: "ARCHIVE" | "ARCHIVE_EU"; log: "DB" | "DB_EU" };
+/** Per region, the bindings that keep its data there (wrangler.toml). "" is unpinned. */
+const STORES: Record<string, Stores> = { "": { archive: "ARCHIVE", log: "DB" }, eu: { archive: "ARCHIVE_EU", log: "DB_EU" } };
+
+/** Regions this edge has stores for. */
+export function configuredRegions(): string[] {
+  return Object.keys(STORES).filter((r) => r !== "");
+}
+
+/** The event-log database of a region. */
+export function eventDb(env: Env, region: string | null | undefined): D1Database | null {
+  const s = STORES[region ?? ""];
+  return s ? env[s.log] : null;
+}
+
+/** Every event-log store, in a fixed order (the query API merges them). */
+export function eventStores(env: Env): { store: number; name: string; db: D1Database }[] {
+  return Object.entries(STORES).map(([name, s], store) => ({ store, name: name || "default", db: env[s.log] }));
+}
 
 let warned = new Set<string>();
 
@@ -42,7 +60,7 @@ export function channelNamespace(env: Env, region: string | null | undefined): E
 }
 
 export function archiveBinding(region: string | null | undefined): "ARCHIVE" | "ARCHIVE_EU" | null {
-  return ARCHIVE_BINDINGS[region ?? ""] ?? null;
+  return STORES[region ?? ""]?.archive ?? null;
 }
 
 export function archiveBucket(env: Env, region: string | null | undefined): R2Bucket | null {

@@ -1,4 +1,5 @@
 import { audit } from "./db.ts";
+import { eventStores } from "./region.ts";
 
 /**
  * The hourly retention run (cron trigger): event-log rows older than
@@ -11,13 +12,16 @@ export async function purgeLogRows(env: Env, now = Date.now()): Promise<number> 
   const days = Number(env.LOG_RETENTION_DAYS);
   if (!Number.isFinite(days) || days <= 0) return 0;
   const cutoff = now - days * 86_400_000;
-  const res = await env.DB.prepare(
-    `DELETE FROM events WHERE at < ?
-       AND (chain IS NULL OR chain NOT IN (SELECT tenant || ':' || source FROM routes WHERE legal_hold = 1))`,
-  )
-    .bind(cutoff)
-    .run();
-  const n = res.meta.changes ?? 0;
+  // Held chains come from the configuration database; each store is purged on its own.
+  const held = (await env.DB.prepare("SELECT DISTINCT tenant || ':' || source AS chain FROM routes WHERE legal_hold = 1").all<{ chain: string }>()).results.map((r) => r.chain);
+  let n = 0;
+  for (const { db } of eventStores(env)) {
+    const res = await db
+      .prepare(`DELETE FROM events WHERE at < ? AND (chain IS NULL OR chain NOT IN (SELECT value FROM json_each(?)))`)
+      .bind(cutoff, JSON.stringify(held))
+      .run();
+    n += res.meta.changes ?? 0;
+  }
   if (n > 0) await audit(env, "retention", "log.purge", "events", { deleted: n, before: new Date(cutoff).toISOString() });
   return n;
 }

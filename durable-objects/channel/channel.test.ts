@@ -111,7 +111,7 @@ describe("channel object: acknowledging and fan-out", () => {
     expect(st.streams.find((s) => s.destination === "c/orders")).toMatchObject({ acked: 2, queued: 1 });
   });
 
-  it("logs accepted and delivered events to D1 through its outbox", async () => {
+  it("logs captured, accepted and delivered events to D1 through its outbox", async () => {
     const { source, stub } = fresh();
     await stub.configure(TENANT, source, [route("b/orders")]);
     await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 2) });
@@ -119,7 +119,9 @@ describe("channel object: acknowledging and fan-out", () => {
     await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
     const { results } = await env.DB.prepare("SELECT type, seq, destination FROM events WHERE source = ? ORDER BY id").bind(source).all();
     expect(results).toEqual([
+      { type: "captured", seq: 1, destination: null },
       { type: "accepted", seq: 1, destination: null },
+      { type: "captured", seq: 2, destination: null },
       { type: "accepted", seq: 2, destination: null },
       { type: "delivered", seq: 1, destination: "b/orders" },
       { type: "delivered", seq: 2, destination: "b/orders" },

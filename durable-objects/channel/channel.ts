@@ -68,6 +68,8 @@ export class ChannelObject extends DurableObject<Env> {
   /** Random per object lifetime of storage: receivers start a stream afresh if it changes. */
   private incarnation = "";
   private routes: ChannelRoute[] = [];
+  /** The source's region pin, kept even when its routes are removed (its log stays there). */
+  private region: string | null = null;
   private cursors = new Map<string, Cursor>();
   // In memory only: what was pushed and not yet acknowledged. Lost on
   // eviction, which only means a harmless redelivery the receiver dedups.
@@ -92,7 +94,7 @@ export class ChannelObject extends DurableObject<Env> {
       CREATE INDEX IF NOT EXISTS outq_by_expiry ON outq (expires_at);
       CREATE TABLE IF NOT EXISTS dead_letters (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
     `);
-    this.events = new EventOutbox(ctx, env);
+    this.events = new EventOutbox(ctx, env, () => this.region);
     this.archiver = new Archiver(ctx, env, this.events, () => this.collect());
     this.load();
   }
@@ -111,6 +113,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('incarnation', ?)", this.incarnation);
     }
     this.routes = JSON.parse(meta.get("routes") ?? "[]") as ChannelRoute[];
+    this.region = meta.get("region") || null;
     this.cursors = new Map(
       this.sql
         .exec<{ destination: string; next_dseq: number; acked: number }>("SELECT * FROM cursors")
@@ -138,6 +141,7 @@ export class ChannelObject extends DurableObject<Env> {
       // Routes are few and read whole: one JSON value, no table to migrate as they grow fields.
       this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('routes', ?)", JSON.stringify([...routes].sort((a, b) => (a.destination < b.destination ? -1 : 1))));
       for (const r of routes) this.sql.exec("INSERT OR IGNORE INTO cursors VALUES (?, 1, 0)", r.destination);
+      if (routes[0]) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('region', ?)", routes[0].region ?? "");
     });
     this.load();
   }
@@ -196,7 +200,7 @@ export class ChannelObject extends DurableObject<Env> {
             mseq, m.id, m.seq, m.createdAt, now, now + ttl * 1000, m.contentType, m.size, m.sha256,
             m.fields ? JSON.stringify(m.fields) : null, asBuffer(payload), this.routes.length + (archiving.length > 0 ? 1 : 0),
           );
-          if (archiving.length > 0) this.archiver.stage(mseq, retainUntil, this.routes[0]?.region ?? null, this.routes.map((r) => r.destination));
+          if (archiving.length > 0) this.archiver.stage(mseq, retainUntil, this.region, this.routes.map((r) => r.destination));
           for (const r of this.routes) {
             const cur = this.cursorFor(r.destination);
             this.sql.exec("INSERT INTO outq VALUES (?, ?, ?, ?)", r.destination, cur.next, mseq, now + r.ttlSeconds * 1000);
@@ -204,6 +208,8 @@ export class ChannelObject extends DurableObject<Env> {
           }
           this.hwm = m.seq;
           accepted++;
+          // Captured at the site before it was sent: its time and place come from the sender.
+          logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
           logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
         }
         this.sql.exec(

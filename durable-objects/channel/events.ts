@@ -1,9 +1,10 @@
 import { eventHash, GENESIS_HASH } from "../../wire/index.ts";
+import { eventDb } from "../../workers/region.ts";
 
 /** One lifecycle event as the channel object records it. */
 export type LoggedEvent = {
   messageId: string;
-  type: "accepted" | "delivered" | "expired" | "rejected" | "redriven" | "discarded" | "archived" | "purged";
+  type: "captured" | "accepted" | "delivered" | "expired" | "rejected" | "redriven" | "discarded" | "archived" | "purged";
   at: number;
   seq: number | null;
   size: number | null;
@@ -32,6 +33,8 @@ export class EventOutbox {
   constructor(
     private readonly ctx: DurableObjectState,
     private readonly env: Env,
+    /** The source's region: its log rows stay in that region's store. */
+    private readonly region: () => string | null,
   ) {
     this.sql = ctx.storage.sql;
     this.sql.exec("CREATE TABLE IF NOT EXISTS event_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
@@ -87,7 +90,9 @@ export class EventOutbox {
       const rows = this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox ORDER BY id LIMIT ?", FLUSH_BATCH).toArray();
       if (rows.length === 0) return;
       let head = this.head();
-      const stmt = this.env.DB.prepare(
+      const db = eventDb(this.env, this.region());
+      if (!db) throw new Error(`no event-log store for region '${this.region()}'`);
+      const stmt = db.prepare(
         `INSERT OR IGNORE INTO events (tenant, message_id, type, at, place, source, destination, seq, size, sha256, fields, detail, chain, chain_seq, prev_hash, hash)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       );
@@ -103,7 +108,7 @@ export class EventOutbox {
         stmts.push(stmt.bind(linked.tenant, linked.messageId, linked.type, linked.at, place, linked.source, linked.destination, linked.seq, linked.size, linked.sha256, linked.fields, linked.detail, chain, linked.chainSeq, linked.prevHash, hash));
         head = { seq: linked.chainSeq, hash };
       }
-      await this.env.DB.batch(stmts);
+      await db.batch(stmts);
       const last = rows[rows.length - 1] as { id: number };
       const h = head;
       this.ctx.storage.transactionSync(() => {

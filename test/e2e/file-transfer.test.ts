@@ -96,8 +96,8 @@ describe("a file dropped at A arrives at B", () => {
     const trace = ferry(["admin", "trace", id, "--json"], env);
     expect(trace.code, trace.stderr).toBe(0);
     const t = JSON.parse(trace.stdout) as { events: { type: string; source: string; destination: string | null }[] };
-    expect(t.events.map((e) => e.type)).toEqual(["accepted", "delivered"]);
-    expect(t.events[1]).toMatchObject({ source: "site-a/orders", destination: "site-b/orders" });
+    expect(t.events.map((e) => e.type)).toEqual(["captured", "accepted", "delivered"]);
+    expect(t.events[2]).toMatchObject({ source: "site-a/orders", destination: "site-b/orders" });
     const human = ferry(["admin", "trace", id], env);
     expect(human.stdout).toContain("delivered");
   });
@@ -107,9 +107,9 @@ describe("a file dropped at A arrives at B", () => {
     expect(v.code, v.stdout + v.stderr).toBe(0);
     expect(JSON.parse(v.stdout)).toMatchObject({ ok: true, chains: [{ chain: "default:site-a/orders", broken: null }] });
     const csv = ferry(["admin", "messages", "--source", "site-a/orders", "--format", "csv"], env);
-    expect(csv.stdout.trim().split("\n").length).toBe(1 + 2 * 41);
+    expect(csv.stdout.trim().split("\n").length).toBe(1 + 3 * 41);
     const byName = JSON.parse(ferry(["admin", "messages", "--field", "filename:Lieferschein März.txt", "--json"], env).stdout) as { events: { type: string }[] };
-    expect(byName.events.map((e) => e.type).sort()).toEqual(["accepted", "delivered"]);
+    expect(byName.events.map((e) => e.type).sort()).toEqual(["accepted", "captured", "delivered"]);
   });
 
   it("runs the five-minute tour against the same edge", async () => {

@@ -103,8 +103,8 @@ describe("store and forward, fan-out and time to live", () => {
     expect(JSON.parse(redrive.stdout)).toEqual({ action: "redrive", count: 1 });
     await drop("hub", "after.txt", "after");
     await waitFor("after.txt accepted for late", () => {
-      const log = JSON.parse(ferry(["admin", "messages", "--source", "hub/feed", "--type", "accepted", "--json"], env).stdout) as { events: { detail: { filename?: string } | null }[] };
-      return log.events.some((e) => e.detail?.filename === "after.txt");
+      const log = JSON.parse(ferry(["admin", "messages", "--source", "hub/feed", "--type", "accepted", "--json"], env).stdout) as { events: { fields: { filename?: string } | null }[] };
+      return log.events.some((e) => e.fields?.filename === "after.txt");
     });
     const late = start("late");
     await waitFor("late to receive the re-driven and the new message", async () => (await visible(join(dir, "late-in"))).length === 2);

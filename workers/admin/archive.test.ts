@@ -59,7 +59,7 @@ describe("archives", () => {
     expect(xml).toContain('<field name="filename">contract &lt;v2&gt;.txt</field>');
     expect(xml).toContain('<field name="partnerRef">PO-7&amp;8</field>');
     const trace = (await (await api("GET", `/api/messages/${id}`)).res.json()) as { events: { type: string }[] };
-    expect(trace.events.map((e) => e.type)).toEqual(["accepted", "archived"]);
+    expect(trace.events.map((e) => e.type)).toEqual(["captured", "accepted", "archived"]);
 
     expect(await untilPurged(stub, id)).toBe(1);
     expect((await api("GET", `/api/messages/${id}/archive`)).status).toBe(410);
@@ -84,6 +84,14 @@ describe("region pins", () => {
     await publishOne("eu-a/out", "personal data", "eu");
     expect((await env.ARCHIVE_EU.list({ prefix: `${TENANT}/eu-a/out/` })).objects.length).toBe(2);
     expect((await env.ARCHIVE.list({ prefix: `${TENANT}/eu-a/out/` })).objects.length).toBe(0);
+    // Its log rows stay in the EU store too; the query API and the verifier still see them.
+    const inEu = await env.DB_EU.prepare("SELECT type FROM events WHERE source = 'eu-a/out' ORDER BY id").all<{ type: string }>();
+    expect(inEu.results.map((r) => r.type)).toEqual(["captured", "accepted", "archived"]);
+    expect((await env.DB.prepare("SELECT count(*) AS n FROM events WHERE source = 'eu-a/out'").first<{ n: number }>())?.n).toBe(0);
+    const listed = (await (await api("GET", "/api/messages?source=eu-a/out")).res.json()) as { events: { type: string }[] };
+    expect(listed.events.map((e) => e.type).sort()).toEqual(["accepted", "archived", "captured"]);
+    const verified = (await (await api("GET", "/api/log/verify?source=eu-a/out")).res.json()) as { ok: boolean; chains: { chain: string }[] };
+    expect(verified).toMatchObject({ ok: true, chains: [{ chain: "default:eu-a/out" }] });
   });
 
   it("refuses configuration that would break a pin, naming why", async () => {
@@ -92,9 +100,9 @@ describe("region pins", () => {
     expect(((await unpinned.res.json()) as { detail: string }).detail).toMatch(/eu-a\/out is pinned to 'eu'; every route from it must be pinned/);
     const mars = await api("POST", "/api/routes", { source: "m-a/out", destination: "m-b/in", region: "mars" });
     expect(mars.status).toBe(400);
-    const noBucket = await api("POST", "/api/routes", { source: "f-a/out", destination: "f-b/in", region: "fedramp", archive: true });
-    expect(noBucket.status).toBe(400);
-    expect(((await noBucket.res.json()) as { detail: string }).detail).toMatch(/^route: archive: no archive bucket is configured in region 'fedramp'/);
+    const noStores = await api("POST", "/api/routes", { source: "f-a/out", destination: "f-b/in", region: "fedramp", archive: true });
+    expect(noStores.status).toBe(400);
+    expect(((await noStores.res.json()) as { detail: string }).detail).toMatch(/^route: region: this edge has no stores in 'fedramp'/);
   });
 
   it("pins channel objects with the jurisdiction where the runtime has it, with a logged local fallback", () => {

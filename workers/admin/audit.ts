@@ -4,6 +4,7 @@ import { Address, verifyChain, type ChainBreak } from "../../wire/index.ts";
 import { invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import type { EventRow } from "./messages.ts";
+import { eventStores } from "../region.ts";
 
 const Query = z.strictObject({ source: Address.optional() });
 const PAGE = 1000;
@@ -11,12 +12,12 @@ const PAGE = 1000;
 type ChainReport = { chain: string; events: number; from: number; to: number; broken: ChainBreak | null };
 
 /** Recomputes one chain from D1, page by page; reports its first broken link. */
-async function verifyOne(env: Env, chain: string): Promise<ChainReport> {
+async function verifyOne(db: D1Database, chain: string): Promise<ChainReport> {
   let after: { chainSeq: number; hash: string } | undefined;
   let from = 0;
   let count = 0;
   for (;;) {
-    const { results } = await env.DB.prepare("SELECT * FROM events WHERE chain = ? AND chain_seq > ? ORDER BY chain_seq LIMIT ?")
+    const { results } = await db.prepare("SELECT * FROM events WHERE chain = ? AND chain_seq > ? ORDER BY chain_seq LIMIT ?")
       .bind(chain, after?.chainSeq ?? 0, PAGE)
       .all<EventRow>();
     if (results.length === 0) break;
@@ -44,10 +45,13 @@ export const audit = new Hono<AppEnv>().get("/verify", async (c) => {
   const q = Query.safeParse(c.req.query());
   if (!q.success) throw invalid(q.error, "query");
   const tenant = c.get("tenant");
-  const chains = q.data.source
-    ? [`${tenant}:${q.data.source}`]
-    : (await c.env.DB.prepare("SELECT DISTINCT chain FROM events WHERE tenant = ? AND chain IS NOT NULL ORDER BY chain").bind(tenant).all<{ chain: string }>()).results.map((r) => r.chain);
   const reports: ChainReport[] = [];
-  for (const chain of chains) reports.push(await verifyOne(c.env, chain));
+  // Each store (region) holds whole chains: a source's log never leaves its region.
+  for (const { db } of eventStores(c.env)) {
+    const chains = q.data.source
+      ? (await db.prepare("SELECT DISTINCT chain FROM events WHERE chain = ?").bind(`${tenant}:${q.data.source}`).all<{ chain: string }>()).results.map((r) => r.chain)
+      : (await db.prepare("SELECT DISTINCT chain FROM events WHERE tenant = ? AND chain IS NOT NULL ORDER BY chain").bind(tenant).all<{ chain: string }>()).results.map((r) => r.chain);
+    for (const chain of chains) reports.push(await verifyOne(db, chain));
+  }
   return c.json({ ok: reports.every((r) => r.broken === null), chains: reports });
 });

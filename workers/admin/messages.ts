@@ -4,6 +4,7 @@ import { Address, Name } from "../../wire/index.ts";
 import { ApiError, invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { envelopeXml } from "./envelope-xml.ts";
+import { eventStores } from "../region.ts";
 
 export type EventRow = {
   id: number;
@@ -25,7 +26,7 @@ export type EventRow = {
   hash: string | null;
 };
 
-export function presentEvent(r: EventRow) {
+export function presentEvent(r: EventRow & { store?: number }) {
   return {
     id: r.id,
     messageId: r.message_id,
@@ -53,33 +54,36 @@ const Time = z.union([z.coerce.number().int().nonnegative(), z.iso.datetime({ of
 const Query = z.strictObject({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   /** Opaque cursor from the previous page's `nextCursor`. */
-  cursor: z.string().regex(/^\d+\.\d+$/, "use the nextCursor of the previous page").optional(),
+  cursor: z.string().regex(/^\d+\.\d+\.\d+$/, "use the nextCursor of the previous page").optional(),
   from: Time.optional(),
   to: Time.optional(),
   source: Address.optional(),
   destination: Address.optional(),
   /** Either end of the message's path. */
   connector: Name.optional(),
-  type: z.enum(["accepted", "delivered", "expired", "rejected", "redriven", "discarded", "archived", "purged"]).optional(),
+  type: z.enum(["captured", "accepted", "delivered", "expired", "rejected", "redriven", "discarded", "archived", "purged"]).optional(),
   id: z.string().max(64).optional(),
+  /** A route's id: its source's events, and those bound for its destination. */
+  route: z.string().max(64).optional(),
   /** Metadata field, e.g. `field=filename:invoice-7.csv`. */
   field: z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,63}:.{0,1024}$/, "write field=NAME:VALUE, e.g. field=filename:invoice.csv").optional(),
   format: z.enum(["json", "jsonl", "csv"]).default("json"),
 });
-type Query = z.infer<typeof Query>;
+type Query = z.infer<typeof Query> & { routeDestination?: string };
 
 /**
  * The WHERE clause for a query. Every filter is a bound parameter (never
  * spliced into SQL), and each common filter is served by an index that
  * starts with the tenant (see migrations/0002 and the EXPLAIN test).
  */
-export function eventFilter(tenant: string, q: Omit<Query, "limit" | "format">): { where: string; args: (string | number)[] } {
+export function eventFilter(tenant: string, q: Omit<Query, "limit" | "format">, store = 0): { where: string; args: (string | number)[] } {
   const where = ["tenant = ?"];
   const args: (string | number)[] = [tenant];
   if (q.from !== undefined) where.push("at >= ?"), args.push(q.from);
   if (q.to !== undefined) where.push("at < ?"), args.push(q.to);
   if (q.source) where.push("source = ?"), args.push(q.source);
   if (q.destination) where.push("destination = ?"), args.push(q.destination);
+  if (q.routeDestination) where.push("(destination IS NULL OR destination = ?)"), args.push(q.routeDestination);
   if (q.connector) {
     where.push("(source >= ? AND source < ? OR destination >= ? AND destination < ?)");
     args.push(`${q.connector}/`, `${q.connector}0`, `${q.connector}/`, `${q.connector}0`);
@@ -92,18 +96,21 @@ export function eventFilter(tenant: string, q: Omit<Query, "limit" | "format">):
     args.push(`$."${q.field.slice(0, i)}"`, q.field.slice(i + 1));
   }
   if (q.cursor) {
-    const [at, id] = q.cursor.split(".").map(Number) as [number, number];
-    where.push("(at < ? OR (at = ? AND id < ?))");
-    args.push(at, at, id);
+    // Pages run newest first over (at, store, id); `store` is this query's store.
+    const [at, cstore, id] = q.cursor.split(".").map(Number) as [number, number, number];
+    if (store < cstore) where.push("at <= ?"), args.push(at);
+    else if (store > cstore) where.push("at < ?"), args.push(at);
+    else where.push("(at < ? OR (at = ? AND id < ?))"), args.push(at, at, id);
   }
   return { where: where.join(" AND "), args };
 }
 
 /** Finds a message's archive through its `archived` event (which names bucket and key). */
 async function archived(env: Env, tenant: string, id: string, suffix: string): Promise<R2ObjectBody> {
-  const ev = await env.DB.prepare("SELECT detail FROM events WHERE tenant = ? AND message_id = ? AND type = 'archived' ORDER BY at DESC LIMIT 1")
-    .bind(tenant, id)
-    .first<{ detail: string }>();
+  let ev: { detail: string } | null = null;
+  for (const { db } of eventStores(env)) {
+    ev ??= await db.prepare("SELECT detail FROM events WHERE tenant = ? AND message_id = ? AND type = 'archived' ORDER BY at DESC LIMIT 1").bind(tenant, id).first<{ detail: string }>();
+  }
   if (!ev) throw new ApiError(404, "Not found", `message '${id}' has no archive (its route does not archive, or it was purged)`);
   const d = JSON.parse(ev.detail) as { key: string; bucket: string };
   const bucket = d.bucket === "ARCHIVE_EU" ? env.ARCHIVE_EU : env.ARCHIVE;
@@ -120,13 +127,35 @@ function csvCell(v: unknown): string {
   return `"${(/^[=+\-@]/.test(s) ? `'${s}` : s).replace(/"/g, '""')}"`;
 }
 
-async function page(env: Env, tenant: string, q: Omit<Query, "format">): Promise<EventRow[]> {
-  const { where, args } = eventFilter(tenant, q);
-  const { results } = await env.DB.prepare(`SELECT * FROM events WHERE ${where} ORDER BY at DESC, id DESC LIMIT ?`)
-    .bind(...args, q.limit)
-    .all<EventRow>();
-  return results;
+/** `route=ID` becomes its source (and destination, for per-destination events). */
+async function resolveRoute(env: Env, tenant: string, q: Query): Promise<Query> {
+  if (!q.route) return q;
+  const r = await env.DB.prepare("SELECT source, destination FROM routes WHERE tenant = ? AND id = ?").bind(tenant, q.route).first<{ source: string; destination: string }>();
+  if (!r) throw new ApiError(404, "Not found", `query: route: no route with id '${q.route}'`);
+  return { ...q, source: r.source, routeDestination: r.destination };
 }
+
+type StoredRow = EventRow & { store: number };
+
+/**
+ * One page across every event-log store (regions keep their own), merged
+ * newest first by (at, store, id) so the cursor is exact across stores.
+ */
+async function page(env: Env, tenant: string, q: Omit<Query, "format">): Promise<StoredRow[]> {
+  const parts = await Promise.all(
+    eventStores(env).map(async ({ store, db }) => {
+      const { where, args } = eventFilter(tenant, q, store);
+      const { results } = await db.prepare(`SELECT * FROM events WHERE ${where} ORDER BY at DESC, id DESC LIMIT ?`).bind(...args, q.limit).all<EventRow>();
+      return results.map((r) => ({ ...r, store }));
+    }),
+  );
+  return parts
+    .flat()
+    .sort((a, b) => b.at - a.at || b.store - a.store || b.id - a.id)
+    .slice(0, q.limit);
+}
+
+const cursorOf = (r: StoredRow) => `${r.at}.${r.store}.${r.id}`;
 
 /** Streams every matching event, newest first, page by page: constant memory however many. */
 function exportStream(env: Env, tenant: string, q: Query): ReadableStream<Uint8Array> {
@@ -145,16 +174,17 @@ function exportStream(env: Env, tenant: string, q: Query): ReadableStream<Uint8A
       if (lines.length > 0) controller.enqueue(enc.encode(`${lines.join("\n")}\n`));
       const last = rows.at(-1);
       if (rows.length < 1000 || !last) controller.close();
-      else cursor = `${last.at}.${last.id}`;
+      else cursor = cursorOf(last);
     },
   });
 }
 
 export const messages = new Hono<AppEnv>()
   .get("/", async (c) => {
-    const q = Query.safeParse(c.req.query());
-    if (!q.success) throw invalid(q.error, "query");
+    const parsed = Query.safeParse(c.req.query());
+    if (!parsed.success) throw invalid(parsed.error, "query");
     const tenant = c.get("tenant");
+    const q = { data: await resolveRoute(c.env, tenant, parsed.data) };
     if (q.data.format !== "json") {
       const type = q.data.format === "csv" ? "text/csv; charset=utf-8" : "application/x-ndjson";
       return new Response(exportStream(c.env, tenant, q.data), {
@@ -163,7 +193,7 @@ export const messages = new Hono<AppEnv>()
     }
     const rows = await page(c.env, tenant, q.data);
     const last = rows.at(-1);
-    return c.json({ events: rows.map(presentEvent), nextCursor: rows.length === q.data.limit && last ? `${last.at}.${last.id}` : null });
+    return c.json({ events: rows.map(presentEvent), nextCursor: rows.length === q.data.limit && last ? cursorOf(last) : null });
   })
   .get("/:id/archive", async (c) => {
     const obj = await archived(c.env, c.get("tenant"), c.req.param("id"), "");
@@ -185,9 +215,13 @@ export const messages = new Hono<AppEnv>()
     return c.json(envelope);
   })
   .get("/:id", async (c) => {
-    const { results } = await c.env.DB.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? ORDER BY at, id")
-      .bind(c.get("tenant"), c.req.param("id"))
-      .all<EventRow>();
+    const results = (
+      await Promise.all(
+        eventStores(c.env).map(async ({ db }) => (await db.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? ORDER BY at, id").bind(c.get("tenant"), c.req.param("id")).all<EventRow>()).results),
+      )
+    )
+      .flat()
+      .sort((a, b) => a.at - b.at || a.id - b.id);
     if (results.length === 0) throw new ApiError(404, "Not found", `no message with id '${c.req.param("id")}'`);
     return c.json({ messageId: c.req.param("id"), events: results.map(presentEvent) });
   });

@@ -4,7 +4,7 @@ import { ApiError, parseBody } from "../http/problem.ts";
 import { now, randomId, type AppEnv } from "../env.ts";
 import { audit, ensureTenant, routesFrom, type RouteRow } from "../db.ts";
 import { channelStub } from "../stubs.ts";
-import { archiveBinding, REGIONS } from "../region.ts";
+import { archiveBinding, configuredRegions, REGIONS } from "../region.ts";
 import { z } from "zod";
 import type { ChannelRoute } from "../../durable-objects/channel/types.ts";
 
@@ -54,6 +54,9 @@ export const routes = new Hono<AppEnv>()
     }
     if (body.region && !(REGIONS as readonly string[]).includes(body.region)) {
       throw new ApiError(400, "Invalid request", `route: region: '${body.region}' is not offered; choose one of ${REGIONS.join(", ")}`);
+    }
+    if (body.region && !configuredRegions().includes(body.region)) {
+      throw new ApiError(400, "Invalid request", `route: region: this edge has no stores in '${body.region}' (wrangler.toml), so its data would leave the region; configured: ${configuredRegions().join(", ")}`);
     }
     if (body.archive && !archiveBinding(body.region)) {
       throw new ApiError(400, "Invalid request", `route: archive: no archive bucket is configured in region '${body.region}', so archiving would take data out of it`);
