@@ -22,4 +22,18 @@ await Promise.all([
   build({ ...common, entryPoints: [entry], outfile: join(root, "dist/ferry.mjs"), banner: { js: "#!/usr/bin/env node" } }),
   // The programmatic API (benchmarks and embedders use it on plain Node).
   build({ ...common, entryPoints: [join(root, "connector/index.ts")], outfile: join(root, "dist/connector.mjs") }),
+  // The portal: one small ES module served by the edge's static assets.
+  build({
+    entryPoints: [join(root, "portal/src/main.tsx")],
+    outfile: join(root, "portal/public/app.js"),
+    bundle: true,
+    format: "esm",
+    platform: "browser",
+    target: "es2022",
+    minify: true,
+    sourcemap: "linked",
+    jsx: "automatic",
+    jsxImportSource: "hono/jsx/dom",
+    logLevel: "warning",
+  }),
 ]);

@@ -20,6 +20,12 @@ if (!existsSync(tokenFile)) writeFileSync(tokenFile, `fad_${randomBytes(24).toSt
 const adminToken = readFileSync(tokenFile, "utf8").trim();
 
 const env = localEnv(root, { WRANGLER_LOG_PATH: join(stateDir, "logs") });
+
+// The portal is built on `npm install`; build it here if someone deleted it.
+if (!existsSync(join(root, "portal", "public", "app.js"))) {
+  const built = spawnSync(process.execPath, [join(root, "scripts", "build.mjs")], { cwd: root, stdio: "inherit" });
+  if (built.status !== 0) process.exit(1);
+}
 const wrangler = join(root, "node_modules", ".bin", "wrangler");
 
 // The configuration and event-log database, and the EU event-log store.
@@ -75,7 +81,7 @@ for (;;) {
       console.log(`
   Ferry ${h.version} is up (state persisted in ${persist})
 
-  portal             ${base}/
+  portal             ${base}/#token=${encodeURIComponent(adminToken)}
   admin API          ${base}/api/   (Authorization: Bearer <admin token>)
   connector endpoint ${base.replace("http", "ws")}/v1/connect
   health             ${base}/healthz

@@ -4,3 +4,4 @@ export * from "./frames.ts";
 export * from "./digest.ts";
 export * from "./api.ts";
 export * from "./audit.ts";
+export type * from "./admin-types.ts";

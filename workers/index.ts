@@ -7,6 +7,7 @@ import { routes } from "./admin/routes.ts";
 import { messages } from "./admin/messages.ts";
 import { deadLetters } from "./admin/dead-letters.ts";
 import { audit } from "./admin/audit.ts";
+import { adminLog, overview } from "./admin/overview.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
 import { config } from "./connect/config.ts";
@@ -35,6 +36,8 @@ export const app = new Hono<AppEnv>()
   .route("/api/messages", messages)
   .route("/api/dead-letters", deadLetters)
   .route("/api/log", audit)
+  .route("/api/overview", overview)
+  .route("/api/admin-log", adminLog)
   .all("/api/*", (c) => {
     throw new ApiError(404, "Not found", `no admin API at ${new URL(c.req.url).pathname}`);
   })

@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { ConnectorCreate } from "../../wire/index.ts";
+import { ConnectorCreate, type ConnectorView } from "../../wire/index.ts";
 import { ApiError, parseBody } from "../http/problem.ts";
 import { now, randomId, type AppEnv } from "../env.ts";
 import { audit, ensureTenant, hashToken } from "../db.ts";
@@ -14,7 +14,7 @@ type ConnectorRow = {
   last_seen_at: number | null;
 };
 
-function present(r: ConnectorRow) {
+function present(r: ConnectorRow): ConnectorView {
   return {
     id: r.id,
     name: r.name,
@@ -41,7 +41,12 @@ export const connectors = new Hono<AppEnv>()
     )
       .bind(c.get("tenant"))
       .all<ConnectorRow>();
-    return c.json({ connectors: results.map(present) });
+    // Presence lives in each session object; ask them all at once.
+    const tenant = c.get("tenant");
+    const views = await Promise.all(
+      results.map(async (r) => ({ ...present(r), ...(r.status === "active" ? await sessionStub(c.env, tenant, r.name).presence() : { online: false, connectedAt: null }) })),
+    );
+    return c.json({ connectors: views });
   })
   .post("/", async (c) => {
     const body = await parseBody(c, ConnectorCreate, "connector");

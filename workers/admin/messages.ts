@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { Address, Name } from "../../wire/index.ts";
+import { Address, Name, type EventView } from "../../wire/index.ts";
 import { ApiError, invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { envelopeXml } from "./envelope-xml.ts";
@@ -26,7 +26,7 @@ export type EventRow = {
   hash: string | null;
 };
 
-export function presentEvent(r: EventRow & { store?: number }) {
+export function presentEvent(r: EventRow & { store?: number }): EventView {
   return {
     id: r.id,
     messageId: r.message_id,

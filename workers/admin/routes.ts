@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { RouteCreate, splitAddress } from "../../wire/index.ts";
+import { Duration, RouteCreate, splitAddress, type RouteView } from "../../wire/index.ts";
 import { ApiError, parseBody } from "../http/problem.ts";
 import { now, randomId, type AppEnv } from "../env.ts";
 import { audit, ensureTenant, routesFrom, type RouteRow } from "../db.ts";
@@ -8,7 +8,7 @@ import { archiveBinding, configuredRegions, REGIONS } from "../region.ts";
 import { z } from "zod";
 import type { ChannelRoute } from "../../durable-objects/channel/types.ts";
 
-export function presentRoute(r: RouteRow) {
+export function presentRoute(r: RouteRow): RouteView {
   return {
     id: r.id,
     source: r.source,
@@ -32,6 +32,9 @@ async function pushRoutes(env: Env, tenant: string, source: string, region: stri
   const rows = await routesFrom(env, tenant, source);
   await channelStub(env, tenant, source, region).configure(tenant, source, rows.map(toChannelRoute));
 }
+
+/** What can change on a route without recreating it (addresses, region and protection cannot). */
+const RouteUpdate = z.strictObject({ ttl: Duration.optional(), archive: z.boolean().optional(), retention: Duration.nullable().optional() });
 
 export const routes = new Hono<AppEnv>()
   .get("/", async (c) => {
@@ -89,6 +92,20 @@ export const routes = new Hono<AppEnv>()
     const row = await c.env.DB.prepare("SELECT * FROM routes WHERE id = ?").bind(id).first<RouteRow>();
     if (!row) throw new ApiError(500, "Internal error", "route vanished after insert");
     return c.json({ route: presentRoute(row) }, 201);
+  })
+  .patch("/:id", async (c) => {
+    const body = await parseBody(c, RouteUpdate, "route");
+    const tenant = c.get("tenant");
+    const row = await c.env.DB.prepare("SELECT * FROM routes WHERE tenant = ? AND id = ?").bind(tenant, c.req.param("id")).first<RouteRow>();
+    if (!row) throw new ApiError(404, "Not found", `no route with id '${c.req.param("id")}'`);
+    if (body.archive && !archiveBinding(row.region)) throw new ApiError(400, "Invalid request", `route: archive: no archive bucket is configured in region '${row.region}'`);
+    await c.env.DB.prepare("UPDATE routes SET ttl_seconds = ?, archive = ?, retention_seconds = ? WHERE id = ?")
+      .bind(body.ttl ?? row.ttl_seconds, body.archive === undefined ? row.archive : body.archive ? 1 : 0, body.retention === undefined ? row.retention_seconds : body.retention, row.id)
+      .run();
+    await pushRoutes(c.env, tenant, row.source, row.region);
+    await audit(c.env, c.get("actor"), "route.update", `${row.source} -> ${row.destination}`, body);
+    const updated = await c.env.DB.prepare("SELECT * FROM routes WHERE id = ?").bind(row.id).first<RouteRow>();
+    return c.json({ route: presentRoute(updated as RouteRow) });
   })
   .post("/:id/hold", async (c) => {
     const body = await parseBody(c, z.strictObject({ hold: z.boolean() }), "legal hold");

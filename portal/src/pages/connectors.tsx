@@ -1,0 +1,103 @@
+import { useState } from "hono/jsx/dom";
+import type { ConnectorView } from "../../../wire/admin-types.ts";
+import { api, ApiProblem } from "../api.ts";
+import { Badge, Field, State, time, useLoad } from "../ui.tsx";
+
+type Issued = { connector: { name: string }; enrolToken: string; expiresAt: number };
+
+export function Connectors() {
+  const { data, error, reload } = useLoad(() => api<{ connectors: ConnectorView[] }>("GET", "/api/connectors"), [], 5000);
+  const [name, setName] = useState("");
+  const [fieldError, setFieldError] = useState<string | undefined>(undefined);
+  const [issued, setIssued] = useState<Issued | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  const create = async (e: Event) => {
+    e.preventDefault();
+    setBusy(true);
+    try {
+      setIssued(await api<Issued>("POST", "/api/connectors", { name }));
+      setFieldError(undefined);
+      setName("");
+      reload();
+    } catch (err) {
+      setFieldError(err instanceof ApiProblem ? (err.field("name") ?? err.problem.detail) : String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  const act = async (method: string, path: string, confirmText?: string) => {
+    if (confirmText && !confirm(confirmText)) return;
+    const r = await api<Issued | { connector: ConnectorView }>(method, path);
+    if ("enrolToken" in r) setIssued(r);
+    reload();
+  };
+  const edge = location.origin;
+  return (
+    <section>
+      <h1>Connectors</h1>
+      <form class="inline" onSubmit={create} aria-label="Add a connector">
+        <Field label="New connector" name="name" error={fieldError} hint="lower-case letters, digits, . _ -">
+          <input id="f-name" name="name" value={name} onInput={(e: Event) => setName((e.target as HTMLInputElement).value)} aria-invalid={fieldError ? "true" : "false"} required />
+        </Field>
+        <button type="submit" disabled={busy}>
+          Add connector
+        </button>
+      </form>
+      {issued ? (
+        <div class="notice" role="status" data-testid="enrolment">
+          <p>
+            Enrolment token for <strong>{issued.connector.name}</strong> (one-time, valid until {time(issued.expiresAt)}):
+          </p>
+          <code class="token">{issued.enrolToken}</code>
+          <p>Run at the site:</p>
+          <pre>{`ferry connector enroll --edge ${edge} --token ${issued.enrolToken} --state ./${issued.connector.name}-state`}</pre>
+          <button type="button" onClick={() => setIssued(null)}>
+            Done
+          </button>
+        </div>
+      ) : null}
+      <State error={error} loading={!data} empty={data?.connectors.length === 0} emptyText="No connectors yet: add one above.">
+        <table>
+          <thead>
+            <tr>
+              <th>Name</th>
+              <th>Status</th>
+              <th>Connection</th>
+              <th>Enrolled</th>
+              <th>Last seen</th>
+              <th>
+                <span class="sr-only">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {(data?.connectors ?? []).map((c) => (
+              <tr data-connector={c.name}>
+                <td>{c.name}</td>
+                <td>
+                  <Badge kind={c.status}>{c.status}</Badge>
+                </td>
+                <td>{c.online ? <Badge kind="online">online since {time(c.connectedAt)}</Badge> : <span class="muted">offline</span>}</td>
+                <td>{time(c.enrolledAt)}</td>
+                <td>{time(c.lastSeenAt)}</td>
+                <td class="actions">
+                  {c.status !== "revoked" ? (
+                    <>
+                      <button type="button" onClick={() => act("POST", `/api/connectors/${c.name}/tokens`)}>
+                        New token
+                      </button>
+                      <button type="button" class="danger" onClick={() => act("DELETE", `/api/connectors/${c.name}`, `Revoke ${c.name}? Its connection is cut at once.`)}>
+                        Revoke
+                      </button>
+                    </>
+                  ) : null}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </State>
+    </section>
+  );
+}

@@ -1,0 +1,94 @@
+import type { OverviewView } from "../../../wire/admin-types.ts";
+import { api } from "../api.ts";
+import { Badge, bytes, State, time, useLoad } from "../ui.tsx";
+
+function Chart(props: { data: OverviewView["perMinute"] }) {
+  const max = Math.max(1, ...props.data.map((d) => Math.max(d.accepted, d.delivered)));
+  const w = 600;
+  const h = 120;
+  const bw = w / props.data.length;
+  return (
+    <svg class="chart" viewBox={`0 0 ${w} ${h + 16}`} role="img" aria-label="messages accepted and delivered per minute, last hour">
+      {props.data.map((d, i) => (
+        <g>
+          <rect x={i * bw + 1} y={h - (d.accepted / max) * h} width={bw / 2 - 1} height={(d.accepted / max) * h} class="bar-accepted">
+            <title>{`${new Date(d.minute).toLocaleTimeString()}: ${d.accepted} accepted (${bytes(d.bytes)})`}</title>
+          </rect>
+          <rect x={i * bw + bw / 2} y={h - (d.delivered / max) * h} width={bw / 2 - 1} height={(d.delivered / max) * h} class="bar-delivered">
+            <title>{`${new Date(d.minute).toLocaleTimeString()}: ${d.delivered} delivered`}</title>
+          </rect>
+        </g>
+      ))}
+      <line x1="0" y1={h} x2={w} y2={h} class="axis" />
+      <text x="0" y={h + 14} class="axis-label">-60 min</text>
+      <text x={w} y={h + 14} text-anchor="end" class="axis-label">now</text>
+    </svg>
+  );
+}
+
+export function Overview() {
+  const { data, error } = useLoad(() => api<OverviewView>("GET", "/api/overview"), [], 5000);
+  const total = data?.perMinute.reduce((n, m) => n + m.accepted, 0) ?? 0;
+  return (
+    <section>
+      <h1>Overview</h1>
+      <State error={error} loading={!data}>
+        {data ? (
+          <>
+            <div class="cards">
+              <a class="card" href="#/connectors">
+                <span class="big">{data.connectors.online}</span> of {data.connectors.total} connectors online
+                {data.connectors.pending ? <small class="muted"> · {data.connectors.pending} awaiting enrolment</small> : null}
+              </a>
+              <a class="card" href="#/routes">
+                <span class="big">{data.routes}</span> routes
+              </a>
+              <a class="card" href="#/messages">
+                <span class="big">{total}</span> messages in the last hour
+              </a>
+              <a class={`card${data.deadLetters ? " warn" : ""}`} href="#/dead-letters">
+                <span class="big">{data.deadLetters}</span> dead letters
+              </a>
+            </div>
+            <h2>Traffic, last hour</h2>
+            <p class="legend">
+              <span class="swatch bar-accepted" /> accepted <span class="swatch bar-delivered" /> delivered
+            </p>
+            <Chart data={data.perMinute} />
+            <h2>Recent failures</h2>
+            {data.recentFailures.length === 0 ? (
+              <p class="empty">No expired or rejected messages.</p>
+            ) : (
+              <table>
+                <thead>
+                  <tr>
+                    <th>Time</th>
+                    <th>Event</th>
+                    <th>Message</th>
+                    <th>From → to</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {data.recentFailures.map((e) => (
+                    <tr>
+                      <td>{time(e.at)}</td>
+                      <td>
+                        <Badge kind={e.type}>{e.type}</Badge>
+                      </td>
+                      <td>
+                        <a href={`#/messages/${e.messageId}`}>{e.fields?.filename ?? e.messageId}</a>
+                      </td>
+                      <td>
+                        {e.source} → {e.destination ?? "—"}
+                      </td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+            )}
+          </>
+        ) : null}
+      </State>
+    </section>
+  );
+}

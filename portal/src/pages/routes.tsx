@@ -1,0 +1,136 @@
+import { useState } from "hono/jsx/dom";
+import type { RouteView } from "../../../wire/admin-types.ts";
+import { api, ApiProblem } from "../api.ts";
+import { Badge, duration, Field, State, useLoad } from "../ui.tsx";
+
+type Form = { source: string; destination: string; protection: string; ttl: string; archive: boolean; retention: string; region: string };
+const empty: Form = { source: "", destination: "", protection: "none", ttl: "7d", archive: false, retention: "", region: "" };
+
+export function Routes() {
+  const { data, error, reload } = useLoad(() => api<{ routes: RouteView[] }>("GET", "/api/routes"), []);
+  const [form, setForm] = useState<Form>(empty);
+  const [problem, setProblem] = useState<ApiProblem | null>(null);
+  const [saved, setSaved] = useState<string | null>(null);
+  const set = (k: keyof Form) => (e: Event) => {
+    const t = e.target as HTMLInputElement;
+    setForm({ ...form, [k]: t.type === "checkbox" ? t.checked : t.value });
+  };
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    try {
+      const body = {
+        source: form.source,
+        destination: form.destination,
+        protection: form.protection,
+        ttl: form.ttl,
+        archive: form.archive,
+        ...(form.retention ? { retention: form.retention } : {}),
+        ...(form.region ? { region: form.region } : {}),
+      };
+      const r = await api<{ route: RouteView }>("POST", "/api/routes", body);
+      setSaved(`Route ${r.route.source} → ${r.route.destination} created.`);
+      setProblem(null);
+      setForm(empty);
+      reload();
+    } catch (err) {
+      setSaved(null);
+      if (err instanceof ApiProblem) setProblem(err);
+      else throw err;
+    }
+  };
+  const fieldError = (name: string) => problem?.field(name);
+  const general = problem && !["source", "destination", "ttl", "retention", "region", "protection", "archive"].some((f) => problem.field(f)) ? problem.problem.detail : null;
+  const edit = async (r: RouteView, patch: Record<string, unknown>) => {
+    await api("PATCH", `/api/routes/${r.id}`, patch);
+    reload();
+  };
+  return (
+    <section>
+      <h1>Routes</h1>
+      <p class="muted">Who may send where: each route carries messages from a source address to a destination address (connector/channel).</p>
+      <form class="grid" onSubmit={submit} aria-label="Create a route" novalidate>
+        <Field label="Source" name="source" error={fieldError("source")} hint="connector/channel, e.g. acme-erp/orders">
+          <input id="f-source" value={form.source} onInput={set("source")} aria-invalid={fieldError("source") ? "true" : "false"} />
+        </Field>
+        <Field label="Destination" name="destination" error={fieldError("destination")} hint="connector/channel">
+          <input id="f-destination" value={form.destination} onInput={set("destination")} aria-invalid={fieldError("destination") ? "true" : "false"} />
+        </Field>
+        <Field label="Protection" name="protection" error={fieldError("protection")}>
+          <select id="f-protection" value={form.protection} onChange={set("protection")}>
+            <option value="none">none</option>
+            <option value="sign">sign</option>
+            <option value="encrypt">encrypt</option>
+          </select>
+        </Field>
+        <Field label="Time to live" name="ttl" error={fieldError("ttl")} hint="30s, 15m, 12h, 7d">
+          <input id="f-ttl" value={form.ttl} onInput={set("ttl")} />
+        </Field>
+        <Field label="Region" name="region" error={fieldError("region")} hint="empty, or a jurisdiction such as eu">
+          <input id="f-region" value={form.region} onInput={set("region")} />
+        </Field>
+        <Field label="Archive retention" name="retention" error={fieldError("retention")} hint="e.g. 30d (archived routes)">
+          <input id="f-retention" value={form.retention} onInput={set("retention")} />
+        </Field>
+        <div class="field checkbox">
+          <input id="f-archive" type="checkbox" checked={form.archive} onChange={set("archive")} />
+          <label for="f-archive">Archive payloads and envelopes</label>
+        </div>
+        <div>
+          <button type="submit">Create route</button>
+        </div>
+      </form>
+      {general ? (
+        <p class="error" role="alert">
+          {general}
+        </p>
+      ) : null}
+      {saved ? (
+        <p class="ok" role="status">
+          {saved}
+        </p>
+      ) : null}
+      <State error={error} loading={!data} empty={data?.routes.length === 0} emptyText="No routes yet: create one above.">
+        <table>
+          <thead>
+            <tr>
+              <th>Source</th>
+              <th>Destination</th>
+              <th>Protection</th>
+              <th>TTL</th>
+              <th>Archive</th>
+              <th>Region</th>
+              <th>
+                <span class="sr-only">Actions</span>
+              </th>
+            </tr>
+          </thead>
+          <tbody>
+            {(data?.routes ?? []).map((r) => (
+              <tr data-route={r.id}>
+                <td>{r.source}</td>
+                <td>{r.destination}</td>
+                <td>
+                  <Badge kind={r.protection}>{r.protection}</Badge>
+                </td>
+                <td>{duration(r.ttl)}</td>
+                <td>{r.archive ? `yes, ${duration(r.retention ?? 30 * 86400)}` : "no"}</td>
+                <td>{r.region ?? "—"}</td>
+                <td class="actions">
+                  <button type="button" onClick={() => edit(r, { archive: !r.archive })}>
+                    {r.archive ? "Stop archiving" : "Archive"}
+                  </button>
+                  <button type="button" onClick={() => api("POST", `/api/routes/${r.id}/hold`, { hold: !r.legalHold }).then(reload)}>
+                    {r.legalHold ? "Release hold" : "Legal hold"}
+                  </button>
+                  <button type="button" class="danger" onClick={() => confirm(`Remove ${r.source} → ${r.destination}?`) && api("DELETE", `/api/routes/${r.id}`).then(reload)}>
+                    Remove
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </State>
+    </section>
+  );
+}

@@ -1,0 +1,154 @@
+import { mkdir, mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalEdge, ROOT } from "../helpers/edge.ts";
+import { ConnectorProcess, ferry } from "../helpers/cli.ts";
+import { launch } from "../helpers/browser.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+const SHOTS = join(ROOT, "test", "artifacts");
+
+/**
+ * The portal in a real headless Chromium against the real local network and
+ * real connectors: what a new administrator does on their first day.
+ * Screenshots of each page land in test/artifacts/.
+ */
+describe("the portal", () => {
+  let edge: LocalEdge;
+  let ctx: BrowserContext;
+  let page: Page;
+  let dir: string;
+  let env: Record<string, string>;
+  const procs: ConnectorProcess[] = [];
+  const errors: string[] = [];
+  const shot = (name: string) => page.screenshot({ path: join(SHOTS, `portal-${name}.png`), fullPage: true });
+
+  beforeAll(async () => {
+    await mkdir(SHOTS, { recursive: true });
+    edge = await LocalEdge.start();
+    env = { FERRY_EDGE: edge.url, FERRY_ADMIN_TOKEN: edge.adminToken };
+    dir = await mkdtemp(join(tmpdir(), "ferry-portal-"));
+    ctx = await launch();
+    page = await ctx.newPage();
+    page.on("pageerror", (e) => errors.push(e.message));
+    // Nothing may leave the machine: every request goes to the local edge.
+    page.on("request", (r) => {
+      if (!r.url().startsWith(edge.url) && !r.url().startsWith("blob:") && !r.url().startsWith("data:")) errors.push(`external request: ${r.url()}`);
+    });
+  });
+
+  afterAll(async () => {
+    await Promise.all(procs.map((p) => p.stop()));
+    await ctx?.close();
+    await edge?.close();
+  });
+
+  it("signs in with the admin token and shows the overview", async () => {
+    await page.goto(`${edge.url}/`);
+    await page.fill("#f-token", "wrong-token");
+    await page.click("text=Sign in");
+    await page.waitForSelector("text=That token was not accepted");
+    await page.fill("#f-token", edge.adminToken);
+    await page.click("text=Sign in");
+    await page.waitForSelector("h1:has-text('Overview')");
+    await page.waitForSelector("text=connectors online");
+    await shot("overview-empty");
+  });
+
+  it("enrols connectors from the UI: the one-time token and the exact command are shown", async () => {
+    await page.click("nav >> text=Connectors");
+    for (const name of ["web-a", "web-b"]) {
+      await page.fill("#f-name", name);
+      await page.click("text=Add connector");
+      const notice = page.locator("[data-testid=enrolment]");
+      await notice.waitFor();
+      const token = (await notice.locator(".token").textContent())?.trim() as string;
+      expect(await notice.locator("pre").textContent()).toContain(`ferry connector enroll --edge ${edge.url} --token ${token}`);
+      const r = ferry(["connector", "enroll", "--edge", edge.url, "--token", token, "--state", join(dir, `${name}-state`)], env);
+      expect(r.code, r.stderr).toBe(0);
+      await page.click("text=Done");
+    }
+    // A name the API refuses is explained next to the field.
+    await page.fill("#f-name", "Not Valid");
+    await page.click("text=Add connector");
+    await page.waitForSelector(".field-error:has-text('use 1-64 of a-z')");
+    await page.fill("#f-name", "");
+    await page.waitForSelector("tr[data-connector=web-b] >> text=active");
+    await shot("connectors");
+  });
+
+  it("creates routes, with validation messages next to the field", async () => {
+    await page.click("nav >> text=Routes");
+    await page.fill("#f-source", "Bad Address");
+    await page.fill("#f-destination", "web-b/docs");
+    await page.click("text=Create route");
+    await page.waitForSelector("#f-source[aria-invalid=true]");
+    expect(await page.locator(".field-error").first().textContent()).toContain("connector/channel");
+    await shot("routes-validation");
+    await page.fill("#f-source", "web-a/docs");
+    await page.check("#f-archive");
+    await page.click("text=Create route");
+    await page.waitForSelector("text=Route web-a/docs → web-b/docs created.");
+    // A second destination that never comes online, with a short TTL: it will become a dead letter.
+    await page.fill("#f-source", "web-a/docs");
+    await page.fill("#f-destination", "web-late/docs");
+    await page.fill("#f-ttl", "2s");
+    await page.check("#f-archive");
+    await page.click("text=Create route");
+    await page.waitForSelector("tr >> text=web-late/docs");
+    await shot("routes");
+  });
+
+  it("finds a file sent by real connectors, traces it and downloads its archive", async () => {
+    for (const side of ["a", "b"]) {
+      await writeFile(join(dir, `${side}.toml`), `state = "./web-${side}-state"\nlog = "json"\n[[channels]]\nname = "docs"\nprotocol = "file"\noutbox = "./${side}-out"\ninbox = "./${side}-in"\npoll_ms = 50\n`);
+      procs.push(new ConnectorProcess(join(dir, `${side}.toml`)));
+    }
+    await Promise.all(procs.map((p) => p.connected()));
+    await writeFile(join(dir, "a-out", ".contract-17.pdf.tmp"), "%PDF-1.7 contract seventeen");
+    await rename(join(dir, "a-out", ".contract-17.pdf.tmp"), join(dir, "a-out", "contract-17.pdf"));
+    await waitFor("the file at B", async () => (await readdir(join(dir, "b-in"))).includes("contract-17.pdf"));
+
+    await page.click("nav >> text=Messages");
+    await page.fill("#f-q", "contract-17.pdf");
+    await waitFor("the delivery in search results", async () => {
+      await page.click("button:has-text('Search')");
+      return (await page.locator("tbody tr:has-text('delivered')").count()) > 0;
+    }, 30_000, 500);
+    await shot("messages");
+    await page.locator("tbody a:has-text('contract-17.pdf')").first().click();
+    await page.waitForSelector("h2:has-text('Timeline')");
+    await page.waitForSelector(".timeline >> text=delivered");
+    await page.waitForSelector("[data-testid=chain] >> text=intact");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("text=Download archived payload")]);
+    const saved = join(dir, "downloaded.pdf");
+    await download.saveAs(saved);
+    expect(await readFile(saved, "utf8")).toBe("%PDF-1.7 contract seventeen");
+    await shot("trace");
+  });
+
+  it("re-drives a dead letter", async () => {
+    await page.click("nav >> text=Dead letters");
+    await waitFor("the expired message in the list", async () => {
+      await page.reload();
+      await page.waitForSelector("h1:has-text('Dead letters')");
+      return (await page.locator("tr[data-dead]").count()) > 0;
+    }, 60_000, 1000);
+    await shot("dead-letters");
+    await page.locator("tr[data-dead] >> text=Re-drive").first().click();
+    await page.waitForSelector("text=Re-driven: 1");
+  });
+
+  it("shows the audit of admin actions and a live overview, without errors or external requests", async () => {
+    await page.click("nav >> text=Admin actions");
+    await page.waitForSelector("td:has-text('route.add')");
+    await page.waitForSelector("td:has-text('dead-letters.redrive')");
+    await shot("admin-actions");
+    await page.click("nav >> text=Overview");
+    await page.waitForSelector("text=2 of");
+    await shot("overview");
+    expect(errors).toEqual([]);
+  });
+});

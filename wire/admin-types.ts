@@ -1,0 +1,73 @@
+/**
+ * The admin API's response shapes: the edge's presenters produce them, the
+ * portal and the CLI consume them. Types only; nothing here runs.
+ */
+export type ConnectorView = {
+  id: string;
+  name: string;
+  status: "pending" | "active" | "revoked" | string;
+  createdAt: number;
+  enrolledAt: number | null;
+  lastSeenAt: number | null;
+  online?: boolean;
+  connectedAt?: number | null;
+};
+
+export type RouteView = {
+  id: string;
+  source: string;
+  destination: string;
+  protection: string;
+  ttl: number;
+  archive: boolean;
+  retention: number | null;
+  region: string | null;
+  legalHold: boolean;
+  createdAt: number;
+};
+
+export type EventView = {
+  id: number;
+  messageId: string;
+  type: string;
+  at: number;
+  time: string;
+  place: string;
+  source: string;
+  destination: string | null;
+  seq: number | null;
+  size: number | null;
+  sha256: string | null;
+  fields: Record<string, string> | null;
+  detail: unknown;
+  chain: string | null;
+  chainSeq: number | null;
+  prevHash: string | null;
+  hash: string | null;
+};
+
+export type DeadLetterView = {
+  source: string;
+  destination: string;
+  id: string;
+  seq: number;
+  size: number;
+  sha256: string;
+  reason: string;
+  deadAt: number;
+  createdAt: number;
+  fields: Record<string, string> | null;
+};
+
+export type OverviewView = {
+  connectors: { total: number; online: number; pending: number; revoked: number };
+  routes: number;
+  deadLetters: number;
+  /** Per minute over the last hour, oldest first: accepted and delivered counts and bytes. */
+  perMinute: { minute: number; accepted: number; delivered: number; bytes: number }[];
+  recentFailures: EventView[];
+};
+
+export type AdminLogEntry = { id: number; at: number; actor: string; action: string; target: string | null; detail: unknown };
+
+export type Problem = { type: string; title: string; status: number; detail: string; errors?: { field: string; message: string }[] };
