@@ -1,5 +1,12 @@
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
+import { generateKeyPairSync } from "node:crypto";
+
+// A stand-in Cloudflare Access team key: the edge tests verify Access JWTs
+// against its public half; the tests sign with the private half.
+const access = generateKeyPairSync("ec", { namedCurve: "P-256" });
+const accessPublic = { ...access.publicKey.export({ format: "jwk" }), kid: "test-access", alg: "ES256", use: "sig" };
+const accessPrivate = { ...access.privateKey.export({ format: "jwk" }), kid: "test-access", alg: "ES256" };
 
 // Three projects: Node-side units (connector, wire), Worker and Durable
 // Object tests inside workerd, and end-to-end tests that start the real local
@@ -23,6 +30,11 @@ export default defineConfig({
               bindings: {
                 ADMIN_TOKEN: "test-admin-token-0123456789abcdef",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+                ACCESS_AUD: "test-access-aud",
+                ACCESS_TENANT: "access-tenant",
+                ACCESS_SCOPE: "read",
+                ACCESS_JWKS: JSON.stringify({ keys: [accessPublic] }),
+                TEST_ACCESS_PRIVATE_JWK: JSON.stringify(accessPrivate),
               },
             },
           })),

@@ -9,10 +9,10 @@ export async function ensureTenant(env: Env, tenant: string): Promise<void> {
   await env.DB.prepare("INSERT OR IGNORE INTO tenants (id, created_at) VALUES (?, ?)").bind(tenant, now()).run();
 }
 
-/** Every admin action is itself logged. */
-export async function audit(env: Env, actor: string, action: string, target: string, detail?: unknown): Promise<void> {
-  await env.DB.prepare("INSERT INTO admin_log (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)")
-    .bind(now(), actor, action, target, detail === undefined ? null : JSON.stringify(detail))
+/** Every admin action is itself logged, in its tenant (null: the platform's own). */
+export async function audit(env: Env, actor: string, action: string, target: string, detail?: unknown, tenant: string | null = null): Promise<void> {
+  await env.DB.prepare("INSERT INTO admin_log (at, actor, action, target, detail, tenant) VALUES (?, ?, ?, ?, ?, ?)")
+    .bind(now(), actor, action, target, detail === undefined ? null : JSON.stringify(detail), tenant)
     .run();
 }
 

@@ -1,9 +1,18 @@
 import type { Context } from "hono";
 
 /** Hono's environment for the edge: bindings plus what auth middleware sets. */
+export type Scope = "read" | "operator" | "owner";
+
 export type AppEnv = {
   Bindings: Env;
-  Variables: { tenant: string; actor: string };
+  Variables: {
+    tenant: string;
+    /** Who acts: a token's name, an Access identity's email, or "platform". */
+    actor: string;
+    scope: Scope;
+    /** The platform operator (the deployment's own admin token): may manage tenants. */
+    platform: boolean;
+  };
 };
 export type AppContext = Context<AppEnv>;
 

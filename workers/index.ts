@@ -1,7 +1,9 @@
 import { Hono } from "hono";
 import type { AppEnv } from "./env.ts";
 import { ApiError, problem } from "./http/problem.ts";
-import { adminAuth } from "./admin/auth.ts";
+import { bodyLimit } from "hono/body-limit";
+import { adminAuth, adminRateLimit, requireScope } from "./admin/auth.ts";
+import { tenants, tokens } from "./admin/tokens.ts";
 import { connectors } from "./admin/connectors.ts";
 import { routes } from "./admin/routes.ts";
 import { messages } from "./admin/messages.ts";
@@ -31,6 +33,12 @@ export const app = new Hono<AppEnv>()
   .route("/v1/connect", connect)
   .route("/v1/config", config)
   .use("/api/*", adminAuth)
+  .use("/api/*", adminRateLimit)
+  // Admin requests are small JSON documents; anything bigger is refused before it is read.
+  .use("/api/*", bodyLimit({ maxSize: 64 * 1024, onError: () => { throw new ApiError(413, "Payload too large", "admin API requests are at most 64 KiB"); } }))
+  .use("/api/*", requireScope("by-method"))
+  .route("/api/tokens", tokens)
+  .route("/api/tenants", tenants)
   .route("/api/connectors", connectors)
   .route("/api/routes", routes)
   .route("/api/messages", messages)

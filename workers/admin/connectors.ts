@@ -62,14 +62,14 @@ export const connectors = new Hono<AppEnv>()
       throw new ApiError(409, "Conflict", `connector '${body.name}' exists; issue a new enrolment token with POST /api/connectors/${body.name}/tokens`);
     }
     const t = await issueToken(c.env, id, body.tokenTtlMinutes);
-    await audit(c.env, c.get("actor"), "connector.add", body.name);
+    await audit(c.env, c.get("actor"), "connector.add", body.name, undefined, c.get("tenant"));
     return c.json({ connector: { id, name: body.name, status: "pending" }, enrolToken: t.token, expiresAt: t.expiresAt }, 201);
   })
   .post("/:name/tokens", async (c) => {
     const row = await findConnector(c.env, c.get("tenant"), c.req.param("name"));
     if (row.status === "revoked") throw new ApiError(409, "Conflict", `connector '${row.name}' is revoked`);
     const t = await issueToken(c.env, row.id, 60);
-    await audit(c.env, c.get("actor"), "connector.token", row.name);
+    await audit(c.env, c.get("actor"), "connector.token", row.name, undefined, c.get("tenant"));
     return c.json({ connector: present(row), enrolToken: t.token, expiresAt: t.expiresAt }, 201);
   })
   .get("/:name", async (c) => {
@@ -82,7 +82,7 @@ export const connectors = new Hono<AppEnv>()
     await c.env.DB.prepare("UPDATE connectors SET status = 'revoked' WHERE id = ?").bind(row.id).run();
     // Revocation takes effect on the open connection now, not at its next reconnect.
     await sessionStub(c.env, c.get("tenant"), row.name).revoke();
-    await audit(c.env, c.get("actor"), "connector.revoke", row.name);
+    await audit(c.env, c.get("actor"), "connector.revoke", row.name, undefined, c.get("tenant"));
     return c.json({ connector: { ...present(row), status: "revoked" } });
   });
 

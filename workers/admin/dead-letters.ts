@@ -37,6 +37,6 @@ export const deadLetters = new Hono<AppEnv>()
     const body = await parseBody(c, Action, action);
     const tenant = c.get("tenant");
     const count = await channelStub(c.env, tenant, body.source, await sourceRegion(c.env, tenant, body.source)).handleDeadLetters(tenant, body.source, action, body.destination, body.ids);
-    await audit(c.env, c.get("actor"), `dead-letters.${action}`, body.source, body);
+    await audit(c.env, c.get("actor"), `dead-letters.${action}`, body.source, body, c.get("tenant"));
     return c.json({ action, count });
   });

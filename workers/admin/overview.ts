@@ -61,8 +61,8 @@ const LogQuery = z.strictObject({ limit: z.coerce.number().int().min(1).max(500)
 export const adminLog = new Hono<AppEnv>().get("/", async (c) => {
   const q = LogQuery.safeParse(c.req.query());
   if (!q.success) throw invalid(q.error, "query");
-  const { results } = await c.env.DB.prepare(`SELECT * FROM admin_log ${q.data.before ? "WHERE id < ?" : ""} ORDER BY id DESC LIMIT ?`)
-    .bind(...(q.data.before ? [q.data.before] : []), q.data.limit)
+  const { results } = await c.env.DB.prepare(`SELECT * FROM admin_log WHERE tenant = ? ${q.data.before ? "AND id < ?" : ""} ORDER BY id DESC LIMIT ?`)
+    .bind(c.get("tenant"), ...(q.data.before ? [q.data.before] : []), q.data.limit)
     .all<{ id: number; at: number; actor: string; action: string; target: string | null; detail: string | null }>();
   const entries: AdminLogEntry[] = results.map((r) => ({ ...r, detail: r.detail === null ? null : (JSON.parse(r.detail) as unknown) }));
   return c.json({ entries });

@@ -88,7 +88,7 @@ export const routes = new Hono<AppEnv>()
       .run();
     if (res.meta.changes !== 1) throw new ApiError(409, "Conflict", `a route ${body.source} -> ${body.destination} exists`);
     await pushRoutes(c.env, tenant, body.source, body.region ?? null);
-    await audit(c.env, c.get("actor"), "route.add", `${body.source} -> ${body.destination}`, body);
+    await audit(c.env, c.get("actor"), "route.add", `${body.source} -> ${body.destination}`, body, c.get("tenant"));
     const row = await c.env.DB.prepare("SELECT * FROM routes WHERE id = ?").bind(id).first<RouteRow>();
     if (!row) throw new ApiError(500, "Internal error", "route vanished after insert");
     return c.json({ route: presentRoute(row) }, 201);
@@ -103,7 +103,7 @@ export const routes = new Hono<AppEnv>()
       .bind(body.ttl ?? row.ttl_seconds, body.archive === undefined ? row.archive : body.archive ? 1 : 0, body.retention === undefined ? row.retention_seconds : body.retention, row.id)
       .run();
     await pushRoutes(c.env, tenant, row.source, row.region);
-    await audit(c.env, c.get("actor"), "route.update", `${row.source} -> ${row.destination}`, body);
+    await audit(c.env, c.get("actor"), "route.update", `${row.source} -> ${row.destination}`, body, c.get("tenant"));
     const updated = await c.env.DB.prepare("SELECT * FROM routes WHERE id = ?").bind(row.id).first<RouteRow>();
     return c.json({ route: presentRoute(updated as RouteRow) });
   })
@@ -112,7 +112,7 @@ export const routes = new Hono<AppEnv>()
     const tenant = c.get("tenant");
     const res = await c.env.DB.prepare("UPDATE routes SET legal_hold = ? WHERE tenant = ? AND id = ?").bind(body.hold ? 1 : 0, tenant, c.req.param("id")).run();
     if (res.meta.changes !== 1) throw new ApiError(404, "Not found", `no route with id '${c.req.param("id")}'`);
-    await audit(c.env, c.get("actor"), body.hold ? "route.hold" : "route.release", c.req.param("id"));
+    await audit(c.env, c.get("actor"), body.hold ? "route.hold" : "route.release", c.req.param("id"), undefined, c.get("tenant"));
     const row = await c.env.DB.prepare("SELECT * FROM routes WHERE id = ?").bind(c.req.param("id")).first<RouteRow>();
     if (row) await pushRoutes(c.env, tenant, row.source, row.region);
     return c.json({ route: row ? presentRoute(row) : null });
@@ -123,6 +123,6 @@ export const routes = new Hono<AppEnv>()
     if (!row) throw new ApiError(404, "Not found", `no route with id '${c.req.param("id")}'`);
     await c.env.DB.prepare("DELETE FROM routes WHERE id = ?").bind(row.id).run();
     await pushRoutes(c.env, tenant, row.source, row.region);
-    await audit(c.env, c.get("actor"), "route.remove", `${row.source} -> ${row.destination}`);
+    await audit(c.env, c.get("actor"), "route.remove", `${row.source} -> ${row.destination}`, undefined, c.get("tenant"));
     return c.json({ route: presentRoute(row), removed: true });
   });

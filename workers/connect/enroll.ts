@@ -13,6 +13,9 @@ type TokenRow = { connector_id: string; expires_at: number; used_at: number | nu
  * keeps only the public key.
  */
 export const enroll = new Hono<AppEnv>().post("/", async (c) => {
+  // Token guessing is slowed per client address.
+  const limited = await c.env.ENROLL_LIMITER?.limit({ key: c.req.header("cf-connecting-ip") ?? "local" });
+  if (limited && !limited.success) throw new ApiError(429, "Too many requests", "too many enrolment attempts from this address; wait a minute");
   const body = await parseBody(c, EnrollRequest, "enrolment");
   const row = await c.env.DB.prepare(
     `SELECT t.connector_id, t.expires_at, t.used_at, c.tenant, c.name, c.status
