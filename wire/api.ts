@@ -48,9 +48,20 @@ export const Ed25519PublicJwk = z.object({
   x: z.string().regex(/^[A-Za-z0-9_-]{43}$/, "32 bytes, base64url"),
 });
 
+/** A JWK for an X25519 public key: what `encrypt` routes encrypt to. */
+export const X25519PublicJwk = z.object({
+  kty: z.literal("OKP"),
+  crv: z.literal("X25519"),
+  x: z.string().regex(/^[A-Za-z0-9_-]{43}$/, "32 bytes, base64url"),
+});
+export type X25519PublicJwk = z.infer<typeof X25519PublicJwk>;
+
+export const KeysRequest = z.strictObject({ encryptionKey: X25519PublicJwk });
+
 export const EnrollRequest = z.strictObject({
   token: z.string().min(16).max(256),
   publicKey: Ed25519PublicJwk,
+  encryptionKey: X25519PublicJwk.optional(),
   /** A compact JWS over the token, made with the new private key. */
   proof: z.string().max(4096),
 });
@@ -67,3 +78,16 @@ export type EnrollResponse = {
 /** The audience of a connector's session assertion (a short-lived JWT). */
 export const CONNECT_AUDIENCE = "ferry:connect";
 export const ENROLL_PROOF_TYPE = "ferry-enroll+jws";
+
+/** What `GET /v1/config` tells a connector. */
+export type EdgeConfigResponse = {
+  tenant: string;
+  connector: string;
+  edges: string[];
+  heartbeat: number;
+  refreshSeconds: number;
+  outgoing: { source: string; destination: string; protection: "none" | "sign" | "encrypt" }[];
+  incoming: { source: string; destination: string; protection: "none" | "sign" | "encrypt" }[];
+  /** Public keys of the connectors at the other ends of those routes. */
+  keys: Record<string, { sign: { kty: "OKP"; crv: "Ed25519"; x: string }; encrypt: X25519PublicJwk | null }>;
+};

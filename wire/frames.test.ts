@@ -54,7 +54,7 @@ describe("wire frames", () => {
   });
 
   it("caps messages per frame and the inline payload size", () => {
-    expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, Limits.MAX_INLINE_PAYLOAD + 1)] })))).toMatch(/size/);
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, Limits.MAX_WIRE_PAYLOAD + 1)] })))).toMatch(/size/);
     const many = Array.from({ length: Limits.MAX_MESSAGES_PER_FRAME + 1 }, (_, i) => msg(i + 1, 0));
     expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: many })))).toMatch(/msgs/);
   });

@@ -28,10 +28,12 @@ export const Limits = {
   /** Messages carried by one frame. */
   MAX_MESSAGES_PER_FRAME: 2048,
   /**
-   * One inline payload. A Durable Object's SQLite row is capped at 2 MB in
-   * production; larger payloads go through R2 (claim check) instead.
+   * One inline payload as captured. A Durable Object's SQLite row is capped
+   * at 2 MB in production; larger payloads go through R2 (claim check).
    */
   MAX_INLINE_PAYLOAD: 1024 * 1024,
+  /** On the wire: room for an encrypted payload (JWE JSON, base64url: about 4/3 of the plaintext). */
+  MAX_WIRE_PAYLOAD: 1536 * 1024,
 } as const;
 
 export const FrameType = {
@@ -61,9 +63,13 @@ export const PubMessage = z.strictObject({
   id: MessageId,
   createdAt: z.number().int().nonnegative(),
   contentType: z.string().min(1).max(255),
-  size: z.number().int().nonnegative().max(Limits.MAX_INLINE_PAYLOAD),
+  size: z.number().int().nonnegative().max(Limits.MAX_WIRE_PAYLOAD),
   sha256: Sha256Hex,
   fields: Fields.optional(),
+  /** How the sender protected it: `sign` carries `sig`; `encrypt` is a JWE payload and carries `sig`. */
+  protection: z.enum(["none", "sign", "encrypt"]).optional(),
+  /** Compact JWS (EdDSA) by the sending connector over the envelope (see connector/protection). */
+  sig: z.string().max(4096).optional(),
 });
 export type PubMessage = z.infer<typeof PubMessage>;
 
@@ -77,11 +83,13 @@ export const DeliverMessage = z.strictObject({
   acceptedAt: z.number().int().nonnegative(),
   expiresAt: z.number().int().nonnegative().nullable(),
   contentType: z.string().min(1).max(255),
-  size: z.number().int().nonnegative().max(Limits.MAX_INLINE_PAYLOAD),
+  size: z.number().int().nonnegative().max(Limits.MAX_WIRE_PAYLOAD),
   sha256: Sha256Hex,
   fields: Fields.optional(),
   /** Set when this stream position was pushed before and not acknowledged. */
   redelivered: z.boolean().optional(),
+  protection: z.enum(["none", "sign", "encrypt"]).optional(),
+  sig: z.string().max(4096).optional(),
 });
 export type DeliverMessage = z.infer<typeof DeliverMessage>;
 

@@ -12,7 +12,7 @@ import { audit } from "./admin/audit.ts";
 import { adminLog, overview } from "./admin/overview.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
-import { config } from "./connect/config.ts";
+import { config, keys } from "./connect/config.ts";
 import { purgeLogRows } from "./retention.ts";
 
 export { ConnectorSession } from "../durable-objects/session/session.ts";
@@ -32,6 +32,7 @@ export const app = new Hono<AppEnv>()
   .route("/v1/enroll", enroll)
   .route("/v1/connect", connect)
   .route("/v1/config", config)
+  .route("/v1/keys", keys)
   .use("/api/*", adminAuth)
   .use("/api/*", adminRateLimit)
   // Admin requests are small JSON documents; anything bigger is refused before it is read.

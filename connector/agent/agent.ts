@@ -1,17 +1,13 @@
-import { access, constants, readFile } from "node:fs/promises";
+import { access, constants } from "node:fs/promises";
 import { join } from "node:path";
 import { loadConfig, type ChannelConfig, type ConnectorConfig } from "../config/config.ts";
 import { Connector } from "../core/connector.ts";
 import { createLogger, type Logger } from "../core/log.ts";
-import { edgeFetch } from "../core/edge-http.ts";
-import { connectAssertion, writeFileAtomic } from "../identity/identity.ts";
+import { writeFileAtomic } from "../identity/identity.ts";
 import { createChannel, type Channel } from "../channels/channel.ts";
 import { HealthServer } from "./health.ts";
 
 export const STATUS_FILE = "status.json";
-const EDGE_CONFIG_FILE = "edge-config.json";
-
-type EdgeConfig = { edges: string[]; refreshSeconds: number; outgoing: unknown[]; incoming: unknown[] };
 
 /**
  * `ferry connector run`: the connector core plus its channels, a status
@@ -38,7 +34,11 @@ export class Agent {
     const log = createLogger(cfg.log ? { format: cfg.log } : {});
     const connector = await Connector.open({ stateDir: cfg.state, log, heartbeatSeconds: cfg.heartbeat_seconds, ...(cfg.edges ? { edges: cfg.edges } : {}) });
     const agent = new Agent(cfg, connector, log, configFile);
-    await agent.useSavedEdgeConfig();
+    agent.useSavedEdgeConfig();
+    // The enrolment URL is only the first contact: the edge names its addresses.
+    connector.on("config", (edges) => {
+      if (!cfg.edges) connector.useEdges(edges);
+    });
     for (const c of cfg.channels) await agent.add(c);
     connector.start();
     for (const { channel } of agent.channels.values()) await channel.start();
@@ -50,7 +50,7 @@ export class Agent {
     log("info", "connector running", { connector: connector.name, channels: [...agent.channels.keys()], state: cfg.state, pid: process.pid });
     await agent.writeStatus();
     agent.timers.push(setInterval(() => void agent.writeStatus(), 1000));
-    void agent.refreshEdgeConfig();
+    agent.scheduleRefresh();
     return agent;
   }
 
@@ -103,33 +103,20 @@ export class Agent {
     return { added, removed, changed };
   }
 
-  private async useSavedEdgeConfig(): Promise<void> {
-    if (this.cfg.edges) return;
-    const saved = await readFile(join(this.cfg.state, EDGE_CONFIG_FILE), "utf8").then((t) => JSON.parse(t) as EdgeConfig, () => null);
-    if (saved?.edges.length) this.connector.useEdges(saved.edges);
+  private useSavedEdgeConfig(): void {
+    const saved = this.connector.policies.current;
+    if (!this.cfg.edges && saved?.edges.length) this.connector.useEdges(saved.edges);
   }
 
-  /** Learns the edge addresses and channel policies; the enrolment URL was only the first contact. */
-  private async refreshEdgeConfig(): Promise<void> {
-    let next = 600;
-    try {
-      const edge = this.connector.currentEdge ?? this.connector.identity.edges[0];
-      const res = await edgeFetch(new URL("/v1/config", edge), { headers: { authorization: `Bearer ${await connectAssertion(this.connector.identity)}` } });
-      if (!res.ok) throw new Error(`the edge answered ${res.status}`);
-      const conf = (await res.json()) as EdgeConfig;
-      await writeFileAtomic(join(this.cfg.state, EDGE_CONFIG_FILE), JSON.stringify(conf, null, 2));
-      if (!this.cfg.edges) this.connector.useEdges(conf.edges);
-      this.log("debug", "edge config refreshed", { edges: conf.edges, outgoing: conf.outgoing.length, incoming: conf.incoming.length });
-      next = conf.refreshSeconds;
-    } catch (e) {
-      next = 60;
-      this.log("debug", "could not refresh the edge config; keeping the last one", { error: (e as Error).message });
-    }
-    if (!this.stopping) {
-      const t = setTimeout(() => void this.refreshEdgeConfig(), next * 1000);
-      t.unref();
-      this.timers.push(t);
-    }
+  /** Refreshes routes, keys and edge addresses from the edge periodically (the connector also does on each connect). */
+  private scheduleRefresh(): void {
+    const t = setTimeout(() => {
+      void this.connector.refreshConfig().then(() => {
+        if (!this.stopping) this.scheduleRefresh();
+      });
+    }, (this.connector.policies.current?.refreshSeconds ?? 600) * 1000);
+    t.unref();
+    this.timers.push(t);
   }
 
   async writeStatus(): Promise<void> {

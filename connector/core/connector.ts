@@ -16,7 +16,11 @@ import {
   type ReceiptFrame,
 } from "../../wire/index.ts";
 import { Spool, type SpoolItem, type SpoolRecord } from "../spool/spool.ts";
-import { connectAssertion, loadIdentity, type Identity } from "../identity/identity.ts";
+import { connectAssertion, encryptionKeys, identityPath, loadIdentity, writeFileAtomic, type Identity } from "../identity/identity.ts";
+import { protect, ProtectionError, unprotect } from "../protection/protection.ts";
+import { Policies } from "./policies.ts";
+import { edgeFetch } from "./edge-http.ts";
+import { writeDeadLetter } from "./dead-letters.ts";
 import { Transport } from "./transport.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { Backoff } from "./backoff.ts";
@@ -51,6 +55,8 @@ export interface Receiver {
 export type SendOptions = { contentType?: string; fields?: Record<string, string>; id?: string; origin?: SpoolItem["origin"] };
 
 export type ConnectorEvents = {
+  /** The edge's config was refreshed (its edge addresses given). */
+  config: [edges: string[]];
   /** Messages are in the spool on disk. */
   captured: [channel: string, count: number, bytes: number];
   connected: [edge: string];
@@ -100,13 +106,24 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private connectedEdge: string | null = null;
   private readonly heartbeatSeconds: number;
 
+  /** Routes and peers' keys from the edge: how each channel must be protected. */
+  readonly policies: Policies;
+  private keyRegistered: boolean;
+  private readonly waitingForPolicy = new Set<string>();
+  private refreshing: Promise<void> | null = null;
+
   private constructor(
     readonly identity: Identity,
     readonly spool: Spool,
+    readonly stateDir: string,
     opts: ConnectorOptions,
     log: Logger,
+    policies: Policies,
+    keyRegistered: boolean,
   ) {
     super();
+    this.policies = policies;
+    this.keyRegistered = keyRegistered;
     this.log = log;
     this.heartbeatSeconds = opts.heartbeatSeconds ?? 15;
     this.transport = new Transport({
@@ -128,9 +145,18 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   /** Opens the identity and spool in `stateDir`; call `start()` to connect. */
   static async open(opts: ConnectorOptions): Promise<Connector> {
     const log = opts.log ?? createLogger();
-    const identity = await loadIdentity(opts.stateDir);
+    let identity = await loadIdentity(opts.stateDir);
+    let keyRegistered = true;
+    if (!identity.encPrivateJwk) {
+      // Enrolled before encryption existed: make the key now, register it on connect.
+      identity = { ...identity, ...(await encryptionKeys()) };
+      await writeFileAtomic(identityPath(opts.stateDir), JSON.stringify(identity, null, 2));
+      keyRegistered = false;
+    }
     const spool = await Spool.open(join(opts.stateDir, "spool"));
-    return new Connector(identity, spool, opts, log);
+    const policies = new Policies(opts.stateDir);
+    await policies.load();
+    return new Connector(identity, spool, opts.stateDir, opts, log, policies, keyRegistered);
   }
 
   get name(): string {
@@ -261,6 +287,19 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     try {
       const gen = this.generation;
       const s = this.st(channel);
+      // Fail closed: nothing leaves before the channel's protection is known.
+      const policy = this.policies.sending(this.identity.connector, channel);
+      if (!policy || policy.missingKeys.length > 0) {
+        if (!this.waitingForPolicy.has(channel)) {
+          this.waitingForPolicy.add(channel);
+          this.log(policy ? "error" : "info", policy ? "waiting for the encryption keys of destinations before sending" : "waiting for the edge's channel policies before sending", {
+            channel,
+            ...(policy ? { missing: policy.missingKeys } : {}),
+          });
+        }
+        return;
+      }
+      this.waitingForPolicy.delete(channel);
       while (this.transport.status === "open" && gen === this.generation) {
         const now = Date.now();
         if (s.pausedUntil > now) {
@@ -283,9 +322,21 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         let bytes = 0;
         for (const r of recs) {
           if (msgs.length > 0 && bytes + r.size > FRAME_BYTES) break;
-          payloads.push(await this.spool.readPayload(r));
-          msgs.push({ seq: r.seq, id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256, ...(r.fields ? { fields: r.fields } : {}) });
-          bytes += r.size;
+          const raw = await this.spool.readPayload(r);
+          const p = await protect({ id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256, ...(r.fields ? { fields: r.fields } : {}) }, raw, {
+            protection: policy.protection,
+            source: `${this.identity.connector}/${channel}`,
+            signingJwk: this.identity.privateJwk,
+            recipients: policy.recipients,
+          });
+          payloads.push(p.payload);
+          msgs.push({
+            seq: r.seq, id: r.id, createdAt: r.createdAt, contentType: p.contentType, size: p.size, sha256: p.sha256,
+            ...(p.fields ? { fields: p.fields } : {}),
+            ...(p.protection !== "none" ? { protection: p.protection } : {}),
+            ...(p.sig ? { sig: p.sig } : {}),
+          });
+          bytes += p.size;
         }
         if (gen !== this.generation) break;
         if (s.next - 1 === acked) s.lastProgress = Date.now();
@@ -343,6 +394,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         return;
       }
       default: {
+        // A route (or its protection) may have changed: learn it before retrying.
+        if (f.code === ErrorCode.FORBIDDEN || f.code === ErrorCode.NO_ROUTE) void this.refreshConfig();
         // NO_ROUTE, STORAGE, INTERNAL, STALE_EPOCH...: nothing after `acked`
         // is trusted; keep everything and retry later from there.
         s.next = acked + 1;
@@ -412,7 +465,30 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         return;
       }
     }
-    await this.commitDelivered(stream, f, receiver, fresh);
+    // Verify (and decrypt) what the route protects; forgeries are never delivered.
+    const ready: (Incoming | { dead: Incoming; reason: string })[] = [];
+    for (const m of fresh) {
+      if ((m.meta.protection ?? "none") === "none") {
+        ready.push(m);
+        continue;
+      }
+      const senderJwk = this.policies.senderKey(splitAddress(m.meta.source).connector);
+      try {
+        const u = await unprotect(m.meta, m.payload, { senderJwk, decryptJwk: this.identity.encPrivateJwk ?? null });
+        const { fields: _wire, ...rest } = m.meta;
+        ready.push({ meta: { ...rest, contentType: u.contentType, size: u.size, sha256: u.sha256, ...(u.fields ? { fields: u.fields } : {}) }, payload: u.payload });
+      } catch (e) {
+        if (e instanceof ProtectionError && e.code === "NO_KEY") {
+          // A peer this connector has not heard of yet: learn the keys, and let the edge push again.
+          this.log("warn", "no key to verify a protected message yet; refreshing the edge config", { stream, source: m.meta.source, error: e.message });
+          void this.refreshConfig();
+          if (ready.length > 0) break;
+          return;
+        }
+        ready.push({ dead: m, reason: (e as Error).message });
+      }
+    }
+    await this.commitDelivered(stream, f, receiver, ready);
   }
 
   /**
@@ -420,7 +496,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
    * (expired there, dead letters) are passed over with `skip`, so the mark
    * moves past them without delivering anything.
    */
-  private async commitDelivered(stream: string, f: DeliverFrame, receiver: Receiver, msgs: Incoming[]): Promise<void> {
+  private async commitDelivered(stream: string, f: DeliverFrame, receiver: Receiver, msgs: (Incoming | { dead: Incoming; reason: string })[]): Promise<void> {
     let upTo = receiver.hwm(stream);
     let run: Incoming[] = [];
     const flush = async () => {
@@ -428,13 +504,22 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       upTo = await receiver.deliver(stream, run);
       run = [];
     };
-    for (const m of msgs) {
+    for (const item of msgs) {
+      const m = "dead" in item ? item.dead : item;
       const expected = upTo + run.length + 1;
       if (m.meta.dseq !== expected) {
         await flush();
         await receiver.skip(stream, m.meta.dseq - 1);
         this.log("warn", "positions expired at the edge were skipped (see the dead letters there)", { stream, from: upTo + 1, to: m.meta.dseq - 1 });
         upTo = m.meta.dseq - 1;
+      }
+      if ("dead" in item) {
+        await flush();
+        const kept = await writeDeadLetter(this.stateDir, splitAddress(f.dst).channel, stream, m.meta, m.payload, item.reason);
+        this.log("error", "refused a message that failed its protection check; kept as a dead letter", { stream, dseq: m.meta.dseq, id: m.meta.id, source: m.meta.source, reason: item.reason, kept });
+        await receiver.skip(stream, m.meta.dseq);
+        upTo = m.meta.dseq;
+        continue;
       }
       run.push(m);
     }
@@ -457,9 +542,36 @@ export class Connector extends EventEmitter<ConnectorEvents> {
 
   // ---- link ----
 
+  /** Fetches routes and keys from the edge; sends that waited for them go on. */
+  refreshConfig(): Promise<void> {
+    this.refreshing ??= (async () => {
+      const edge = this.connectedEdge ?? this.identity.edges[0];
+      if (!edge) return;
+      try {
+        if (!this.keyRegistered) {
+          const res = await edgeFetch(new URL("/v1/keys", edge), {
+            method: "POST",
+            headers: { authorization: `Bearer ${await connectAssertion(this.identity)}`, "content-type": "application/json" },
+            body: JSON.stringify({ encryptionKey: { kty: "OKP", crv: "X25519", x: this.identity.encPublicJwk?.x } }),
+          });
+          if (res.ok) this.keyRegistered = true;
+        }
+        const conf = await this.policies.refresh(this.identity, edge);
+        this.emit("config", conf.edges);
+      } catch (e) {
+        this.log("warn", "could not refresh the edge config; using the last one", { error: (e as Error).message });
+      }
+      for (const ch of this.spool.channels()) this.kickSend(ch);
+    })().finally(() => {
+      this.refreshing = null;
+    });
+    return this.refreshing;
+  }
+
   private onOpen(edge: string): void {
     this.generation++;
     this.connectedEdge = edge;
+    void this.refreshConfig();
     this.resendAsked.clear();
     for (const ch of this.spool.channels()) {
       const s = this.st(ch);

@@ -8,8 +8,17 @@ import { edgeFetch } from "../core/edge-http.ts";
 export type Identity = EnrollResponse & {
   privateJwk: JWK;
   publicJwk: JWK;
+  /** X25519: what `encrypt` routes to this connector are encrypted to. */
+  encPrivateJwk?: JWK;
+  encPublicJwk?: JWK;
   enrolledAt: number;
 };
+
+/** Generates the encryption key pair (also for identities enrolled before encryption existed). */
+export async function encryptionKeys(): Promise<{ encPrivateJwk: JWK; encPublicJwk: JWK }> {
+  const k = await generateKeyPair("ECDH-ES+A256KW", { crv: "X25519", extractable: true });
+  return { encPrivateJwk: await exportJWK(k.privateKey), encPublicJwk: await exportJWK(k.publicKey) };
+}
 
 export class IdentityError extends Error {
   override readonly name = "IdentityError";
@@ -66,13 +75,14 @@ export async function enroll(opts: { edge: string; token: string; stateDir: stri
     .setProtectedHeader({ alg: "Ed25519", typ: ENROLL_PROOF_TYPE })
     .sign(privateKey);
   const pub = await exportJWK(publicKey);
+  const encKeys = await encryptionKeys();
   const url = new URL("/v1/enroll", opts.edge);
   let res: Response;
   try {
     res = await edgeFetch(url, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ token: opts.token, publicKey: { kty: pub.kty, crv: pub.crv, x: pub.x }, proof }),
+      body: JSON.stringify({ token: opts.token, publicKey: { kty: pub.kty, crv: pub.crv, x: pub.x }, encryptionKey: { kty: "OKP", crv: "X25519", x: encKeys.encPublicJwk.x }, proof }),
     });
   } catch (e) {
     throw new IdentityError("EDGE_UNREACHABLE", `cannot reach the edge at ${opts.edge}: ${(e as Error).cause ?? (e as Error).message}`);
@@ -86,6 +96,7 @@ export async function enroll(opts: { edge: string; token: string; stateDir: stri
     edges: body.edges ?? [opts.edge],
     privateJwk: await exportJWK(privateKey),
     publicJwk: pub,
+    ...encKeys,
     enrolledAt: Date.now(),
   };
   await writeFileAtomic(identityPath(opts.stateDir), JSON.stringify(identity, null, 2));

@@ -37,6 +37,8 @@ type MessageRow = {
   sha256: string;
   fields: string | null;
   payload: ArrayBuffer;
+  protection: string | null;
+  sig: string | null;
 };
 
 function parseFields(json: string | null): Record<string, string> | null {
@@ -89,11 +91,19 @@ export class ChannelObject extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS messages (
         mseq INTEGER PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, created_at INTEGER NOT NULL,
         accepted_at INTEGER NOT NULL, expires_at INTEGER, content_type TEXT NOT NULL, size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL, fields TEXT, payload BLOB NOT NULL, pending INTEGER NOT NULL);
+        sha256 TEXT NOT NULL, fields TEXT, payload BLOB NOT NULL, pending INTEGER NOT NULL, protection TEXT, sig TEXT);
       CREATE TABLE IF NOT EXISTS outq (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS outq_by_expiry ON outq (expires_at);
       CREATE TABLE IF NOT EXISTS dead_letters (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
     `);
+    // Objects created before protection existed get its columns.
+    for (const col of ["protection TEXT", "sig TEXT"]) {
+      try {
+        this.sql.exec(`ALTER TABLE messages ADD COLUMN ${col}`);
+      } catch {
+        // the column exists
+      }
+    }
     this.events = new EventOutbox(ctx, env, () => this.region);
     this.archiver = new Archiver(ctx, env, this.events, () => this.collect());
     this.load();
@@ -165,6 +175,12 @@ export class ChannelObject extends DurableObject<Env> {
         return { ok: false, code: ErrorCode.STALE_EPOCH, message: `a new spool epoch must start at seq 1, got ${first?.seq}` };
       }
     }
+    // The route's protection is enforced here too: a stale or hostile sender cannot downgrade it.
+    const required = this.routes[0]?.protection ?? "none";
+    const weak = req.msgs.find((m) => (m.protection ?? "none") !== required || (required !== "none" && !m.sig));
+    if (weak) {
+      return { ok: false, code: ErrorCode.FORBIDDEN, message: `routes from ${req.source} require '${required}' protection; message seq ${weak.seq} is '${weak.protection ?? "none"}'${required !== "none" && !weak.sig ? " without a signature" : ""}` };
+    }
     const now = Date.now();
     const archiving = this.routes.filter((r) => r.archive);
     const retainUntil = now + Math.max(...archiving.map((r) => r.retentionSeconds ?? DEFAULT_RETENTION_S), 0) * 1000;
@@ -196,9 +212,11 @@ export class ChannelObject extends DurableObject<Env> {
           const mseq = this.nextMseq++;
           const ttl = Math.min(...this.routes.map((r) => r.ttlSeconds));
           this.sql.exec(
-            "INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            `INSERT INTO messages (mseq, id, seq, created_at, accepted_at, expires_at, content_type, size, sha256, fields, payload, pending, protection, sig)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
             mseq, m.id, m.seq, m.createdAt, now, now + ttl * 1000, m.contentType, m.size, m.sha256,
             m.fields ? JSON.stringify(m.fields) : null, asBuffer(payload), this.routes.length + (archiving.length > 0 ? 1 : 0),
+            m.protection ?? "none", m.sig ?? null,
           );
           if (archiving.length > 0) this.archiver.stage(mseq, retainUntil, this.region, this.routes.map((r) => r.destination));
           for (const r of this.routes) {
@@ -358,7 +376,7 @@ export class ChannelObject extends DurableObject<Env> {
         if (room <= 0 || sent >= cur.next - 1) return;
         const rows = this.sql
           .exec<MessageRow>(
-            `SELECT o.dseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload
+            `SELECT o.dseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload, m.protection, m.sig
                FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq > ? ORDER BY o.dseq LIMIT ?`,
             destination, sent, Math.min(room, BATCH_MESSAGES),
           )
@@ -373,6 +391,8 @@ export class ChannelObject extends DurableObject<Env> {
             dseq: r.dseq, id: r.id, source: this.source, seq: r.seq, createdAt: r.created_at, acceptedAt: r.accepted_at,
             expiresAt: r.expires_at, contentType: r.content_type, size: r.size, sha256: r.sha256,
             ...(r.fields ? { fields: JSON.parse(r.fields) as Record<string, string> } : {}),
+            ...(r.protection && r.protection !== "none" ? { protection: r.protection as "sign" | "encrypt" } : {}),
+            ...(r.sig ? { sig: r.sig } : {}),
           });
           payloads.push(new Uint8Array(r.payload));
           bytes += r.size;

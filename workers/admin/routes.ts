@@ -47,8 +47,10 @@ export const routes = new Hono<AppEnv>()
     const body = await parseBody(c, RouteCreate, "route");
     const tenant = c.get("tenant");
     if (body.source === body.destination) throw new ApiError(400, "Invalid request", "route: destination: a route cannot loop back to its source");
-    if (body.protection !== "none") {
-      throw new ApiError(501, "Not implemented", `route: protection: '${body.protection}' is not available yet; use 'none'`);
+    // A message is stored once for all its destinations: one source, one protection.
+    const sameSource = await c.env.DB.prepare("SELECT protection FROM routes WHERE tenant = ? AND source = ? LIMIT 1").bind(tenant, body.source).first<{ protection: string }>();
+    if (sameSource && sameSource.protection !== body.protection) {
+      throw new ApiError(409, "Conflict", `route: protection: routes from ${body.source} use '${sameSource.protection}'; every route from one source shares its protection`);
     }
     // A source's messages live in one channel object, so every route from it shares one region.
     const pinned = await c.env.DB.prepare("SELECT region FROM routes WHERE tenant = ? AND source = ? LIMIT 1").bind(tenant, body.source).first<{ region: string | null }>();

@@ -4,6 +4,8 @@ import type { AppEnv } from "../env.ts";
 import type { RouteRow } from "../db.ts";
 import { presentRoute } from "../admin/routes.ts";
 import { verifyAssertion } from "./connect.ts";
+import { KeysRequest, splitAddress, type EdgeConfigResponse } from "../../wire/index.ts";
+import { parseBody } from "../http/problem.ts";
 import { HEARTBEAT_SECONDS } from "../../durable-objects/session/session.ts";
 
 /**
@@ -22,13 +24,38 @@ export const config = new Hono<AppEnv>().get("/", async (c) => {
     .all<RouteRow & { source_connector: string; destination_connector: string }>();
   const configured = (c.env as { FERRY_EDGES?: string }).FERRY_EDGES;
   const edges = configured ? configured.split(",").map((e) => e.trim()).filter(Boolean) : [new URL(c.req.url).origin];
-  return c.json({
+  // The keys of the connectors at the other end: to encrypt to, and to verify signatures from.
+  const peers = [...new Set(results.flatMap((r) => [splitAddress(r.source).connector, splitAddress(r.destination).connector]))];
+  const keys: EdgeConfigResponse["keys"] = {};
+  if (peers.length > 0) {
+    const rows = await c.env.DB.prepare(`SELECT name, public_jwk, enc_jwk FROM connectors WHERE tenant = ? AND status = 'active' AND name IN (SELECT value FROM json_each(?))`)
+      .bind(who.tenant, JSON.stringify(peers))
+      .all<{ name: string; public_jwk: string; enc_jwk: string | null }>();
+    for (const r of rows.results) keys[r.name] = { sign: JSON.parse(r.public_jwk), encrypt: r.enc_jwk ? JSON.parse(r.enc_jwk) : null };
+  }
+  const route = (r: RouteRow) => {
+    const p = presentRoute(r);
+    return { source: p.source, destination: p.destination, protection: p.protection as "none" | "sign" | "encrypt" };
+  };
+  const body: EdgeConfigResponse = {
     tenant: who.tenant,
     connector: who.name,
     edges,
     heartbeat: HEARTBEAT_SECONDS,
-    outgoing: results.filter((r) => r.source_connector === who.name).map(presentRoute),
-    incoming: results.filter((r) => r.destination_connector === who.name).map(presentRoute),
+    outgoing: results.filter((r) => r.source_connector === who.name).map(route),
+    incoming: results.filter((r) => r.destination_connector === who.name).map(route),
+    keys,
     refreshSeconds: 600,
-  });
+  };
+  return c.json(body);
+});
+
+/** A connector registers (or rotates) its encryption key; it proves who it is with its signing key. */
+export const keys = new Hono<AppEnv>().post("/", async (c) => {
+  const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
+  if (!m?.[1]) throw new ApiError(401, "Unauthorized", "send the connector assertion as 'Authorization: Bearer <jwt>'");
+  const who = await verifyAssertion(c.env, m[1]);
+  const body = await parseBody(c, KeysRequest, "keys");
+  await c.env.DB.prepare("UPDATE connectors SET enc_jwk = ? WHERE id = ?").bind(JSON.stringify({ kty: "OKP", crv: "X25519", x: body.encryptionKey.x }), who.id).run();
+  return c.json({ connector: who.name, encryptionKey: "registered" });
 });

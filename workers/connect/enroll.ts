@@ -39,8 +39,13 @@ export const enroll = new Hono<AppEnv>().post("/", async (c) => {
     .bind(now(), await hashToken(body.token))
     .run();
   if (used.meta.changes !== 1) throw new ApiError(401, "Unauthorized", "the enrolment token was used concurrently");
-  await c.env.DB.prepare("UPDATE connectors SET status = 'active', public_jwk = ?, enrolled_at = ? WHERE id = ?")
-    .bind(JSON.stringify({ kty: "OKP", crv: "Ed25519", x: body.publicKey.x }), now(), row.connector_id)
+  await c.env.DB.prepare("UPDATE connectors SET status = 'active', public_jwk = ?, enc_jwk = ?, enrolled_at = ? WHERE id = ?")
+    .bind(
+      JSON.stringify({ kty: "OKP", crv: "Ed25519", x: body.publicKey.x }),
+      body.encryptionKey ? JSON.stringify({ kty: "OKP", crv: "X25519", x: body.encryptionKey.x }) : null,
+      now(),
+      row.connector_id,
+    )
     .run();
   const origin = new URL(c.req.url).origin;
   const res: EnrollResponse = { tenant: row.tenant, connector: row.name, connectorId: row.connector_id, edges: [origin] };

@@ -1,4 +1,4 @@
-import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
+import { mkdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { Limits } from "../../../wire/index.ts";
 import type { FileChannelConfig } from "../../config/config.ts";
@@ -8,6 +8,7 @@ import { DeliveryLog } from "./delivery-log.ts";
 import { FileInbox } from "./inbox.ts";
 import { safeInboxName } from "./names.ts";
 import type { Channel } from "../channel.ts";
+import { writeDeadLetter } from "../../core/dead-letters.ts";
 
 /** Files captured per spool commit: one fsync for many small files. */
 const CAPTURE_BATCH_FILES = 256;
@@ -187,20 +188,12 @@ export class FileChannel implements Receiver, Channel {
         run.push(m);
       } catch (e) {
         await flush();
-        await this.deadLetter(stream, m, (e as Error).message);
+        const kept = await writeDeadLetter(this.stateDir, this.cfg.name, stream, m.meta, m.payload, (e as Error).message);
+        this.connector.log("error", "delivery refused: unsafe file name; kept as a dead letter", { channel: this.cfg.name, stream, dseq: m.meta.dseq, id: m.meta.id, name: m.meta.fields?.filename, reason: (e as Error).message, kept });
         await log.commit(stream, m.meta.dseq);
       }
     }
     await flush();
     return log.hwm(stream);
-  }
-
-  private async deadLetter(stream: string, m: Incoming, reason: string): Promise<void> {
-    const dir = join(this.stateDir, "dead-letters", this.cfg.name);
-    await mkdir(dir, { recursive: true });
-    const base = join(dir, `${m.meta.dseq}-${m.meta.id}`);
-    await writeFile(`${base}.payload`, m.payload);
-    await writeFile(`${base}.json`, JSON.stringify({ stream, reason, envelope: m.meta }, null, 2));
-    this.connector.log("error", "delivery refused: unsafe file name; kept as a dead letter", { channel: this.cfg.name, stream, dseq: m.meta.dseq, id: m.meta.id, name: m.meta.fields?.filename, reason, kept: base });
   }
 }
