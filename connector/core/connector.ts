@@ -481,7 +481,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         if (e instanceof ProtectionError && e.code === "NO_KEY") {
           // A peer this connector has not heard of yet: learn the keys, and let the edge push again.
           this.log("warn", "no key to verify a protected message yet; refreshing the edge config", { stream, source: m.meta.source, error: e.message });
-          void this.refreshConfig();
+          const from = m.meta.dseq;
+          void this.refreshConfig().then(() => this.askResend(stream, f.src, f.dst, from, true));
           if (ready.length > 0) break;
           return;
         }
