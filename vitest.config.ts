@@ -30,6 +30,7 @@ export default defineConfig({
               bindings: {
                 ADMIN_TOKEN: "test-admin-token-0123456789abcdef",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
+                CONNECTOR_MSGS_PER_SECOND: "500",
                 ACCESS_AUD: "test-access-aud",
                 ACCESS_TENANT: "access-tenant",
                 ACCESS_SCOPE: "read",

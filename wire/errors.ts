@@ -22,6 +22,8 @@ export const ErrorCode = {
   UNKNOWN_STREAM: "UNKNOWN_STREAM",
   /** Storage failed on the edge; nothing of the frame was accepted. */
   STORAGE: "STORAGE",
+  /** The connector sends faster than its allowance; it backs off and resends. */
+  RATE_LIMITED: "RATE_LIMITED",
   /** Authentication failed or expired. */
   UNAUTHORIZED: "UNAUTHORIZED",
   /** Anything else on the edge; nothing was accepted. */

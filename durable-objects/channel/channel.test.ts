@@ -33,11 +33,16 @@ async function stored(stub: DurableObjectStub<ChannelObject>): Promise<number[]>
 }
 
 describe("channel object: accepting", () => {
-  it("refuses to accept without a route, and stores nothing", async () => {
+  it("refuses to accept without a route, stores nothing, and logs each refused message once", async () => {
     const { source, stub } = fresh();
     const res = await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 2) });
     expect(res).toMatchObject({ ok: false, code: "NO_ROUTE" });
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 3) });
     expect(await stored(stub)).toEqual([]);
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const { results } = await env.DB.prepare("SELECT seq, detail FROM events WHERE source = ? AND type = 'rejected' ORDER BY seq").bind(source).all<{ seq: number; detail: string }>();
+    expect(results.map((r) => r.seq)).toEqual([1, 2, 3]);
+    expect(JSON.parse(results[0]?.detail as string)).toMatchObject({ code: "NO_ROUTE" });
   });
 
   it("accepts each sequence exactly once: a replayed batch is acknowledged but not stored again", async () => {

@@ -80,6 +80,8 @@ export class ChannelObject extends DurableObject<Env> {
   private offline = new Set<string>();
   private pumping = new Set<string>();
   private again = new Set<string>();
+  /** Per spool epoch: the highest seq already logged as rejected (memory only: at worst logged again). */
+  private rejectedUpTo = new Map<string, number>();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -165,7 +167,7 @@ export class ChannelObject extends DurableObject<Env> {
   async publish(req: PublishRequest): Promise<PublishResult> {
     this.identify(req.tenant, req.source);
     if (this.routes.length === 0) {
-      return { ok: false, code: ErrorCode.NO_ROUTE, message: `no route from ${req.source}; the connector keeps the messages and retries` };
+      return this.reject(req, ErrorCode.NO_ROUTE, `no route from ${req.source}; the connector keeps the messages and retries`);
     }
     if (req.epoch !== this.epoch) {
       const retired = this.sql.exec("SELECT 1 FROM retired_epochs WHERE epoch = ?", req.epoch).toArray().length > 0;
@@ -179,7 +181,7 @@ export class ChannelObject extends DurableObject<Env> {
     const required = this.routes[0]?.protection ?? "none";
     const weak = req.msgs.find((m) => (m.protection ?? "none") !== required || (required !== "none" && !m.sig));
     if (weak) {
-      return { ok: false, code: ErrorCode.FORBIDDEN, message: `routes from ${req.source} require '${required}' protection; message seq ${weak.seq} is '${weak.protection ?? "none"}'${required !== "none" && !weak.sig ? " without a signature" : ""}` };
+      return this.reject(req, ErrorCode.FORBIDDEN, `routes from ${req.source} require '${required}' protection; message seq ${weak.seq} is '${weak.protection ?? "none"}'${required !== "none" && !weak.sig ? " without a signature" : ""}`);
     }
     const now = Date.now();
     const archiving = this.routes.filter((r) => r.archive);
@@ -250,6 +252,25 @@ export class ChannelObject extends DurableObject<Env> {
       await this.ensureAlarm();
     }
     return gap ? { ok: true, upTo: this.hwm, accepted, duplicates, gap } : { ok: true, upTo: this.hwm, accepted, duplicates };
+  }
+
+  /**
+   * Refuses a batch and logs each refused message once (the sender keeps it
+   * and retries; its retries are not logged again while this object lives).
+   */
+  private reject(req: PublishRequest, code: ErrorCode, message: string): PublishResult {
+    const key = `${req.epoch}`;
+    const seen = this.rejectedUpTo.get(key) ?? this.hwm;
+    const fresh = req.msgs.filter((m) => m.seq > seen);
+    if (fresh.length > 0) {
+      const at = Date.now();
+      this.ctx.storage.transactionSync(() =>
+        this.events.stage(fresh.map((m) => ({ messageId: m.id, type: "rejected", at, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { code, reason: message } }))),
+      );
+      this.rejectedUpTo.set(key, Math.max(...fresh.map((m) => m.seq)));
+      this.events.flushSoon();
+    }
+    return { ok: false, code, message };
   }
 
   private cursorFor(destination: string): Cursor {

@@ -35,6 +35,8 @@ export class ConnectorSession extends DurableObject<Env> {
   // batch never overtakes the one before it while an RPC is in flight.
   private chains = new Map<string, Promise<void>>();
   private regions = new Map<string, { region: string | null; at: number }>();
+  private bucket = Number.POSITIVE_INFINITY;
+  private bucketAt = Date.now();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -185,9 +187,28 @@ export class ConnectorSession extends DurableObject<Env> {
     return run;
   }
 
+  /**
+   * Per-connector allowance (a token bucket, CONNECTOR_MSGS_PER_SECOND with
+   * two seconds of burst): one connector cannot starve the others' objects.
+   * Memory only: after hibernation the bucket starts full.
+   */
+  private allow(count: number): boolean {
+    const rate = Number(this.env.CONNECTOR_MSGS_PER_SECOND) || 20_000;
+    const now = Date.now();
+    this.bucket = Math.min(rate * 2, this.bucket + ((now - this.bucketAt) / 1000) * rate);
+    this.bucketAt = now;
+    if (count > this.bucket) return false;
+    this.bucket -= count;
+    return true;
+  }
+
   private async onPub(ws: WebSocket, att: Attachment, frame: PubFrame, payloads: Uint8Array[]): Promise<void> {
     // A connector publishes only from its own addresses.
     const source = `${att.connector}/${frame.ch}`;
+    if (!this.allow(frame.msgs.length)) {
+      ws.send(errorFrame(ErrorCode.RATE_LIMITED, `${att.connector} sends faster than ${Number(this.env.CONNECTOR_MSGS_PER_SECOND) || 20_000} messages a second; nothing of this frame was accepted, resend after a pause`, { ch: frame.ch }));
+      return;
+    }
     let res;
     try {
       res = await (await this.channel(att.tenant, source)).publish({ tenant: att.tenant, source, epoch: frame.epoch, msgs: frame.msgs, payloads });

@@ -77,6 +77,12 @@ describe("tenant isolation", () => {
     ws.send(encodeFrame({ t: "ack", src: "feeder/out", dst: "same/in", upTo: 1 }));
     for (let i = 0; i < 100 && !frames.some((f) => f.t === "error"); i++) await new Promise((r) => setTimeout(r, 20));
     expect(frames.find((f) => f.t === "error")).toMatchObject({ code: "UNKNOWN_STREAM" });
+    // A flood from one connector is refused whole (the test edge allows 500 a second, 1,000 of burst).
+    frames.length = 0;
+    const many = Array.from({ length: 1500 }, (_, i) => ({ seq: i + 1, id: `flood-${i}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: 0, sha256: "0".repeat(64) }));
+    ws.send(encodeFrame({ t: "pub", ch: "out", epoch: "flood-epoch-01", msgs: many }, many.map(() => new Uint8Array(0))));
+    for (let i = 0; i < 100 && !frames.some((f) => f.t === "error"); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(frames.find((f) => f.t === "error")).toMatchObject({ code: "RATE_LIMITED", ch: "out" });
     ws.close(1000);
   });
 });
