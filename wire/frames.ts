@@ -140,7 +140,23 @@ export const AckFrame = z.strictObject({
   dst: Address,
   /** Cumulative: every dseq <= upTo is durably delivered. */
   upTo: Seq,
+  /**
+   * The receiver's signed receipt for what this ack newly covers: a compact
+   * JWS (its enrolled Ed25519 key) over a `ReceiptClaims` JSON document.
+   */
+  receipt: z.string().max(4 * 1024 * 1024).optional(),
 });
+
+/** What a signed receipt says: who received which messages (id and digest), when. */
+export const ReceiptClaims = z.strictObject({
+  typ: z.literal("ferry-receipt"),
+  src: Address,
+  dst: Address,
+  at: z.number().int().nonnegative(),
+  messages: z.array(z.strictObject({ id: MessageId, sha256: Sha256Hex })).min(1).max(Limits.MAX_MESSAGES_PER_FRAME),
+});
+export type ReceiptClaims = z.infer<typeof ReceiptClaims>;
+export const RECEIPT_JWS_TYPE = "ferry-receipt+jws";
 export const ResendFrame = z.strictObject({
   t: z.literal(FrameType.RESEND),
   src: Address,
@@ -154,6 +170,8 @@ export const ReceiptFrame = z.strictObject({
   status: z.enum(["delivered", "expired"]),
   ids: z.array(MessageId).min(1).max(Limits.MAX_MESSAGES_PER_FRAME),
   at: z.number().int().nonnegative(),
+  /** The destination connector's signed receipt (see AckFrame.receipt), when it gave one. */
+  signed: z.string().max(4 * 1024 * 1024).optional(),
 });
 export const ErrorFrame = z.strictObject({
   t: z.literal(FrameType.ERROR),

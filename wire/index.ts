@@ -5,3 +5,4 @@ export * from "./digest.ts";
 export * from "./api.ts";
 export * from "./audit.ts";
 export type * from "./admin-types.ts";
+export * from "./receipts.ts";

@@ -200,8 +200,14 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
   if (noun === "trace") {
     if (!verb) throw new CliError("usage: ferry admin trace MESSAGE_ID", 2);
     const r = await api.request<{ messageId: string; events: Event[] }>("GET", `/api/messages/${encodeURIComponent(verb)}`);
-    printJsonOr(out, json, r, () =>
-      [`message ${r.messageId}`, ...r.events.map((e) => `  ${iso(e.at)}  ${e.type.padEnd(10)} ${e.source} -> ${e.destination ?? "(edge)"}  at ${e.place}${e.size !== null ? `  ${e.size} B` : ""}`)].join("\n"),
+    type Receipt = { destination: string; signed: boolean; signer?: string; verified?: boolean; receivedAt?: number | null };
+    const rc = r.events.some((e) => e.type === "delivered") ? await api.request<{ receipts: Receipt[] }>("GET", `/api/messages/${encodeURIComponent(verb)}/receipt`) : { receipts: [] };
+    printJsonOr(out, json, { ...r, receipts: rc.receipts }, () =>
+      [
+        `message ${r.messageId}`,
+        ...r.events.map((e) => `  ${iso(e.at)}  ${e.type.padEnd(10)} ${e.source} -> ${e.destination ?? "(edge)"}  at ${e.place}${e.size !== null ? `  ${e.size} B` : ""}`),
+        ...rc.receipts.map((x) => `  receipt from ${x.destination}: ${!x.signed ? "not signed" : x.verified ? `signed by ${x.signer}, verified` : "SIGNATURE DOES NOT VERIFY"}`),
+      ].join("\n"),
     );
     return 0;
   }

@@ -21,6 +21,8 @@ import { protect, ProtectionError, unprotect } from "../protection/protection.ts
 import { Policies } from "./policies.ts";
 import { edgeFetch } from "./edge-http.ts";
 import { writeDeadLetter } from "./dead-letters.ts";
+import { signReceipt, verifyReceipt } from "../../wire/index.ts";
+import { appendFile } from "node:fs/promises";
 import { Transport } from "./transport.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { Backoff } from "./backoff.ts";
@@ -505,8 +507,10 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       upTo = await receiver.deliver(stream, run);
       run = [];
     };
+    const received: { id: string; sha256: string }[] = [];
     for (const item of msgs) {
       const m = "dead" in item ? item.dead : item;
+      if (!("dead" in item)) received.push({ id: m.meta.id, sha256: m.meta.sha256 });
       const expected = upTo + run.length + 1;
       if (m.meta.dseq !== expected) {
         await flush();
@@ -527,7 +531,9 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     await flush();
     this.resendAsked.delete(stream);
     this.lastDelivery.set(stream, { at: Date.now(), upTo });
-    this.transport.send(encodeFrame({ t: "ack", src: f.src, dst: f.dst, upTo }));
+    // A signed receipt for what was delivered (non-repudiation): the sender gets it through the edge.
+    const receipt = received.length > 0 ? await signReceipt(this.identity.privateJwk, { typ: "ferry-receipt", src: f.src, dst: f.dst, at: Date.now(), messages: received }) : undefined;
+    this.transport.send(encodeFrame({ t: "ack", src: f.src, dst: f.dst, upTo, ...(receipt ? { receipt } : {}) }));
     this.emit("delivered", stream, upTo, msgs.length);
   }
 
@@ -539,6 +545,16 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     this.resendAsked.set(stream, { from, at: now });
     this.log("info", "gap in stream; asking the edge to resend", { stream, from });
     this.transport.send(encodeFrame({ t: "resend", src, dst, from }));
+  }
+
+  /** Keeps a destination's signed receipt (state/receipts.jsonl), checked against its enrolled key. */
+  private async keepReceipt(frame: ReceiptFrame): Promise<void> {
+    const signer = splitAddress(frame.dst).connector;
+    const verified = await verifyReceipt(frame.signed as string, this.policies.senderKey(signer));
+    if (!verified) this.log("warn", "a receipt did not verify with the destination's enrolled key", { destination: frame.dst });
+    await appendFile(join(this.stateDir, "receipts.jsonl"), `${JSON.stringify({ at: frame.at, channel: frame.ch, destination: frame.dst, ids: frame.ids, verified: verified !== null, jws: frame.signed })}\n`).catch(
+      (e: unknown) => this.log("warn", "could not store a receipt", { error: (e as Error).message }),
+    );
   }
 
   // ---- link ----
@@ -613,6 +629,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         void this.onDeliver(frame, payloads);
         return;
       case "receipt":
+        if (frame.signed) void this.keepReceipt(frame);
         this.receipts.push(frame);
         if (this.receipts.length > 100) this.receipts.shift();
         this.log("debug", "receipt", { channel: frame.ch, destination: frame.dst, status: frame.status, count: frame.ids.length });

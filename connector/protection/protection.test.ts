@@ -51,3 +51,17 @@ describe("protection", () => {
     await expect(unprotect(delivered(p), p.payload, { senderJwk: a.signPub, decryptJwk: outsider.encPriv })).rejects.toMatchObject({ code: "UNDECRYPTABLE" });
   });
 });
+
+describe("signed receipts", () => {
+  it("verify with the receiver's key only, and not once altered", async () => {
+    const { signReceipt, verifyReceipt } = await import("../../wire/index.ts");
+    const b = await keys();
+    const claims = { typ: "ferry-receipt" as const, src: "a/x", dst: "b/x", at: 5, messages: [{ id: "msg-0000000001", sha256: "a".repeat(64) }] };
+    const jws = await signReceipt(b.signPriv, claims);
+    expect(await verifyReceipt(jws, b.signPub)).toEqual(claims);
+    const [h, p, s] = jws.split(".") as [string, string, string];
+    const altered = Buffer.from(JSON.stringify({ ...claims, messages: [{ id: "msg-0000000002", sha256: "a".repeat(64) }] })).toString("base64url");
+    expect(await verifyReceipt(`${h}.${altered}.${s}`, b.signPub)).toBeNull();
+    expect(await verifyReceipt(`${h}.${p}.${s}`, (await keys()).signPub)).toBeNull();
+  });
+});

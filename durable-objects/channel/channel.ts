@@ -4,6 +4,7 @@ import {
   ErrorCode,
   Limits,
   splitAddress,
+  toHex,
   type DeliverMessage,
   type PubMessage,
 } from "../../wire/index.ts";
@@ -284,7 +285,7 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   /** The destination connector acknowledges every dseq <= upTo as durably delivered. */
-  async ack(tenant: string, source: string, destination: string, upTo: number): Promise<AckResult> {
+  async ack(tenant: string, source: string, destination: string, upTo: number, receipt?: string): Promise<AckResult> {
     this.identify(tenant, source);
     const cur = this.cursors.get(destination);
     if (!cur) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `no stream ${source} -> ${destination}` };
@@ -294,6 +295,9 @@ export class ChannelObject extends DurableObject<Env> {
     }
     const from = cur.acked + 1;
     const now = Date.now();
+    // The receiver's signed receipt is kept in the (hash-chained) log; its
+    // delivered events point to it. It is verified when someone asks (the API).
+    const receiptHash = receipt ? toHex(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(receipt))) : null;
     const rows = this.sql
       .exec<{ id: string; seq: number; size: number; sha256: string; fields: string | null }>(
         "SELECT m.id, m.seq, m.size, m.sha256, m.fields FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq BETWEEN ? AND ? ORDER BY o.dseq",
@@ -308,7 +312,8 @@ export class ChannelObject extends DurableObject<Env> {
       this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?", destination, from, upTo);
       this.collect();
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
-      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: parseFields(r.fields), detail: null })));
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: parseFields(r.fields), detail: receiptHash ? { receipt: receiptHash } : null })));
+      if (receipt && receiptHash) this.events.stage([{ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } }]);
     });
     cur.acked = upTo;
     if ((this.sent.get(destination) ?? 0) < upTo) this.sent.set(destination, upTo);
@@ -316,16 +321,16 @@ export class ChannelObject extends DurableObject<Env> {
     this.events.flushSoon();
     this.kick(destination);
     // The receipt does not hold up the receiver's ack.
-    if (rows.length > 0) this.ctx.waitUntil(this.receipt(destination, rows.map((r) => r.id), now));
+    if (rows.length > 0) this.ctx.waitUntil(this.receipt(destination, rows.map((r) => r.id), now, "delivered", receipt));
     return { ok: true, acked: upTo };
   }
 
   /** Receipts travel back to the sender; best effort, the event log has the record. */
-  private async receipt(destination: string, ids: string[], at: number, status: "delivered" | "expired" = "delivered"): Promise<void> {
+  private async receipt(destination: string, ids: string[], at: number, status: "delivered" | "expired" = "delivered", signed?: string): Promise<void> {
     const { connector, channel } = splitAddress(this.source);
     try {
       for (let i = 0; i < ids.length; i += Limits.MAX_MESSAGES_PER_FRAME) {
-        const frame = encodeFrame({ t: "receipt", ch: channel, dst: destination, status, ids: ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at });
+        const frame = encodeFrame({ t: "receipt", ch: channel, dst: destination, status, ids: ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at, ...(signed && i === 0 ? { signed } : {}) });
         await this.session(connector).notify(frame);
       }
     } catch (e) {

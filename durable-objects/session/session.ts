@@ -234,7 +234,7 @@ export class ConnectorSession extends DurableObject<Env> {
       ws.send(errorFrame(ErrorCode.FORBIDDEN, `${att.connector} cannot acknowledge for ${frame.dst}`, { src: frame.src, dst: frame.dst }));
       return;
     }
-    const res = await (await this.channel(att.tenant, frame.src)).ack(att.tenant, frame.src, frame.dst, frame.upTo);
+    const res = await (await this.channel(att.tenant, frame.src)).ack(att.tenant, frame.src, frame.dst, frame.upTo, frame.receipt);
     if (!res.ok) ws.send(errorFrame(res.code, res.message, { src: frame.src, dst: frame.dst }));
   }
 

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { Address, Name, type EventView } from "../../wire/index.ts";
+import { Address, Name, verifyReceipt, type EventView } from "../../wire/index.ts";
 import { ApiError, invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { envelopeXml } from "./envelope-xml.ts";
@@ -61,7 +61,7 @@ const Query = z.strictObject({
   destination: Address.optional(),
   /** Either end of the message's path. */
   connector: Name.optional(),
-  type: z.enum(["captured", "accepted", "delivered", "expired", "rejected", "redriven", "discarded", "archived", "purged"]).optional(),
+  type: z.enum(["captured", "accepted", "delivered", "receipt", "expired", "rejected", "redriven", "discarded", "archived", "purged"]).optional(),
   id: z.string().max(64).optional(),
   /** A route's id: its source's events, and those bound for its destination. */
   route: z.string().max(64).optional(),
@@ -213,6 +213,29 @@ export const messages = new Hono<AppEnv>()
     const envelope = (await obj.json()) as Parameters<typeof envelopeXml>[0];
     if (format === "xml") return new Response(envelopeXml(envelope), { headers: { "content-type": "application/xml; charset=utf-8" } });
     return c.json(envelope);
+  })
+  .get("/:id/receipt", async (c) => {
+    const tenant = c.get("tenant");
+    const id = c.req.param("id");
+    const rows = (
+      await Promise.all(eventStores(c.env).map(async ({ db }) => (await db.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? AND type = 'delivered' ORDER BY at").bind(tenant, id).all<EventRow>()).results.map((r) => ({ r, db }))))
+    ).flat();
+    if (rows.length === 0) throw new ApiError(404, "Not found", `message '${id}' has not been delivered (or does not exist)`);
+    const receipts = await Promise.all(
+      rows.map(async ({ r, db }) => {
+        const hash = r.detail ? (JSON.parse(r.detail) as { receipt?: string }).receipt : undefined;
+        const destination = r.destination as string;
+        if (!hash) return { destination, at: r.at, signed: false as const };
+        const ev = await db.prepare("SELECT detail FROM events WHERE tenant = ? AND message_id = ? AND type = 'receipt'").bind(tenant, `receipt-${hash.slice(0, 56)}`).first<{ detail: string }>();
+        const jws = ev ? (JSON.parse(ev.detail) as { jws: string }).jws : null;
+        const signer = destination.slice(0, destination.indexOf("/"));
+        const key = await c.env.DB.prepare("SELECT public_jwk FROM connectors WHERE tenant = ? AND name = ?").bind(tenant, signer).first<{ public_jwk: string | null }>();
+        const claims = jws && key?.public_jwk ? await verifyReceipt(jws, JSON.parse(key.public_jwk)) : null;
+        const covered = claims?.messages.find((m) => m.id === id) ?? null;
+        return { destination, at: r.at, signed: true as const, signer, verified: claims !== null && covered !== null && claims.dst === destination, receivedAt: claims?.at ?? null, sha256: covered?.sha256 ?? null, jws };
+      }),
+    );
+    return c.json({ messageId: id, receipts });
   })
   .get("/:id", async (c) => {
     const results = (

@@ -3,6 +3,8 @@ import type { EventView } from "../../../wire/admin-types.ts";
 import { api, ApiProblem, download } from "../api.ts";
 import { Badge, bytes, State, time, useLoad } from "../ui.tsx";
 
+type Receipts = { receipts: { destination: string; signed: boolean; signer?: string; verified?: boolean; receivedAt?: number | null; sha256?: string | null }[] };
+
 type Verify = { ok: boolean; chains: { chain: string; from: number; to: number; broken: { chainSeq: number; reason: string } | null }[] };
 
 const ORDER = ["captured", "accepted", "archived", "delivered", "expired", "redriven", "discarded", "purged", "rejected"];
@@ -12,6 +14,8 @@ export function Trace(props: { id: string }) {
   const source = data?.events[0]?.source;
   const verify = useLoad(() => (source ? api<Verify>("GET", `/api/log/verify?source=${encodeURIComponent(source)}`) : Promise.resolve(null)), [source]);
   const [dlError, setDlError] = useState<string | null>(null);
+  const delivered = data?.events.some((e) => e.type === "delivered") ?? false;
+  const receipts = useLoad(() => (delivered ? api<Receipts>("GET", `/api/messages/${encodeURIComponent(props.id)}/receipt`) : Promise.resolve(null)), [props.id, delivered]);
   const first = data?.events.find((e) => e.type === "accepted") ?? data?.events[0];
   const archived = data?.events.find((e) => e.type === "archived");
   const fetchFile = (path: string, name: string) => download(path, name).then(() => setDlError(null), (e: unknown) => setDlError(e instanceof ApiProblem ? e.problem.detail : String(e)));
@@ -61,6 +65,26 @@ export function Trace(props: { id: string }) {
               </li>
             ))}
         </ol>
+        <h2>Receipts</h2>
+        {receipts.data && receipts.data.receipts.length > 0 ? (
+          <ul class="receipts" data-testid="receipts">
+            {receipts.data.receipts.map((r) => (
+              <li>
+                {r.destination}:{" "}
+                {!r.signed ? (
+                  <span class="muted">delivered, no signed receipt</span>
+                ) : r.verified ? (
+                  <Badge kind="delivered">signed by {r.signer}, verified</Badge>
+                ) : (
+                  <Badge kind="expired">signature does not verify</Badge>
+                )}
+                {r.receivedAt ? <span class="muted"> · received {time(r.receivedAt)}</span> : null}
+              </li>
+            ))}
+          </ul>
+        ) : (
+          <p class="muted">No receipt yet.</p>
+        )}
         {archived ? (
           <div class="actions">
             <button type="button" onClick={() => fetchFile(`/api/messages/${props.id}/archive`, first?.fields?.filename ?? `${props.id}.bin`)}>
