@@ -7,6 +7,7 @@ import { generateKeyPairSync } from "node:crypto";
 const access = generateKeyPairSync("ec", { namedCurve: "P-256" });
 const accessPublic = { ...access.publicKey.export({ format: "jwk" }), kid: "test-access", alg: "ES256", use: "sig" };
 const accessPrivate = { ...access.privateKey.export({ format: "jwk" }), kid: "test-access", alg: "ES256" };
+const edgeKey = { ...generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey.export({ format: "jwk" }), kid: "test-edge-1" };
 
 // Three projects: Node-side units (connector, wire), Worker and Durable
 // Object tests inside workerd, and end-to-end tests that start the real local
@@ -17,7 +18,7 @@ export default defineConfig({
       {
         test: {
           name: "connector",
-          include: ["connector/**/*.test.ts", "wire/**/*.test.ts"],
+          include: ["connector/**/*.test.ts", "wire/**/*.test.ts", "scripts/**/*.test.ts"],
           environment: "node",
           testTimeout: 30_000,
         },
@@ -31,6 +32,7 @@ export default defineConfig({
                 ADMIN_TOKEN: "test-admin-token-0123456789abcdef",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
                 CONNECTOR_MSGS_PER_SECOND: "500",
+                EDGE_SIGNING_KEYS: JSON.stringify([edgeKey]),
                 ACCESS_AUD: "test-access-aud",
                 ACCESS_TENANT: "access-tenant",
                 ACCESS_SCOPE: "read",

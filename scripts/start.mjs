@@ -7,6 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { localEnv } from "./local-env.mjs";
+import { loadOrCreate } from "./edge-keys.mjs";
 
 const root = dirname(dirname(fileURLToPath(import.meta.url)));
 const port = Number(process.env.PORT ?? 8787);
@@ -18,6 +19,8 @@ mkdirSync(stateDir, { recursive: true });
 const tokenFile = join(stateDir, "admin-token");
 if (!existsSync(tokenFile)) writeFileSync(tokenFile, `fad_${randomBytes(24).toString("base64url")}\n`, { mode: 0o600 });
 const adminToken = readFileSync(tokenFile, "utf8").trim();
+// base64url: the value travels as one command-line argument.
+const edgeKeys = Buffer.from(loadOrCreate(join(stateDir, "edge-keys.json"))).toString("base64url");
 
 const env = localEnv(root, { WRANGLER_LOG_PATH: join(stateDir, "logs") });
 
@@ -45,7 +48,7 @@ for (const db of ["ferry", "ferry-eu"]) {
 
 const dev = spawn(
   wrangler,
-  ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persist, "--var", `ADMIN_TOKEN:${adminToken}`, "--show-interactive-dev-session=false", "--log-level", process.env.FERRY_WRANGLER_LOG ?? "warn"],
+  ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persist, "--var", `ADMIN_TOKEN:${adminToken}`, "--var", `EDGE_SIGNING_KEYS:${edgeKeys}`, "--show-interactive-dev-session=false", "--log-level", process.env.FERRY_WRANGLER_LOG ?? "warn"],
   { cwd: root, env, stdio: ["ignore", "inherit", "inherit"], detached: true },
 );
 

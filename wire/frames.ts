@@ -172,6 +172,8 @@ export const ReceiptFrame = z.strictObject({
   at: z.number().int().nonnegative(),
   /** The destination connector's signed receipt (see AckFrame.receipt), when it gave one. */
   signed: z.string().max(4 * 1024 * 1024).optional(),
+  /** The edge's signed statement of this receipt (a JWT, keys at /.well-known/jwks.json). */
+  edge: z.string().max(1024 * 1024).optional(),
 });
 export const ErrorFrame = z.strictObject({
   t: z.literal(FrameType.ERROR),

@@ -161,3 +161,13 @@ describe("edge: enrolment and connection", () => {
     expect(res.status).toBe(401);
   });
 });
+
+describe("edge signing keys", () => {
+  it("publishes its public keys as a JWKS, without private parts", async () => {
+    const res = await SELF.fetch(`${BASE}/.well-known/jwks.json`);
+    const jwks = (await res.json()) as { keys: Record<string, unknown>[] };
+    expect(jwks.keys).toHaveLength(1);
+    expect(jwks.keys[0]).toMatchObject({ kty: "EC", crv: "P-256", kid: "test-edge-1", alg: "ES256", use: "sig" });
+    expect(jwks.keys[0]).not.toHaveProperty("d");
+  });
+});

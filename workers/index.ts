@@ -14,6 +14,7 @@ import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
 import { config, keys } from "./connect/config.ts";
 import { purgeLogRows } from "./retention.ts";
+import { edgeKeys } from "./edge-keys.ts";
 
 export { ConnectorSession } from "../durable-objects/session/session.ts";
 export { ChannelObject } from "../durable-objects/channel/channel.ts";
@@ -28,6 +29,11 @@ export const app = new Hono<AppEnv>()
     await c.env.DB.prepare("SELECT 1").first();
     // `time` lets connectors measure their clock skew (assertions allow 30 s).
     return c.json({ ok: true, service: "ferry-edge", version: c.env.FERRY_VERSION, region: c.env.FERRY_REGION, time: Date.now() });
+  })
+  .get("/.well-known/jwks.json", async (c) => {
+    // The edge's public signing keys, current and previous (rotation overlap).
+    const keys = await edgeKeys(c.env);
+    return c.json(keys?.jwks ?? { keys: [] }, 200, { "cache-control": "public, max-age=300" });
   })
   .route("/v1/enroll", enroll)
   .route("/v1/connect", connect)

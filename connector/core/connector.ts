@@ -550,9 +550,12 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   /** Keeps a destination's signed receipt (state/receipts.jsonl), checked against its enrolled key. */
   private async keepReceipt(frame: ReceiptFrame): Promise<void> {
     const signer = splitAddress(frame.dst).connector;
-    const verified = await verifyReceipt(frame.signed as string, this.policies.senderKey(signer));
-    if (!verified) this.log("warn", "a receipt did not verify with the destination's enrolled key", { destination: frame.dst });
-    await appendFile(join(this.stateDir, "receipts.jsonl"), `${JSON.stringify({ at: frame.at, channel: frame.ch, destination: frame.dst, ids: frame.ids, verified: verified !== null, jws: frame.signed })}\n`).catch(
+    const verified = frame.signed ? (await verifyReceipt(frame.signed, this.policies.senderKey(signer))) !== null : null;
+    const edgeVerified = frame.edge ? (await this.policies.verifyEdge(frame.edge, `ferry:${this.identity.tenant}:${this.identity.connector}`)) !== null : null;
+    if (verified === false) this.log("warn", "a receipt did not verify with the destination's enrolled key", { destination: frame.dst });
+    if (edgeVerified === false) this.log("warn", "a receipt's edge signature did not verify with the edge's published keys", { destination: frame.dst });
+    const line = { at: frame.at, channel: frame.ch, destination: frame.dst, status: frame.status, ids: frame.ids, verified, edgeVerified, jws: frame.signed ?? null, edge: frame.edge ?? null };
+    await appendFile(join(this.stateDir, "receipts.jsonl"), `${JSON.stringify(line)}\n`).catch(
       (e: unknown) => this.log("warn", "could not store a receipt", { error: (e as Error).message }),
     );
   }
@@ -629,7 +632,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         void this.onDeliver(frame, payloads);
         return;
       case "receipt":
-        if (frame.signed) void this.keepReceipt(frame);
+        if (frame.signed || frame.edge) void this.keepReceipt(frame);
         this.receipts.push(frame);
         if (this.receipts.length > 100) this.receipts.shift();
         this.log("debug", "receipt", { channel: frame.ch, destination: frame.dst, status: frame.status, count: frame.ids.length });

@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { JWK } from "jose";
+import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWK } from "jose";
 import type { EdgeConfigResponse } from "../../wire/index.ts";
 import { connectAssertion, writeFileAtomic, type Identity } from "../identity/identity.ts";
 import { edgeFetch } from "./edge-http.ts";
@@ -18,6 +18,7 @@ export type SendPolicy = { protection: Protection; recipients: { name: string; j
  */
 export class Policies {
   private config: EdgeConfigResponse | null = null;
+  private edgeKeys: JSONWebKeySet | null = null;
 
   constructor(private readonly stateDir: string) {}
 
@@ -39,6 +40,9 @@ export class Policies {
     // Older edges sent no keys: treat as none known.
     conf.keys ??= {};
     this.config = conf;
+    // The edge's published keys (current and previous), to check what the edge signs.
+    const jwks = await edgeFetch(new URL("/.well-known/jwks.json", edge), { signal: AbortSignal.timeout(15_000) }).then((r) => (r.ok ? (r.json() as Promise<JSONWebKeySet>) : null), () => null);
+    if (jwks) this.edgeKeys = jwks;
     await writeFileAtomic(join(this.stateDir, FILE), JSON.stringify(conf, null, 2));
     return conf;
   }
@@ -60,6 +64,16 @@ export class Policies {
       }
     }
     return { protection, recipients, missingKeys };
+  }
+
+  /** Checks an edge-signed statement for this connector; its claims, or null. */
+  async verifyEdge(jwt: string, audience: string): Promise<Record<string, unknown> | null> {
+    if (!this.edgeKeys) return null;
+    try {
+      return (await jwtVerify(jwt, createLocalJWKSet(this.edgeKeys), { issuer: "ferry-edge", audience, algorithms: ["ES256"] })).payload;
+    } catch {
+      return null;
+    }
   }
 
   /** The enrolled signing key of a source connector, if this connector receives from it. */

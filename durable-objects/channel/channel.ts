@@ -11,6 +11,7 @@ import {
 import type { AckResult, ChannelRoute, DeadLetter, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
 import { EventOutbox, type LoggedEvent } from "./events.ts";
 import { Archiver } from "./archive.ts";
+import { edgeSign } from "../../workers/edge-keys.ts";
 
 /** Unacknowledged messages in flight to one destination (the credit window). */
 const WINDOW_MESSAGES = 4096;
@@ -330,12 +331,18 @@ export class ChannelObject extends DurableObject<Env> {
     const { connector, channel } = splitAddress(this.source);
     try {
       for (let i = 0; i < ids.length; i += Limits.MAX_MESSAGES_PER_FRAME) {
-        const frame = encodeFrame({ t: "receipt", ch: channel, dst: destination, status, ids: ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at, ...(signed && i === 0 ? { signed } : {}) });
+        const frame = encodeFrame({ t: "receipt", ch: channel, dst: destination, status, ids: ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at, ...(signed && i === 0 ? { signed } : {}), ...(await this.attest(destination, status, ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at)) });
         await this.session(connector).notify(frame);
       }
     } catch (e) {
       console.warn("receipt not sent", e);
     }
+  }
+
+  /** The edge's own signed statement of a receipt (the only proof of an expiry, which no receiver signs). */
+  private async attest(destination: string, status: string, ids: string[], at: number): Promise<{ edge?: string }> {
+    const jwt = await edgeSign(this.env, { src: this.source, dst: destination, status, ids, at }, `ferry:${this.tenant}:${splitAddress(this.source).connector}`);
+    return jwt ? { edge: jwt } : {};
   }
 
   /** The receiver saw a gap (or lost a frame): push again from `from`. */

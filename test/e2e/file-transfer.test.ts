@@ -102,8 +102,8 @@ describe("a file dropped at A arrives at B", () => {
     expect(human.stdout).toContain("delivered");
     // Non-repudiation: B signed what it received; the edge checks it, A kept it.
     expect(human.stdout).toContain("receipt from site-b/orders: signed by site-b, verified");
-    const kept = (await readFile(join(dir, "site-a-state", "receipts.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as { verified: boolean; ids: string[] });
-    expect(kept.every((k) => k.verified)).toBe(true);
+    const kept = (await readFile(join(dir, "site-a-state", "receipts.jsonl"), "utf8")).trim().split("\n").map((l) => JSON.parse(l) as { verified: boolean; edgeVerified: boolean; ids: string[] });
+    expect(kept.every((k) => k.verified && k.edgeVerified)).toBe(true);
     expect(kept.flatMap((k) => k.ids)).toContain(id);
   });
 
