@@ -56,7 +56,17 @@ export const X25519PublicJwk = z.object({
 });
 export type X25519PublicJwk = z.infer<typeof X25519PublicJwk>;
 
-export const KeysRequest = z.strictObject({ encryptionKey: X25519PublicJwk });
+/**
+ * A connector registers or rotates its keys. With a new signing key it also
+ * proves possession: `proof` is a compact JWS over `rotate:<connectorId>`,
+ * made with the new key; the request itself carries an assertion by the old.
+ */
+export const KeysRequest = z.strictObject({
+  encryptionKey: X25519PublicJwk,
+  signingKey: Ed25519PublicJwk.optional(),
+  proof: z.string().max(4096).optional(),
+});
+export const ROTATE_PROOF_TYPE = "ferry-rotate+jws";
 
 export const EnrollRequest = z.strictObject({
   token: z.string().min(16).max(256),

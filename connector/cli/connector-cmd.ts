@@ -3,7 +3,7 @@ import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { loadConfig } from "../config/config.ts";
 import { enroll } from "../identity/identity.ts";
-import type { Connector } from "../core/connector.ts";
+import { Connector } from "../core/connector.ts";
 import { Agent, STATUS_FILE } from "../agent/agent.ts";
 import { sendOnce } from "./send.ts";
 import { doctor } from "./doctor.ts";
@@ -23,6 +23,8 @@ Usage:
                          send one message from the shell (from stdin with -)
   ferry connector doctor --config FILE
                          check config, folders, permissions, clock, edge and enrolment
+  ferry connector rotate-keys --config FILE
+                         new signing and encryption keys (a running connector: kill -USR2 PID)
 
 Options:
   --json                 machine-readable output
@@ -106,6 +108,28 @@ export async function connectorCommand(argv: string[], out: Out): Promise<number
       );
       return r.via === "spool" && !r.accepted ? 4 : 0;
     }
+    case "rotate-keys": {
+      if (!values.config) throw new CliError("--config: required", 2);
+      const cfg = await loadConfig(values.config);
+      let connector: Connector;
+      try {
+        connector = await Connector.open({ stateDir: cfg.state, log: () => undefined, ...(cfg.edges ? { edges: cfg.edges } : {}) });
+      } catch (e) {
+        if ((e as { code?: string }).code === "LOCKED") {
+          const st = await readStatus(cfg.state);
+          throw new CliError(`the connector is running (pid ${st.pid}); rotate its keys in place with: kill -USR2 ${st.pid}`);
+        }
+        throw e;
+      }
+      try {
+        const before = connector.identity.publicJwk.x;
+        await connector.rotateKeys();
+        printJsonOr(out, values.json, { connector: connector.name, rotated: true, previousKey: before, key: connector.identity.publicJwk.x }, () => `keys of '${connector.name}' rotated; the previous key no longer works at the edge`);
+      } finally {
+        await connector.stop();
+      }
+      return 0;
+    }
     case "doctor": {
       if (!values.config) throw new CliError("--config: required", 2);
       const checks = await doctor(values.config);
@@ -165,6 +189,7 @@ async function run(configFile: string): Promise<number> {
     process.on("SIGTERM", () => stop("SIGTERM", 0));
     process.on("SIGINT", () => stop("SIGINT", 0));
     process.on("SIGHUP", () => void agent.reload().catch(() => undefined));
+    process.on("SIGUSR2", () => void agent.connector.rotateKeys().catch((e: unknown) => agent.log("error", "key rotation failed; the old keys stay in use", { error: (e as Error).message })));
     // Revoked: nothing more to do here, and saying so beats retrying forever.
     const fatalCheck = setInterval(() => {
       const st = agent.connector.status();

@@ -21,7 +21,8 @@ import { protect, ProtectionError, unprotect } from "../protection/protection.ts
 import { Policies } from "./policies.ts";
 import { edgeFetch } from "./edge-http.ts";
 import { writeDeadLetter } from "./dead-letters.ts";
-import { signReceipt, verifyReceipt } from "../../wire/index.ts";
+import { ROTATE_PROOF_TYPE, signReceipt, verifyReceipt } from "../../wire/index.ts";
+import { CompactSign, exportJWK, generateKeyPair } from "jose";
 import { appendFile } from "node:fs/promises";
 import { Transport } from "./transport.ts";
 import { createLogger, type Logger } from "./log.ts";
@@ -561,6 +562,32 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   }
 
   // ---- link ----
+
+  /**
+   * Rotates this connector's keys: new Ed25519 and X25519 pairs, registered
+   * with a request signed by the old key and a proof made with the new one;
+   * then the identity file is replaced and the connection redialled with the
+   * new key. The old key stops working at the edge at once.
+   */
+  async rotateKeys(): Promise<void> {
+    const edge = this.connectedEdge ?? this.identity.edges[0];
+    if (!edge) throw new Error("no edge to register new keys with");
+    const { publicKey, privateKey } = await generateKeyPair("Ed25519", { extractable: true });
+    const enc = await encryptionKeys();
+    const pub = await exportJWK(publicKey);
+    const proof = await new CompactSign(new TextEncoder().encode(`rotate:${this.identity.connectorId}`)).setProtectedHeader({ alg: "Ed25519", typ: ROTATE_PROOF_TYPE }).sign(privateKey);
+    const res = await edgeFetch(new URL("/v1/keys", edge), {
+      method: "POST",
+      headers: { authorization: `Bearer ${await connectAssertion(this.identity)}`, "content-type": "application/json" },
+      body: JSON.stringify({ signingKey: { kty: "OKP", crv: "Ed25519", x: pub.x }, encryptionKey: { kty: "OKP", crv: "X25519", x: enc.encPublicJwk.x }, proof }),
+    });
+    if (!res.ok) throw new Error(`the edge refused the new keys (${res.status}): ${((await res.json().catch(() => ({}))) as { detail?: string }).detail ?? ""}`);
+    const next: Identity = { ...this.identity, privateJwk: await exportJWK(privateKey), publicJwk: pub, ...enc };
+    await writeFileAtomic(identityPath(this.stateDir), JSON.stringify(next, null, 2));
+    Object.assign(this.identity, next);
+    this.log("info", "keys rotated; reconnecting with the new key", { connector: this.identity.connector });
+    if (this.transport.status === "open") this.transport.recycle("keys rotated");
+  }
 
   /** Fetches routes and keys from the edge; sends that waited for them go on. */
   refreshConfig(): Promise<void> {

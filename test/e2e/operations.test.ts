@@ -1,4 +1,4 @@
-import { chmod, mkdtemp, readdir, rename, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -6,6 +6,8 @@ import { freePort, LocalEdge } from "../helpers/edge.ts";
 import { ConnectorProcess, ferry } from "../helpers/cli.ts";
 import { ConnectProxy } from "../helpers/connect-proxy.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { RawPeer } from "../helpers/raw-peer.ts";
+import type { Identity } from "../../connector/identity/identity.ts";
 
 /** Operating a connector: doctor, config mistakes, reload on SIGHUP, stop under load, corporate proxies. */
 describe("operating a connector", () => {
@@ -109,6 +111,26 @@ describe("operating a connector", () => {
     await again.connected();
     await waitFor("all 300 at B", async () => (await visible(join(dir, "ops-b-in"))).filter((n) => n.startsWith("load-")).length === names.length, 60_000);
     expect((await visible(join(dir, "ops-b-in"))).filter((n) => n.startsWith("load-")).sort()).toEqual(names);
+  });
+
+  it("rotates a connector's keys: the new key works, the old one is refused at once", async () => {
+    const a = procs.find((p) => p.config.endsWith("ops-a.toml") && p.proc.exitCode === null);
+    await a?.stop();
+    const before = JSON.parse(await readFile(join(dir, "ops-a-state", "identity.json"), "utf8")) as Identity;
+    const r = ferry(["connector", "rotate-keys", "--config", join(dir, "ops-a.toml"), "--json"], env);
+    expect(r.code, r.stderr).toBe(0);
+    const after = JSON.parse(await readFile(join(dir, "ops-a-state", "identity.json"), "utf8")) as Identity;
+    expect(after.publicJwk.x).not.toBe(before.publicJwk.x);
+    expect(after.encPublicJwk?.x).not.toBe(before.encPublicJwk?.x);
+    await expect(RawPeer.connect(edge.url, before)).rejects.toThrow(/401/);
+    const again = start("ops-a");
+    await again.connected();
+    await drop("ops-a", "after-rotation.txt", "still flowing");
+    await waitFor("a file sent with the new key", async () => (await visible(join(dir, "ops-b-in"))).includes("after-rotation.txt"));
+    // A running connector rotates in place on SIGUSR2.
+    again.proc.kill("SIGUSR2");
+    await waitFor("the in-place rotation", () => again.lines.some((l) => l.msg === "keys rotated; reconnecting with the new key"));
+    await waitFor("the reconnection", () => again.count("connected") >= 2);
   });
 
   it("goes through a corporate proxy with credentials (HTTPS_PROXY), and around it for NO_PROXY", async () => {

@@ -4,7 +4,9 @@ import type { AppEnv } from "../env.ts";
 import type { RouteRow } from "../db.ts";
 import { presentRoute } from "../admin/routes.ts";
 import { verifyAssertion } from "./connect.ts";
-import { KeysRequest, splitAddress, type EdgeConfigResponse } from "../../wire/index.ts";
+import { KeysRequest, ROTATE_PROOF_TYPE, splitAddress, type EdgeConfigResponse } from "../../wire/index.ts";
+import { compactVerify, importJWK } from "jose";
+import { audit } from "../db.ts";
 import { parseBody } from "../http/problem.ts";
 import { HEARTBEAT_SECONDS } from "../../durable-objects/session/session.ts";
 
@@ -56,6 +58,18 @@ export const keys = new Hono<AppEnv>().post("/", async (c) => {
   if (!m?.[1]) throw new ApiError(401, "Unauthorized", "send the connector assertion as 'Authorization: Bearer <jwt>'");
   const who = await verifyAssertion(c.env, m[1]);
   const body = await parseBody(c, KeysRequest, "keys");
-  await c.env.DB.prepare("UPDATE connectors SET enc_jwk = ? WHERE id = ?").bind(JSON.stringify({ kty: "OKP", crv: "X25519", x: body.encryptionKey.x }), who.id).run();
+  const enc = JSON.stringify({ kty: "OKP", crv: "X25519", x: body.encryptionKey.x });
+  if (body.signingKey) {
+    try {
+      const { payload, protectedHeader } = await compactVerify(body.proof ?? "", await importJWK(body.signingKey, "Ed25519"), { algorithms: ["Ed25519", "EdDSA"] });
+      if (protectedHeader.typ !== ROTATE_PROOF_TYPE || new TextDecoder().decode(payload) !== `rotate:${who.id}`) throw new Error("proof mismatch");
+    } catch {
+      throw new ApiError(400, "Invalid request", "keys: proof: must be a JWS over 'rotate:<connector id>' made with the new signing key");
+    }
+    await c.env.DB.prepare("UPDATE connectors SET public_jwk = ?, enc_jwk = ? WHERE id = ?").bind(JSON.stringify({ kty: "OKP", crv: "Ed25519", x: body.signingKey.x }), enc, who.id).run();
+    await audit(c.env, `connector:${who.name}`, "connector.rotate-keys", who.name, undefined, who.tenant);
+    return c.json({ connector: who.name, signingKey: "rotated", encryptionKey: "registered" });
+  }
+  await c.env.DB.prepare("UPDATE connectors SET enc_jwk = ? WHERE id = ?").bind(enc, who.id).run();
   return c.json({ connector: who.name, encryptionKey: "registered" });
 });
