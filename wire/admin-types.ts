@@ -11,6 +11,8 @@ export type ConnectorView = {
   lastSeenAt: number | null;
   online?: boolean;
   connectedAt?: number | null;
+  /** What the connector reports it runs. */
+  version?: string | null;
 };
 
 export type RouteView = {

@@ -28,6 +28,10 @@ export type TransportOptions = {
   events: TransportEvents;
 };
 
+declare const FERRY_VERSION: string | undefined;
+/** Told to the edge at connect, for administrators (set by the bundler; "dev" from source). */
+const CONNECTOR_VERSION = typeof FERRY_VERSION === "string" ? FERRY_VERSION : "dev";
+
 /** Close codes after which reconnecting cannot help. */
 const FATAL = new Set<number>([CloseCode.REVOKED, CloseCode.UNAUTHORIZED]);
 
@@ -131,7 +135,7 @@ export class Transport {
     }
     if (this.state !== "connecting") return;
     const agent = edgeSocketAgent(edge);
-    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` }, maxPayload: 32 * 1024 * 1024, handshakeTimeout: 15_000, ...(agent ? { agent } : {}) });
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}`, "x-ferry-connector-version": CONNECTOR_VERSION }, maxPayload: 32 * 1024 * 1024, handshakeTimeout: 15_000, ...(agent ? { agent } : {}) });
     this.ws = ws;
     ws.binaryType = "nodebuffer";
     ws.on("open", () => {

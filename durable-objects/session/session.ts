@@ -22,7 +22,7 @@ const REGION_CACHE_MS = 60_000;
 /** Seconds between the connector's pings; told to it in the welcome frame. */
 export const HEARTBEAT_SECONDS = 15;
 
-type Attachment = { tenant: string; connector: string; connectedAt: number };
+type Attachment = { tenant: string; connector: string; connectedAt: number; version: string | null };
 
 /**
  * The session object: one per connector. It owns the connector's
@@ -63,7 +63,9 @@ export class ConnectorSession extends DurableObject<Env> {
     const client = pair[0];
     const server = pair[1];
     this.ctx.acceptWebSocket(server);
-    const att: Attachment = { tenant, connector, connectedAt: Date.now() };
+    // What the connector says it runs (shown to admins; never trusted for anything).
+    const version = request.headers.get("x-ferry-connector-version")?.slice(0, 32).replace(/[^\w.+-]/g, "") || null;
+    const att: Attachment = { tenant, connector, connectedAt: Date.now(), version };
     server.serializeAttachment(att);
     server.send(
       encodeFrame({ t: "welcome", v: PROTOCOL_VERSION, tenant, connector, heartbeat: HEARTBEAT_SECONDS, region: this.env.FERRY_REGION }),
@@ -132,10 +134,10 @@ export class ConnectorSession extends DurableObject<Env> {
     return this.deliver(frame);
   }
 
-  async presence(): Promise<{ online: boolean; connectedAt: number | null }> {
+  async presence(): Promise<{ online: boolean; connectedAt: number | null; version: string | null }> {
     const ws = this.current();
     const att = ws ? (ws.deserializeAttachment() as Attachment) : null;
-    return { online: ws !== undefined, connectedAt: att?.connectedAt ?? null };
+    return { online: ws !== undefined, connectedAt: att?.connectedAt ?? null, version: att?.version ?? null };
   }
 
   /** Revocation closes the open connection at once. */

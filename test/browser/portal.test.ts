@@ -146,6 +146,8 @@ describe("the portal", () => {
     await page.waitForSelector("td:has-text('route.add')");
     await page.waitForSelector("td:has-text('dead-letters.redrive')");
     await shot("admin-actions");
+    await page.click("nav >> text=Connectors");
+    await page.waitForSelector("tr[data-connector=web-a] >> text=0.1.0");
     await page.click("nav >> text=Overview");
     await page.waitForSelector("text=2 of");
     await shot("overview");

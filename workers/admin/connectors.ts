@@ -44,7 +44,7 @@ export const connectors = new Hono<AppEnv>()
     // Presence lives in each session object; ask them all at once.
     const tenant = c.get("tenant");
     const views = await Promise.all(
-      results.map(async (r) => ({ ...present(r), ...(r.status === "active" ? await sessionStub(c.env, tenant, r.name).presence() : { online: false, connectedAt: null }) })),
+      results.map(async (r) => ({ ...present(r), ...(r.status === "active" ? await sessionStub(c.env, tenant, r.name).presence() : { online: false, connectedAt: null, version: null }) })),
     );
     return c.json({ connectors: views });
   })

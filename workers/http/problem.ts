@@ -26,6 +26,10 @@ export function invalid(error: ZodError, what: string): ApiError {
 
 export function problem(c: Context, err: unknown): Response {
   if (err instanceof ApiError) {
+    // Refusals of credentials and floods are security events: say so in the Worker's log.
+    if (err.status === 401 || err.status === 403 || err.status === 429) {
+      console.warn(JSON.stringify({ event: "refused", status: err.status, path: new URL(c.req.url).pathname, method: c.req.method, reason: err.detail, client: c.req.header("cf-connecting-ip") ?? null }));
+    }
     return c.json(
       { type: "about:blank", title: err.title, status: err.status, detail: err.detail, instance: new URL(c.req.url).pathname, ...err.extra },
       err.status as 400,

@@ -64,6 +64,7 @@ export function Connectors() {
               <th>Name</th>
               <th>Status</th>
               <th>Connection</th>
+              <th>Version</th>
               <th>Enrolled</th>
               <th>Last seen</th>
               <th>
@@ -79,6 +80,7 @@ export function Connectors() {
                   <Badge kind={c.status}>{c.status}</Badge>
                 </td>
                 <td>{c.online ? <Badge kind="online">online since {time(c.connectedAt)}</Badge> : <span class="muted">offline</span>}</td>
+                <td>{c.version ?? "—"}</td>
                 <td>{time(c.enrolledAt)}</td>
                 <td>{time(c.lastSeenAt)}</td>
                 <td class="actions">
