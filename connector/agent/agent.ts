@@ -1,9 +1,9 @@
 import { access, constants } from "node:fs/promises";
+import { writeFileAtomic } from "../core/durable-fs.ts";
 import { join } from "node:path";
 import { loadConfig, type ChannelConfig, type ConnectorConfig } from "../config/config.ts";
 import { Connector } from "../core/connector.ts";
 import { createLogger, type Logger } from "../core/log.ts";
-import { writeFileAtomic } from "../identity/identity.ts";
 import { createChannel, type Channel } from "../channels/channel.ts";
 import { HealthServer } from "./health.ts";
 

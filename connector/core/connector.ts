@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from "node:crypto";
+import { writeFileAtomic } from "./durable-fs.ts";
 import { EventEmitter } from "node:events";
 import { join } from "node:path";
 import {
@@ -16,7 +17,7 @@ import {
   type ReceiptFrame,
 } from "../../wire/index.ts";
 import { Spool, type SpoolItem, type SpoolRecord } from "../spool/spool.ts";
-import { connectAssertion, encryptionKeys, identityPath, loadIdentity, writeFileAtomic, type Identity } from "../identity/identity.ts";
+import { connectAssertion, encryptionKeys, identityPath, loadIdentity, type Identity } from "../identity/identity.ts";
 import { protect, ProtectionError, unprotect } from "../protection/protection.ts";
 import { Policies } from "./policies.ts";
 import { edgeFetch } from "./edge-http.ts";

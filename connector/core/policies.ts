@@ -1,8 +1,9 @@
 import { readFile } from "node:fs/promises";
+import { writeFileAtomic } from "./durable-fs.ts";
 import { join } from "node:path";
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet, type JWK } from "jose";
 import type { EdgeConfigResponse } from "../../wire/index.ts";
-import { connectAssertion, writeFileAtomic, type Identity } from "../identity/identity.ts";
+import { connectAssertion, type Identity } from "../identity/identity.ts";
 import { edgeFetch } from "./edge-http.ts";
 import type { Protection } from "../protection/protection.ts";
 

@@ -1,4 +1,5 @@
-import { chmod, mkdir, readFile, rename, writeFile, open } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
+import { writeFileAtomic } from "../core/durable-fs.ts";
 import { join } from "node:path";
 import { CompactSign, exportJWK, generateKeyPair, importJWK, SignJWT, type JWK } from "jose";
 import { CONNECT_AUDIENCE, ENROLL_PROOF_TYPE, type EnrollResponse } from "../../wire/index.ts";
@@ -45,19 +46,6 @@ export async function loadIdentity(stateDir: string): Promise<Identity> {
   }
 }
 
-/** Writes a file so that a crash leaves the old or the new content, never a torn one. */
-export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
-  await writeFile(tmp, data, { mode });
-  const fh = await open(tmp, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, path);
-  await chmod(path, mode);
-}
 
 /**
  * Enrols this site: generates an Ed25519 key pair locally, proves possession

@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, unlink, type FileHandle } from "node:fs/promises";
+import { fsyncPath, writeFileAtomic } from "../core/durable-fs.ts";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 
@@ -68,7 +69,7 @@ export class Spool {
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new SpoolError("CORRUPT", `${join(dir, "state.json")} is unreadable: ${(e as Error).message}`);
       state = { epoch: randomBytes(12).toString("base64url"), channels: {} };
-      await writeAtomic(dir, "state.json", JSON.stringify(state));
+      await writeFileAtomic(join(dir, "state.json"), JSON.stringify(state));
     }
     const spool = new Spool(dir, state, opts.segmentBytes ?? 64 * 1024 * 1024);
     await spool.recover();
@@ -131,7 +132,7 @@ export class Spool {
     this.segment = n;
     this.fh = await open(join(this.dir, "segments", segName(n)), "a");
     this.size = (await this.fh.stat()).size;
-    await syncDir(join(this.dir, "segments"));
+    await fsyncPath(join(this.dir, "segments"));
   }
 
   append(channel: string, items: SpoolItem[]): Promise<SpoolRecord[]> {
@@ -255,7 +256,7 @@ export class Spool {
     }
     list.splice(0, n);
     // The watermark is durable before any segment goes, so seqs never restart.
-    await writeAtomic(this.dir, "state.json", JSON.stringify(this.state));
+    await writeFileAtomic(join(this.dir, "state.json"), JSON.stringify(this.state));
     for (const seg of touched) if (seg !== this.segment && !this.live.get(seg)) await this.dropSegment(seg);
   }
 
@@ -329,27 +330,4 @@ async function lock(dir: string): Promise<void> {
     }
   }
   throw new SpoolError("LOCKED", `could not lock the spool in ${dir}`);
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const fh = await open(dir, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
-
-/** temp file, fsync, rename, fsync the folder: the old or the new content survives a crash. */
-async function writeAtomic(dir: string, name: string, data: string): Promise<void> {
-  const tmp = join(dir, `.${name}.tmp`);
-  const fh = await open(tmp, "w", 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, join(dir, name));
-  await syncDir(dir);
 }

@@ -1,4 +1,4 @@
-import type { ErrorCode, PubMessage } from "../../wire/index.ts";
+import type { DeadLetterView, ErrorCode, PubMessage } from "../../wire/index.ts";
 
 /** A route as the channel object keeps it (its own copy of D1's row). */
 export type ChannelRoute = {
@@ -40,14 +40,5 @@ export type StreamStatus = {
   online: boolean;
 };
 
-export type DeadLetter = {
-  destination: string;
-  id: string;
-  seq: number;
-  size: number;
-  sha256: string;
-  reason: string;
-  deadAt: number;
-  createdAt: number;
-  fields: Record<string, string> | null;
-};
+/** A dead letter as its channel object knows it (the API adds the source). */
+export type DeadLetter = Omit<DeadLetterView, "source">;

@@ -1,3 +1,5 @@
+import type { ArchivedEnvelope } from "../../durable-objects/channel/archive.ts";
+
 /**
  * Envelopes as XML for auditors' tools (the seed product's envelopes were
  * XML). Element names are fixed here; every value is escaped, field names
@@ -7,21 +9,7 @@ function esc(v: string): string {
   return v.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[c] as string).replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f]/g, "");
 }
 
-export function envelopeXml(e: {
-  id: string;
-  tenant: string;
-  source: string;
-  destinations: string[];
-  seq: number;
-  createdAt: number;
-  acceptedAt: number;
-  contentType: string;
-  size: number;
-  sha256: string;
-  fields: Record<string, string> | null;
-  region: string | null;
-  retainUntil: number;
-}): string {
+export function envelopeXml(e: ArchivedEnvelope): string {
   const el = (name: string, v: string | number) => `  <${name}>${esc(String(v))}</${name}>`;
   return [
     '<?xml version="1.0" encoding="UTF-8"?>',

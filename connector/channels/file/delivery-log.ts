@@ -1,4 +1,5 @@
-import { mkdir, open, readFile, rename } from "node:fs/promises";
+import { mkdir, readFile } from "node:fs/promises";
+import { writeFileAtomic } from "../../core/durable-fs.ts";
 import { dirname } from "node:path";
 
 export type Intent = { dseq: number; tmp: string; final: string };
@@ -64,25 +65,7 @@ export class DeliveryLog {
   /** Writes are serialised: the file always holds one whole state. */
   private persist(): Promise<void> {
     const snapshot = JSON.stringify(this.state);
-    this.writing = this.writing.catch(() => undefined).then(() => writeAtomic(this.file, snapshot));
+    this.writing = this.writing.catch(() => undefined).then(() => writeFileAtomic(this.file, snapshot));
     return this.writing;
-  }
-}
-
-async function writeAtomic(file: string, data: string): Promise<void> {
-  const tmp = `${file}.tmp`;
-  const fh = await open(tmp, "w", 0o600);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, file);
-  const dir = await open(dirname(file), "r");
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
   }
 }

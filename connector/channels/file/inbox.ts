@@ -2,6 +2,7 @@ import { createHash, randomBytes } from "node:crypto";
 import { lstat, mkdir, open, rename } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { DeliveryLog, Intent } from "./delivery-log.ts";
+import { fsyncPath } from "../../core/durable-fs.ts";
 import { safeInboxName, UnsafeNameError } from "./names.ts";
 
 export type InboxMessage = { dseq: number; name: string; payload: Uint8Array; sha256: string };
@@ -27,14 +28,6 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
-async function fsyncPath(p: string): Promise<void> {
-  const fh = await open(p, "r");
-  try {
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-}
 
 /**
  * Exactly-once delivery into a folder. Each payload is written to a

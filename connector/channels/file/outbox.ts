@@ -1,15 +1,11 @@
-import { fsync as fsyncCb, open as openCb, close as closeCb } from "node:fs";
 import { lstat, readdir, unlink } from "node:fs/promises";
 import { dirname, join, relative, sep } from "node:path";
-import { promisify } from "node:util";
+import { fsyncPath } from "../../core/durable-fs.ts";
 
 export type PickupRule = "stable" | "done-marker";
 export type OutboxFile = { path: string; name: string; size: number; mtimeMs: number; ino: number };
 export type OutboxOptions = { dir: string; rule?: PickupRule; recursive?: boolean; stablePolls?: number };
 
-const openFd = promisify(openCb);
-const fsyncFd = promisify(fsyncCb);
-const closeFd = promisify(closeCb);
 
 /** Temporary names applications write under before renaming into the outbox. */
 function ignored(name: string): boolean {
@@ -84,11 +80,6 @@ export class OutboxScanner {
     });
     await unlink(`${file.path}.done`).catch(() => undefined);
     this.seen.delete(file.path);
-    const fd = await openFd(dirname(file.path), "r");
-    try {
-      await fsyncFd(fd);
-    } finally {
-      await closeFd(fd);
-    }
+    await fsyncPath(dirname(file.path));
   }
 }

@@ -1,0 +1,31 @@
+import { open, rename } from "node:fs/promises";
+import { dirname } from "node:path";
+
+/**
+ * The two file-system moves every durable piece of the connector relies on
+ * (spool state, delivery logs, identity, inbox), written once.
+ */
+
+/** fsync a file or folder: for a folder, it makes renames and deletions in it durable. */
+export async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, "r");
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Temp file, fsync, rename, fsync the folder: after a crash the old or the new content is there, whole. */
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  const fh = await open(tmp, "w", mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, path);
+  await fsyncPath(dirname(path));
+}
