@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import type { AppEnv } from "./env.ts";
 import { ApiError, problem } from "./http/problem.ts";
 import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import { adminAuth, adminRateLimit, requireScope } from "./admin/auth.ts";
 import { tenants, tokens } from "./admin/tokens.ts";
 import { connectors } from "./admin/connectors.ts";
@@ -39,6 +40,12 @@ export const app = new Hono<AppEnv>()
   .route("/v1/connect", connect)
   .route("/v1/config", config)
   .route("/v1/keys", keys)
+  // A portal served from another origin (Cloudflare Pages) may call the API; it sends a Bearer token, no cookies.
+  .use("/api/*", async (c, next) => {
+    const origin = (c.env as { PORTAL_ORIGIN?: string }).PORTAL_ORIGIN;
+    if (!origin) return next();
+    return cors({ origin, allowHeaders: ["authorization", "content-type", "x-ferry-tenant"], allowMethods: ["GET", "POST", "PATCH", "DELETE"], maxAge: 600 })(c, next);
+  })
   .use("/api/*", adminAuth)
   .use("/api/*", adminRateLimit)
   // Admin requests are small JSON documents; anything bigger is refused before it is read.

@@ -7,6 +7,8 @@ import { Messages } from "./pages/messages.tsx";
 import { Trace } from "./pages/trace.tsx";
 import { DeadLetters } from "./pages/dead-letters.tsx";
 import { Audit } from "./pages/audit.tsx";
+import { ConnectorDetail } from "./pages/connector.tsx";
+import { Tokens } from "./pages/tokens.tsx";
 
 // `npm start` prints a link with the dev admin token in the fragment (never sent to a server).
 const fromLink = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
@@ -22,6 +24,7 @@ const NAV = [
   ["#/messages", "Messages"],
   ["#/dead-letters", "Dead letters"],
   ["#/audit", "Admin actions"],
+  ["#/tokens", "Tokens"],
 ] as const;
 
 function useHash(): string {
@@ -71,6 +74,8 @@ function Page(props: { hash: string }) {
   const path = props.hash.replace(/^#/, "");
   const trace = /^\/messages\/(.+)$/.exec(path);
   if (trace?.[1]) return <Trace id={decodeURIComponent(trace[1])} />;
+  const connector = /^\/connectors\/(.+)$/.exec(path);
+  if (connector?.[1]) return <ConnectorDetail name={decodeURIComponent(connector[1])} />;
   switch (path) {
     case "/connectors":
       return <Connectors />;
@@ -82,6 +87,8 @@ function Page(props: { hash: string }) {
       return <DeadLetters />;
     case "/audit":
       return <Audit />;
+    case "/tokens":
+      return <Tokens />;
     default:
       return <Overview />;
   }

@@ -98,6 +98,14 @@ describe("the portal", () => {
     await page.check("#f-archive");
     await page.click("text=Create route");
     await page.waitForSelector("tr >> text=web-late/docs");
+    // Edit a route in place; a bad value is explained, a good one saved.
+    await page.locator("tr:has-text('web-late/docs') >> text=Edit").click();
+    await page.fill("#f-edit-ttl", "soon");
+    await page.click("button:has-text('Save')");
+    await page.waitForSelector(".field-error:has-text('ttl')");
+    await page.fill("#f-edit-ttl", "2s");
+    await page.click("button:has-text('Save')");
+    await page.waitForSelector("text=Route updated.");
     await shot("routes");
   });
 
@@ -148,6 +156,19 @@ describe("the portal", () => {
     await shot("admin-actions");
     await page.click("nav >> text=Connectors");
     await page.waitForSelector("tr[data-connector=web-a] >> text=0.1.0");
+    await page.click("tr[data-connector=web-b] >> a:has-text('web-b')");
+    await page.waitForSelector("h1:has-text('Connector web-b')");
+    await page.waitForSelector("td:has-text('web-b/docs')");
+    await page.waitForSelector("tbody >> text=contract-17.pdf");
+    await shot("connector-detail");
+    await page.click("nav >> text=Tokens");
+    await page.fill("#f-token-name", "auditor");
+    await page.click("button:has-text('Create token')");
+    const issued = (await page.locator("[data-testid=issued-token] .token").textContent())?.trim() as string;
+    expect(issued).toMatch(/^fat_/);
+    const asAuditor = await fetch(`${edge.url}/api/routes`, { headers: { authorization: `Bearer ${issued}` } });
+    expect(asAuditor.status).toBe(200);
+    await shot("tokens");
     await page.click("nav >> text=Overview");
     await page.waitForSelector("text=2 of");
     await shot("overview");

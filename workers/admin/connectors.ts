@@ -3,7 +3,9 @@ import { ConnectorCreate, type ConnectorView } from "../../wire/index.ts";
 import { ApiError, parseBody } from "../http/problem.ts";
 import { now, randomId, type AppEnv } from "../env.ts";
 import { audit, ensureTenant, hashToken } from "../db.ts";
-import { sessionStub } from "../stubs.ts";
+import { channelStub, sessionStub } from "../stubs.ts";
+import type { RouteRow } from "../db.ts";
+import { presentRoute } from "./routes.ts";
 
 type ConnectorRow = {
   id: string;
@@ -73,9 +75,22 @@ export const connectors = new Hono<AppEnv>()
     return c.json({ connector: present(row), enrolToken: t.token, expiresAt: t.expiresAt }, 201);
   })
   .get("/:name", async (c) => {
-    const row = await findConnector(c.env, c.get("tenant"), c.req.param("name"));
-    const online = await sessionStub(c.env, c.get("tenant"), row.name).presence();
-    return c.json({ connector: { ...present(row), ...online } });
+    const tenant = c.get("tenant");
+    const row = await findConnector(c.env, tenant, c.req.param("name"));
+    const online = await sessionStub(c.env, tenant, row.name).presence();
+    // Its routes, and what waits at the edge for it (each source's channel object knows its queues).
+    const { results: routeRows } = await c.env.DB.prepare("SELECT * FROM routes WHERE tenant = ? AND (source_connector = ? OR destination_connector = ?) ORDER BY source, destination")
+      .bind(tenant, row.name, row.name)
+      .all<RouteRow>();
+    const inbound = routeRows.filter((r) => r.destination.startsWith(`${row.name}/`));
+    const queued = await Promise.all(
+      [...new Map(inbound.map((r) => [r.source, r.region])).entries()].map(async ([source, region]) => {
+        const st = await channelStub(c.env, tenant, source, region).status();
+        return st.streams.filter((x) => x.destination.startsWith(`${row.name}/`)).map((x) => ({ source, destination: x.destination, queued: x.queued }));
+      }),
+    );
+    const regions = [...new Set(routeRows.map((r) => r.region).filter((r): r is string => r !== null))];
+    return c.json({ connector: { ...present(row), ...online }, routes: routeRows.map(presentRoute), queued: queued.flat(), regions });
   })
   .delete("/:name", async (c) => {
     const row = await findConnector(c.env, c.get("tenant"), c.req.param("name"));

@@ -75,7 +75,9 @@ export function Connectors() {
           <tbody>
             {(data?.connectors ?? []).map((c) => (
               <tr data-connector={c.name}>
-                <td>{c.name}</td>
+                <td>
+                  <a href={`#/connectors/${c.name}`}>{c.name}</a>
+                </td>
                 <td>
                   <Badge kind={c.status}>{c.status}</Badge>
                 </td>

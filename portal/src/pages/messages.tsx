@@ -77,7 +77,7 @@ export function Messages() {
             </tr>
           </thead>
           <tbody>
-            {(data?.events ?? []).map((e) => (
+            {(data?.events ?? []).filter((e) => e.type !== "receipt" || filters.type === "receipt").map((e) => (
               <tr>
                 <td>{time(e.at)}</td>
                 <td>

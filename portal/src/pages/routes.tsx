@@ -11,6 +11,7 @@ export function Routes() {
   const [form, setForm] = useState<Form>(empty);
   const [problem, setProblem] = useState<ApiProblem | null>(null);
   const [saved, setSaved] = useState<string | null>(null);
+  const [editing, setEditing] = useState<{ id: string; ttl: string; retention: string; error?: string } | null>(null);
   const set = (k: keyof Form) => (e: Event) => {
     const t = e.target as HTMLInputElement;
     setForm({ ...form, [k]: t.type === "checkbox" ? t.checked : t.value });
@@ -43,6 +44,18 @@ export function Routes() {
   const edit = async (r: RouteView, patch: Record<string, unknown>) => {
     await api("PATCH", `/api/routes/${r.id}`, patch);
     reload();
+  };
+  const saveEdit = async (e: Event) => {
+    e.preventDefault();
+    if (!editing) return;
+    try {
+      await api("PATCH", `/api/routes/${editing.id}`, { ttl: editing.ttl, ...(editing.retention ? { retention: editing.retention } : {}) });
+      setEditing(null);
+      setSaved("Route updated.");
+      reload();
+    } catch (err) {
+      setEditing({ ...editing, error: err instanceof ApiProblem ? err.problem.detail : String(err) });
+    }
   };
   return (
     <section>
@@ -116,6 +129,31 @@ export function Routes() {
                 <td>{r.archive ? `yes, ${duration(r.retention ?? 30 * 86400)}` : "no"}</td>
                 <td>{r.region ?? "—"}</td>
                 <td class="actions">
+                  {editing?.id === r.id ? (
+                    <form class="inline" onSubmit={saveEdit} aria-label={`Edit ${r.source} → ${r.destination}`}>
+                      <div class={`field${editing.error ? " invalid" : ""}`}>
+                        <label for="f-edit-ttl">TTL</label>
+                        <input id="f-edit-ttl" value={editing.ttl} onInput={(e: Event) => setEditing({ ...editing, ttl: (e.target as HTMLInputElement).value })} />
+                        {editing.error ? (
+                          <small class="field-error" role="alert">
+                            {editing.error}
+                          </small>
+                        ) : null}
+                      </div>
+                      <div class="field">
+                        <label for="f-edit-retention">Retention</label>
+                        <input id="f-edit-retention" value={editing.retention} onInput={(e: Event) => setEditing({ ...editing, retention: (e.target as HTMLInputElement).value })} />
+                      </div>
+                      <button type="submit">Save</button>
+                      <button type="button" onClick={() => setEditing(null)}>
+                        Cancel
+                      </button>
+                    </form>
+                  ) : (
+                    <button type="button" onClick={() => setEditing({ id: r.id, ttl: duration(r.ttl), retention: r.retention === null ? "" : duration(r.retention) })}>
+                      Edit
+                    </button>
+                  )}
                   <button type="button" onClick={() => edit(r, { archive: !r.archive })}>
                     {r.archive ? "Stop archiving" : "Archive"}
                   </button>
