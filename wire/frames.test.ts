@@ -59,3 +59,19 @@ describe("wire frames", () => {
     expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: many })))).toMatch(/msgs/);
   });
 });
+
+describe("wire compatibility", () => {
+  it("a connector accepts frames from a newer edge that carry fields and codes it does not know", () => {
+    const deliver = decodeFrame(
+      header({ t: "deliver", src: "a/b", dst: "c/d", gen: "g1", after: 0, futureField: { x: 1 }, msgs: [{ dseq: 1, id: "id-1-aaaaaaaa", source: "a/b", seq: 1, createdAt: 1, acceptedAt: 1, expiresAt: null, contentType: "text/plain", size: 0, sha256: "a".repeat(64), priority: "high" }] }),
+    );
+    expect(deliver.frame).toMatchObject({ t: "deliver", msgs: [{ dseq: 1 }] });
+    expect(decodeFrame(header({ t: "error", code: "QUOTA_EXCEEDED", message: "a code from the future" })).frame).toMatchObject({ code: "QUOTA_EXCEEDED" });
+    expect(decodeFrame(header({ t: "welcome", v: 1, tenant: "t", connector: "c", heartbeat: 15, region: "x", features: ["chunks"] })).frame.t).toBe("welcome");
+  });
+
+  it("an edge refuses fields a connector may not send", () => {
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [{ ...msg(1, 0), admin: true }] })))).toMatch(/^BAD_FRAME: invalid frame/);
+    expect(code(() => decodeFrame(header({ t: "ack", src: "a/b", dst: "c/d", upTo: 1, sneaky: 1 })))).toMatch(/^BAD_FRAME/);
+  });
+});

@@ -73,8 +73,15 @@ export const PubMessage = z.strictObject({
 });
 export type PubMessage = z.infer<typeof PubMessage>;
 
+/**
+ * Compatibility rule: what connectors send is validated strictly (an edge
+ * knows every field a connector may send); what the edge sends is parsed
+ * leniently (unknown fields are ignored), so a connector one version older
+ * keeps working when a newer edge adds optional fields.
+ */
+
 /** What the receiver is told about one message: the envelope as stored. */
-export const DeliverMessage = z.strictObject({
+export const DeliverMessage = z.object({
   dseq: Seq,
   id: MessageId,
   source: Address,
@@ -93,7 +100,7 @@ export const DeliverMessage = z.strictObject({
 });
 export type DeliverMessage = z.infer<typeof DeliverMessage>;
 
-export const WelcomeFrame = z.strictObject({
+export const WelcomeFrame = z.object({
   t: z.literal(FrameType.WELCOME),
   v: z.literal(PROTOCOL_VERSION),
   tenant: Name,
@@ -108,14 +115,14 @@ export const PubFrame = z.strictObject({
   epoch: Epoch,
   msgs: z.array(PubMessage).min(1).max(Limits.MAX_MESSAGES_PER_FRAME),
 });
-export const PubAckFrame = z.strictObject({
+export const PubAckFrame = z.object({
   t: z.literal(FrameType.PUBACK),
   ch: Name,
   epoch: Epoch,
   /** Cumulative: every seq <= upTo is committed at the edge. */
   upTo: SeqOrZero,
 });
-export const DeliverFrame = z.strictObject({
+export const DeliverFrame = z.object({
   t: z.literal(FrameType.DELIVER),
   src: Address,
   dst: Address,
@@ -163,7 +170,7 @@ export const ResendFrame = z.strictObject({
   dst: Address,
   from: Seq,
 });
-export const ReceiptFrame = z.strictObject({
+export const ReceiptFrame = z.object({
   t: z.literal(FrameType.RECEIPT),
   ch: Name,
   dst: Address,
@@ -175,9 +182,10 @@ export const ReceiptFrame = z.strictObject({
   /** The edge's signed statement of this receipt (a JWT, keys at /.well-known/jwks.json). */
   edge: z.string().max(1024 * 1024).optional(),
 });
-export const ErrorFrame = z.strictObject({
+export const ErrorFrame = z.object({
   t: z.literal(FrameType.ERROR),
-  code: z.enum(Object.values(ErrorCode) as [ErrorCode, ...ErrorCode[]]),
+  /** One of ErrorCode; a newer edge may add codes, which older connectors treat as retryable. */
+  code: z.string().regex(/^[A-Z_]{1,64}$/),
   message: z.string().max(2048),
   ch: Name.optional(),
   src: Address.optional(),
