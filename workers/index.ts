@@ -14,6 +14,8 @@ import { adminLog, overview } from "./admin/overview.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
 import { config, keys } from "./connect/config.ts";
+import { hostedIngress } from "./connect/hosted-ingress.ts";
+import { hosted } from "./admin/hosted.ts";
 import { purgeLogRows } from "./retention.ts";
 import { edgeKeys } from "./edge-keys.ts";
 
@@ -40,6 +42,7 @@ export const app = new Hono<AppEnv>()
   .route("/v1/connect", connect)
   .route("/v1/config", config)
   .route("/v1/keys", keys)
+  .route("/v1/hosted", hostedIngress)
   // A portal served from another origin (Cloudflare Pages) may call the API; it sends a Bearer token, no cookies.
   .use("/api/*", async (c, next) => {
     const origin = (c.env as { PORTAL_ORIGIN?: string }).PORTAL_ORIGIN;
@@ -53,6 +56,7 @@ export const app = new Hono<AppEnv>()
   .use("/api/*", requireScope("by-method"))
   .route("/api/tokens", tokens)
   .route("/api/tenants", tenants)
+  .route("/api/hosted", hosted)
   .route("/api/connectors", connectors)
   .route("/api/routes", routes)
   .route("/api/messages", messages)

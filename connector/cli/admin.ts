@@ -24,6 +24,11 @@ Usage:
       [--connector NAME] [--type accepted|delivered|expired|…] [--id MESSAGE_ID]
       [--field NAME:VALUE] [--format csv|jsonl]   (csv/jsonl: every match, streamed)
   ferry admin trace MESSAGE_ID          every event of one message
+  ferry admin hosted list               hosted channels (no connector: HTTPS in, HTTPS out)
+  ferry admin hosted ingress add ADDR   an address that takes HTTPS POSTs at the edge (prints URL and secret)
+  ferry admin hosted egress add ADDR --url URL [--secret S]
+                                        an address the edge delivers to by HTTPS POST (signed)
+  ferry admin hosted remove ingress|egress ADDR
   ferry admin verify-log [--source A/ch] recompute the event log's hash chains
   ferry admin dead-letters [list]       messages that expired before delivery
       [--source A/ch] [--destination B/ch]
@@ -71,6 +76,8 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       off: { type: "boolean", default: false },
       output: { type: "string", short: "o" },
       envelope: { type: "string" },
+      url: { type: "string" },
+      secret: { type: "string" },
     },
   });
   const [noun, verb, ...rest] = positionals;
@@ -210,6 +217,32 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       ].join("\n"),
     );
     return 0;
+  }
+
+  if (noun === "hosted") {
+    const [kind, addr] = rest;
+    if (verb === "list" || verb === undefined) {
+      const r = await api.request<{ hosted: { address: string; kind: string; url: string }[] }>("GET", "/api/hosted");
+      printJsonOr(out, json, r, () => table(["ADDRESS", "KIND", "URL"], r.hosted.map((h) => [h.address, h.kind, h.url])));
+      return 0;
+    }
+    if (verb === "ingress" && kind === "add" && addr) {
+      const r = await api.request<{ address: string; url: string; secret: string; auth: string }>("POST", "/api/hosted/ingress", { address: addr });
+      printJsonOr(out, json, r, () => `hosted ingress ${r.address}\n  POST ${r.url}\n  secret (shown once): ${r.secret}\n  auth: ${r.auth}`);
+      return 0;
+    }
+    if (verb === "egress" && kind === "add" && addr) {
+      if (!values.url) throw new CliError("--url: required (where the edge POSTs each message)", 2);
+      const r = await api.request<{ address: string; url: string; secret: string; signature: string }>("POST", "/api/hosted/egress", { address: addr, url: values.url, ...(values.secret ? { secret: values.secret } : {}) });
+      printJsonOr(out, json, r, () => `hosted egress ${r.address} -> ${r.url}\n  signing secret: ${r.secret}\n  ${r.signature}`);
+      return 0;
+    }
+    if (verb === "remove" && (kind === "ingress" || kind === "egress") && addr) {
+      const r = await api.request<{ address: string }>("DELETE", `/api/hosted/${kind}/${addr}`);
+      printJsonOr(out, json, r, () => `hosted ${kind} ${r.address} removed`);
+      return 0;
+    }
+    throw new CliError("usage: ferry admin hosted list | ingress add ADDR | egress add ADDR --url URL | remove ingress|egress ADDR", 2);
   }
 
   if (noun === "archive") {

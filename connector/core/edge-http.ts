@@ -11,7 +11,11 @@ import { EnvHttpProxyAgent, fetch as undiciFetch } from "undici";
  */
 let dispatcher: EnvHttpProxyAgent | undefined;
 
+const PROXY_VARS = ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"];
+
 export function edgeFetch(url: string | URL, init: RequestInit = {}): Promise<Response> {
+  // Without a proxy configured, Node's own fetch does the job.
+  if (!PROXY_VARS.some((v) => process.env[v])) return fetch(url, init);
   dispatcher ??= new EnvHttpProxyAgent();
   return undiciFetch(url, { ...(init as object), dispatcher }) as unknown as Promise<Response>;
 }

@@ -8,7 +8,7 @@ import {
   type DeliverMessage,
   type PubMessage,
 } from "../../wire/index.ts";
-import type { AckResult, ChannelRoute, DeadLetter, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
+import type { AckResult, ChannelRoute, DeadLetter, IngestRequest, IngestResult, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
 import { EventOutbox, type LoggedEvent } from "./events.ts";
 import { Archiver } from "./archive.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
@@ -22,6 +22,13 @@ const BATCH_BYTES = 4 * 1024 * 1024;
 /** Without ack progress for this long, in-flight messages are pushed again. */
 const REDELIVER_AFTER_MS = 30_000;
 const ALARM_EVERY_MS = 30_000;
+/** The spool epoch of messages a hosted ingress takes in (this object is their sender). */
+const HOSTED_EPOCH = "hosted-ingress";
+/** Idempotency keys of hosted ingress are remembered this long. */
+const INGEST_KEY_TTL_MS = 7 * 86_400_000;
+/** Hosted egress: one attempt's time limit, and the longest pause between attempts. */
+const EGRESS_TIMEOUT_MS = 30_000;
+const EGRESS_MAX_BACKOFF_MS = 5 * 60_000;
 /** Archive retention when the route names none. */
 const DEFAULT_RETENTION_S = 30 * 86400;
 
@@ -42,6 +49,15 @@ type MessageRow = {
   protection: string | null;
   sig: string | null;
 };
+
+async function hmacHex(secret: string, t: number, body: Uint8Array): Promise<string> {
+  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const prefix = new TextEncoder().encode(`${t}.`);
+  const data = new Uint8Array(prefix.byteLength + body.byteLength);
+  data.set(prefix);
+  data.set(body, prefix.byteLength);
+  return toHex(await crypto.subtle.sign("HMAC", key, data));
+}
 
 function parseFields(json: string | null): Record<string, string> | null {
   return json === null ? null : (JSON.parse(json) as Record<string, string>);
@@ -84,6 +100,10 @@ export class ChannelObject extends DurableObject<Env> {
   private again = new Set<string>();
   /** Per spool epoch: the highest seq already logged as rejected (memory only: at worst logged again). */
   private rejectedUpTo = new Map<string, number>();
+  /** Hosted egress backoff, per destination (memory only: after eviction it simply tries again). */
+  private egressRetryAt = new Map<string, number>();
+  private egressFailures = new Map<string, number>();
+  private alarmChain: Promise<void> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -98,6 +118,7 @@ export class ChannelObject extends DurableObject<Env> {
         sha256 TEXT NOT NULL, fields TEXT, payload BLOB NOT NULL, pending INTEGER NOT NULL, protection TEXT, sig TEXT);
       CREATE TABLE IF NOT EXISTS outq (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS outq_by_expiry ON outq (expires_at);
+      CREATE TABLE IF NOT EXISTS ingest_keys (key TEXT PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS dead_letters (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
     `);
     // Objects created before protection existed get its columns.
@@ -166,7 +187,27 @@ export class ChannelObject extends DurableObject<Env> {
    * anything further ahead stops the batch with a gap. All of one batch is one
    * transaction, so one commit (one fsync) for many messages.
    */
-  async publish(req: PublishRequest): Promise<PublishResult> {
+  /**
+   * A message POSTed to a hosted ingress address: the edge is its connector,
+   * so this object numbers it itself (its own spool epoch) and honours the
+   * request's idempotency key exactly, in the same transaction that stores it.
+   */
+  async ingest(req: IngestRequest): Promise<IngestResult> {
+    const sha256 = toHex(await crypto.subtle.digest("SHA-256", req.body));
+    this.identify(req.tenant, req.source);
+    if (req.idempotencyKey) {
+      const prior = this.sql.exec<{ id: string; seq: number }>("SELECT id, seq FROM ingest_keys WHERE key = ?", req.idempotencyKey).toArray()[0];
+      if (prior) return { ok: true, id: prior.id, seq: prior.seq, duplicate: true };
+    }
+    const id = crypto.randomUUID().replace(/-/g, "");
+    const seq = (this.epoch === HOSTED_EPOCH ? this.hwm : 0) + 1;
+    const msg: PubMessage = { seq, id, createdAt: Date.now(), contentType: req.contentType, size: req.body.byteLength, sha256, ...(req.fields ? { fields: req.fields } : {}) };
+    const res = await this.publish({ tenant: req.tenant, source: req.source, epoch: HOSTED_EPOCH, msgs: [msg], payloads: [req.body] }, req.idempotencyKey);
+    if (!res.ok) return { ok: false, code: res.code, message: res.message };
+    return { ok: true, id, seq, duplicate: false };
+  }
+
+  async publish(req: PublishRequest, ingestKey?: string): Promise<PublishResult> {
     this.identify(req.tenant, req.source);
     if (this.routes.length === 0) {
       return this.reject(req, ErrorCode.NO_ROUTE, `no route from ${req.source}; the connector keeps the messages and retries`);
@@ -230,6 +271,7 @@ export class ChannelObject extends DurableObject<Env> {
           }
           this.hwm = m.seq;
           accepted++;
+          if (ingestKey) this.sql.exec("INSERT INTO ingest_keys VALUES (?, ?, ?, ?)", ingestKey, m.id, m.seq, now);
           // Captured at the site before it was sent: its time and place come from the sender.
           logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
           logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
@@ -286,7 +328,7 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   /** The destination connector acknowledges every dseq <= upTo as durably delivered. */
-  async ack(tenant: string, source: string, destination: string, upTo: number, receipt?: string): Promise<AckResult> {
+  async ack(tenant: string, source: string, destination: string, upTo: number, receipt?: string, delivery?: Record<string, unknown>): Promise<AckResult> {
     this.identify(tenant, source);
     const cur = this.cursors.get(destination);
     if (!cur) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `no stream ${source} -> ${destination}` };
@@ -313,7 +355,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?", destination, from, upTo);
       this.collect();
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
-      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: parseFields(r.fields), detail: receiptHash ? { receipt: receiptHash } : null })));
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: parseFields(r.fields), detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) })));
       if (receipt && receiptHash) this.events.stage([{ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } }]);
     });
     cur.acked = upTo;
@@ -399,6 +441,8 @@ export class ChannelObject extends DurableObject<Env> {
     }
     this.pumping.add(destination);
     try {
+      const egress = this.routes.find((r) => r.destination === destination)?.egress;
+      if (egress) return await this.pumpEgress(destination, egress);
       const connector = splitAddress(destination).connector;
       for (;;) {
         if (this.offline.has(destination)) return;
@@ -453,24 +497,99 @@ export class ChannelObject extends DurableObject<Env> {
     }
   }
 
+  /**
+   * Hosted egress: this object delivers by HTTPS POST, one message at a
+   * time in stream order, until the endpoint answers 2xx (then it is
+   * acknowledged exactly like a connector's ack). Failures back off with
+   * jitter up to five minutes (the alarm wakes it); each answer is logged.
+   * Deliveries carry the message id as Idempotency-Key, and an HMAC
+   * signature the receiver can check (`Ferry-Signature: t=…,v1=…`).
+   */
+  private async pumpEgress(destination: string, egress: { url: string; secret: string | null }): Promise<void> {
+    for (;;) {
+      const cur = this.cursors.get(destination);
+      if (!cur || cur.next - 1 <= cur.acked) return;
+      const wait = (this.egressRetryAt.get(destination) ?? 0) - Date.now();
+      if (wait > 0) return;
+      const row = this.sql
+        .exec<MessageRow>(
+          `SELECT o.dseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload, m.protection, m.sig
+             FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq > ? ORDER BY o.dseq LIMIT 1`,
+          destination, cur.acked,
+        )
+        .toArray()[0];
+      if (!row) return;
+      const body = new Uint8Array(row.payload);
+      const t = Math.floor(Date.now() / 1000);
+      const headers: Record<string, string> = {
+        "content-type": row.content_type,
+        "idempotency-key": row.id,
+        "ferry-message-id": row.id,
+        "ferry-source": this.source,
+        "ferry-sequence": String(row.dseq),
+        "ferry-sha256": row.sha256,
+      };
+      const fields = parseFields(row.fields);
+      if (fields?.filename) headers["ferry-filename"] = encodeURIComponent(fields.filename);
+      if (egress.secret) headers["ferry-signature"] = `t=${t},v1=${await hmacHex(egress.secret, t, body)}`;
+      let status = 0;
+      let error: string | null = null;
+      try {
+        const res = await fetch(egress.url, { method: "POST", headers, body, signal: AbortSignal.timeout(EGRESS_TIMEOUT_MS) });
+        status = res.status;
+        await res.arrayBuffer().catch(() => undefined);
+      } catch (e) {
+        error = (e as Error).message;
+      }
+      if (status >= 200 && status < 300) {
+        this.egressFailures.delete(destination);
+        this.egressRetryAt.delete(destination);
+        await this.ack(this.tenant, this.source, destination, row.dseq, undefined, { http: status, url: egress.url });
+        continue;
+      }
+      const n = (this.egressFailures.get(destination) ?? 0) + 1;
+      this.egressFailures.set(destination, n);
+      const delay = Math.floor(Math.random() * Math.min(EGRESS_MAX_BACKOFF_MS, 1000 * 2 ** Math.min(n, 10))) + 500;
+      this.egressRetryAt.set(destination, Date.now() + delay);
+      this.ctx.storage.transactionSync(() =>
+        this.events.stage([{ messageId: row.id, type: "attempt", at: Date.now(), seq: row.seq, size: row.size, sha256: row.sha256, destination, fields, detail: { url: egress.url, http: status || null, error, attempt: n, retryInMs: delay } }]),
+      );
+      this.events.flushSoon();
+      // The retry: a timer while this object lives, the alarm if it is evicted meanwhile.
+      setTimeout(() => this.kick(destination), delay + 5);
+      await this.ensureAlarm();
+      return;
+    }
+  }
+
   /** Deletes messages no destination still needs (dead letters keep theirs). */
   private collect(): void {
     this.sql.exec("DELETE FROM messages WHERE pending <= 0 AND mseq NOT IN (SELECT mseq FROM dead_letters)");
   }
 
   /** The alarm fires at the next expiry, and every 30 s while anything is queued or unlogged. */
-  private async ensureAlarm(): Promise<void> {
+  private ensureAlarm(): Promise<void> {
+    // One decision at a time: two concurrent callers would each read the old
+    // alarm and the later write could replace an earlier, needed wake-up.
+    this.alarmChain = this.alarmChain.then(() => this.setNextAlarm()).catch((e: unknown) => console.error("could not set the alarm", e));
+    return this.alarmChain;
+  }
+
+  private async setNextAlarm(): Promise<void> {
     const now = Date.now();
     const next = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM outq").one().t;
     const queued = [...this.cursors.values()].some((c) => c.next - 1 > c.acked);
     let at = queued || this.events.pending() > 0 || this.archiver.pendingJobs() > 0 ? now + ALARM_EVERY_MS : Number.POSITIVE_INFINITY;
     if (next !== null) at = Math.min(at, Math.max(next, now));
     // Archives are purged when their retention ends; under a legal hold, looked at again daily.
+    // Egress retries due later wake the object then; ones already due are kicked by the alarm itself.
+    for (const due of this.egressRetryAt.values()) if (due > now) at = Math.min(at, due);
     const purge = this.archiver.nextExpiry();
     if (purge !== null) at = Math.min(at, Math.max(purge, this.routes.some((r) => r.legalHold) ? now + 86_400_000 : now));
     if (at === Number.POSITIVE_INFINITY) return;
     const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > at) await this.ctx.storage.setAlarm(at);
+    // An alarm time in the past is the one running now: it is spent, set the next.
+    if (current === null || current <= now || current > at) await this.ctx.storage.setAlarm(at);
   }
 
   /**
@@ -565,6 +684,7 @@ export class ChannelObject extends DurableObject<Env> {
    */
   override async alarm(): Promise<void> {
     const now = Date.now();
+    this.sql.exec("DELETE FROM ingest_keys WHERE at < ?", now - INGEST_KEY_TTL_MS);
     await this.expire(now);
     await this.archiver.flush(this.tenant, this.source).catch((e: unknown) => console.warn("archive store still unavailable", e));
     await this.archiver.purgeExpired(now, this.routes.some((r) => r.legalHold));

@@ -4,7 +4,7 @@ import { eventDb } from "../../workers/region.ts";
 /** One lifecycle event as the channel object records it. */
 export type LoggedEvent = {
   messageId: string;
-  type: "captured" | "accepted" | "delivered" | "receipt" | "expired" | "rejected" | "redriven" | "discarded" | "archived" | "purged";
+  type: "captured" | "accepted" | "delivered" | "receipt" | "attempt" | "expired" | "rejected" | "redriven" | "discarded" | "archived" | "purged";
   at: number;
   seq: number | null;
   size: number | null;

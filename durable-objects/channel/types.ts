@@ -12,6 +12,8 @@ export type ChannelRoute = {
   region?: string | null;
   /** Suspends purging of this source's archives. */
   legalHold?: boolean;
+  /** A hosted destination: the edge itself delivers by HTTPS POST. */
+  egress?: { url: string; secret: string | null } | null;
 };
 
 export type PublishRequest = {
@@ -21,6 +23,19 @@ export type PublishRequest = {
   msgs: PubMessage[];
   payloads: Uint8Array[];
 };
+
+/** A message POSTed to a hosted ingress address (the edge is its connector). */
+export type IngestRequest = {
+  tenant: string;
+  source: string;
+  body: Uint8Array;
+  contentType: string;
+  fields?: Record<string, string>;
+  /** Retries of the same POST with this key are answered with the first message. */
+  idempotencyKey?: string;
+};
+
+export type IngestResult = { ok: true; id: string; seq: number; duplicate: boolean } | { ok: false; code: ErrorCode; message: string };
 
 /**
  * `upTo` is the cumulative high-water mark after this call: everything at or

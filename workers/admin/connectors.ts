@@ -53,6 +53,8 @@ export const connectors = new Hono<AppEnv>()
   .post("/", async (c) => {
     const body = await parseBody(c, ConnectorCreate, "connector");
     const tenant = c.get("tenant");
+    const hostedName = await c.env.DB.prepare("SELECT 1 FROM hosted_channels WHERE tenant = ? AND address LIKE ? ESCAPE '\\' LIMIT 1").bind(tenant, `${body.name.replace(/[\\%_]/g, (m) => `\\${m}`)}/%`).first();
+    if (hostedName) throw new ApiError(409, "Conflict", `name: '${body.name}' is used by hosted channels; choose another`);
     await ensureTenant(c.env, tenant);
     const id = `con_${randomId(12)}`;
     const inserted = await c.env.DB.prepare(

@@ -27,10 +27,20 @@ function toChannelRoute(r: RouteRow): ChannelRoute {
   return { destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1, retentionSeconds: r.retention_seconds, region: r.region, legalHold: r.legal_hold === 1 };
 }
 
-/** The channel object keeps its own copy of its routes so publishing never reads D1. */
+/** The channel object keeps its own copy of its routes (and hosted egress targets) so publishing never reads D1. */
 async function pushRoutes(env: Env, tenant: string, source: string, region: string | null): Promise<void> {
   const rows = await routesFrom(env, tenant, source);
-  await channelStub(env, tenant, source, region).configure(tenant, source, rows.map(toChannelRoute));
+  const { results: egress } = await env.DB.prepare("SELECT address, url, secret FROM hosted_channels WHERE tenant = ? AND kind = 'egress' AND address IN (SELECT value FROM json_each(?))")
+    .bind(tenant, JSON.stringify(rows.map((r) => r.destination)))
+    .all<{ address: string; url: string; secret: string | null }>();
+  const target = new Map(egress.map((e) => [e.address, { url: e.url, secret: e.secret }]));
+  await channelStub(env, tenant, source, region).configure(tenant, source, rows.map((r) => ({ ...toChannelRoute(r), egress: target.get(r.destination) ?? null })));
+}
+
+/** Re-pushes the routes of every source that routes to `destination` (its hosted egress changed). */
+export async function pushRoutesInto(env: Env, tenant: string, destination: string): Promise<void> {
+  const { results } = await env.DB.prepare("SELECT DISTINCT source, region FROM routes WHERE tenant = ? AND destination = ?").bind(tenant, destination).all<{ source: string; region: string | null }>();
+  for (const r of results) await pushRoutes(env, tenant, r.source, r.region);
 }
 
 /** What can change on a route without recreating it (addresses, region and protection cannot). */
@@ -47,6 +57,11 @@ export const routes = new Hono<AppEnv>()
     const body = await parseBody(c, RouteCreate, "route");
     const tenant = c.get("tenant");
     if (body.source === body.destination) throw new ApiError(400, "Invalid request", "route: destination: a route cannot loop back to its source");
+    // Hosted ends have no connector keys: they carry unprotected messages (HTTPS protects the hop).
+    if (body.protection !== "none") {
+      const hostedEnd = await c.env.DB.prepare("SELECT address FROM hosted_channels WHERE tenant = ? AND address IN (?, ?) LIMIT 1").bind(tenant, body.source, body.destination).first<{ address: string }>();
+      if (hostedEnd) throw new ApiError(400, "Invalid request", `route: protection: ${hostedEnd.address} is hosted (no connector keys); use protection 'none'`);
+    }
     // A message is stored once for all its destinations: one source, one protection.
     const sameSource = await c.env.DB.prepare("SELECT protection FROM routes WHERE tenant = ? AND source = ? LIMIT 1").bind(tenant, body.source).first<{ protection: string }>();
     if (sameSource && sameSource.protection !== body.protection) {

@@ -1,0 +1,65 @@
+import { Hono } from "hono";
+import { Limits, toHex } from "../../wire/index.ts";
+import { ApiError } from "../http/problem.ts";
+import type { AppEnv } from "../env.ts";
+import { sourceRegion } from "../db.ts";
+import { channelStub } from "../stubs.ts";
+
+const enc = new TextEncoder();
+/** Signed requests older than this are refused (replay window). */
+const SIGNATURE_WINDOW_S = 300;
+
+function sameSecret(a: string, b: string): boolean {
+  const x = enc.encode(a);
+  const y = enc.encode(b);
+  return x.byteLength === y.byteLength && crypto.subtle.timingSafeEqual(x, y);
+}
+
+async function hmacHex(secret: string, data: Uint8Array): Promise<string> {
+  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return toHex(await crypto.subtle.sign("HMAC", key, data));
+}
+
+/**
+ * `POST /v1/hosted/:tenant/:connector/:channel`: a hosted ingress. The
+ * request is authenticated with the channel's secret (Bearer, or an HMAC
+ * signature over the timestamp and body, as webhook providers send), and
+ * answered 202 only once the channel object has committed the message; an
+ * Idempotency-Key makes retries safe. Then it is routed like any other.
+ */
+export const hostedIngress = new Hono<AppEnv>().post("/:tenant/:connector/:channel", async (c) => {
+  const tenant = c.req.param("tenant");
+  const address = `${c.req.param("connector")}/${c.req.param("channel")}`;
+  const row = await c.env.DB.prepare("SELECT secret FROM hosted_channels WHERE tenant = ? AND address = ? AND kind = 'ingress'").bind(tenant, address).first<{ secret: string }>();
+  const deny = new ApiError(401, "Unauthorized", "send the channel's secret as 'Authorization: Bearer <secret>' or a 'Ferry-Signature: t=…,v1=…' HMAC header");
+  if (!row) throw deny;
+  const length = Number(c.req.header("content-length") ?? 0);
+  if (length > Limits.MAX_INLINE_PAYLOAD) throw new ApiError(413, "Payload too large", `a message is at most ${Limits.MAX_INLINE_PAYLOAD} bytes`);
+  const body = new Uint8Array(await c.req.arrayBuffer());
+  if (body.byteLength > Limits.MAX_INLINE_PAYLOAD) throw new ApiError(413, "Payload too large", `a message is at most ${Limits.MAX_INLINE_PAYLOAD} bytes`);
+  const bearer = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "")?.[1];
+  const sig = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(c.req.header("ferry-signature") ?? "");
+  if (bearer) {
+    if (!sameSecret(bearer, row.secret)) throw deny;
+  } else if (sig?.[1] && sig[2]) {
+    const t = Number(sig[1]);
+    if (Math.abs(Date.now() / 1000 - t) > SIGNATURE_WINDOW_S) throw new ApiError(401, "Unauthorized", "Ferry-Signature: the timestamp is outside the five-minute window (replayed or a wrong clock)");
+    const signed = new Uint8Array(enc.encode(`${t}.`).byteLength + body.byteLength);
+    signed.set(enc.encode(`${t}.`));
+    signed.set(body, enc.encode(`${t}.`).byteLength);
+    if (!sameSecret(await hmacHex(row.secret, signed), sig[2])) throw deny;
+  } else throw deny;
+  const key = c.req.header("idempotency-key");
+  if (key && key.length > 255) throw new ApiError(400, "Invalid request", "Idempotency-Key: at most 255 characters");
+  const filename = c.req.header("ferry-filename");
+  const res = await channelStub(c.env, tenant, address, await sourceRegion(c.env, tenant, address)).ingest({
+    tenant,
+    source: address,
+    body,
+    contentType: c.req.header("content-type") ?? "application/octet-stream",
+    ...(filename ? { fields: { filename: filename.slice(0, 1024) } } : {}),
+    ...(key ? { idempotencyKey: key } : {}),
+  });
+  if (!res.ok) throw new ApiError(res.code === "NO_ROUTE" ? 409 : 503, res.code === "NO_ROUTE" ? "No route" : "Not accepted", res.message);
+  return c.json({ id: res.id, seq: res.seq, duplicate: res.duplicate }, res.duplicate ? 200 : 202);
+});
