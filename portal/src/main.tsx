@@ -9,6 +9,7 @@ import { DeadLetters } from "./pages/dead-letters.tsx";
 import { Audit } from "./pages/audit.tsx";
 import { ConnectorDetail } from "./pages/connector.tsx";
 import { Tokens } from "./pages/tokens.tsx";
+import { HostedPage } from "./pages/hosted.tsx";
 
 // `npm start` prints a link with the dev admin token in the fragment (never sent to a server).
 const fromLink = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
@@ -23,6 +24,7 @@ const NAV = [
   ["#/routes", "Routes"],
   ["#/messages", "Messages"],
   ["#/dead-letters", "Dead letters"],
+  ["#/hosted", "Hosted"],
   ["#/audit", "Admin actions"],
   ["#/tokens", "Tokens"],
 ] as const;
@@ -89,6 +91,8 @@ function Page(props: { hash: string }) {
       return <Audit />;
     case "/tokens":
       return <Tokens />;
+    case "/hosted":
+      return <HostedPage />;
     default:
       return <Overview />;
   }

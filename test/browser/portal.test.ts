@@ -169,6 +169,13 @@ describe("the portal", () => {
     const asAuditor = await fetch(`${edge.url}/api/routes`, { headers: { authorization: `Bearer ${issued}` } });
     expect(asAuditor.status).toBe(200);
     await shot("tokens");
+    await page.click("nav >> text=Hosted");
+    await page.fill("#f-hosted-address", "saas/events");
+    await page.click("button:has-text('Add hosted ingress')");
+    await page.waitForSelector("[data-testid=hosted-issued] >> text=/v1/hosted/default/saas/events");
+    await page.click("text=Done");
+    await page.waitForSelector("tr[data-hosted='ingress:saas/events']");
+    await shot("hosted");
     await page.click("nav >> text=Overview");
     await page.waitForSelector("text=2 of");
     await shot("overview");
