@@ -172,7 +172,8 @@ describe("the portal", () => {
     await page.click("nav >> text=Hosted");
     await page.fill("#f-hosted-address", "saas/events");
     await page.click("button:has-text('Add hosted ingress')");
-    await page.waitForSelector("[data-testid=hosted-issued] >> text=/v1/hosted/default/saas/events");
+    await page.locator("[data-testid=hosted-issued]").waitFor();
+    expect(await page.locator("[data-testid=hosted-issued]").textContent()).toContain("/v1/hosted/default/saas/events");
     await page.click("text=Done");
     await page.waitForSelector("tr[data-hosted='ingress:saas/events']");
     await shot("hosted");
