@@ -12,6 +12,7 @@ import type { AckResult, ChannelRoute, DeadLetter, IngestRequest, IngestResult, 
 import { EventOutbox, type LoggedEvent } from "./events.ts";
 import { Archiver } from "./archive.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
+import { webhookSignature } from "../../workers/signatures.ts";
 
 /** Unacknowledged messages in flight to one destination (the credit window). */
 const WINDOW_MESSAGES = 4096;
@@ -49,15 +50,6 @@ type MessageRow = {
   protection: string | null;
   sig: string | null;
 };
-
-async function hmacHex(secret: string, t: number, body: Uint8Array): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  const prefix = new TextEncoder().encode(`${t}.`);
-  const data = new Uint8Array(prefix.byteLength + body.byteLength);
-  data.set(prefix);
-  data.set(body, prefix.byteLength);
-  return toHex(await crypto.subtle.sign("HMAC", key, data));
-}
 
 function parseFields(json: string | null): Record<string, string> | null {
   return json === null ? null : (JSON.parse(json) as Record<string, string>);
@@ -531,7 +523,7 @@ export class ChannelObject extends DurableObject<Env> {
       };
       const fields = parseFields(row.fields);
       if (fields?.filename) headers["ferry-filename"] = encodeURIComponent(fields.filename);
-      if (egress.secret) headers["ferry-signature"] = `t=${t},v1=${await hmacHex(egress.secret, t, body)}`;
+      if (egress.secret) headers["ferry-signature"] = `t=${t},v1=${await webhookSignature(egress.secret, t, body)}`;
       let status = 0;
       let error: string | null = null;
       try {

@@ -4,16 +4,7 @@ import { NAME_RE } from "../../wire/index.ts";
 import { ApiError } from "../http/problem.ts";
 import { DEFAULT_TENANT, type AppEnv, type Scope } from "../env.ts";
 import { hashToken } from "../db.ts";
-
-const enc = new TextEncoder();
-
-/** Compares secrets in constant time so a token cannot be guessed byte by byte. */
-function sameSecret(a: string, b: string): boolean {
-  const x = enc.encode(a);
-  const y = enc.encode(b);
-  if (x.byteLength !== y.byteLength) return false;
-  return crypto.subtle.timingSafeEqual(x, y);
-}
+import { sameSecret } from "../signatures.ts";
 
 type AccessEnv = { ACCESS_AUD?: string; ACCESS_TEAM_DOMAIN?: string; ACCESS_JWKS?: string; ACCESS_TENANT?: string; ACCESS_SCOPE?: string };
 

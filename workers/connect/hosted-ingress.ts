@@ -1,24 +1,13 @@
 import { Hono } from "hono";
-import { Limits, toHex } from "../../wire/index.ts";
+import { Limits } from "../../wire/index.ts";
+import { sameSecret, webhookSignature } from "../signatures.ts";
 import { ApiError } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { sourceRegion } from "../db.ts";
 import { channelStub } from "../stubs.ts";
 
-const enc = new TextEncoder();
 /** Signed requests older than this are refused (replay window). */
 const SIGNATURE_WINDOW_S = 300;
-
-function sameSecret(a: string, b: string): boolean {
-  const x = enc.encode(a);
-  const y = enc.encode(b);
-  return x.byteLength === y.byteLength && crypto.subtle.timingSafeEqual(x, y);
-}
-
-async function hmacHex(secret: string, data: Uint8Array): Promise<string> {
-  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
-  return toHex(await crypto.subtle.sign("HMAC", key, data));
-}
 
 /**
  * `POST /v1/hosted/:tenant/:connector/:channel`: a hosted ingress. The
@@ -44,10 +33,7 @@ export const hostedIngress = new Hono<AppEnv>().post("/:tenant/:connector/:chann
   } else if (sig?.[1] && sig[2]) {
     const t = Number(sig[1]);
     if (Math.abs(Date.now() / 1000 - t) > SIGNATURE_WINDOW_S) throw new ApiError(401, "Unauthorized", "Ferry-Signature: the timestamp is outside the five-minute window (replayed or a wrong clock)");
-    const signed = new Uint8Array(enc.encode(`${t}.`).byteLength + body.byteLength);
-    signed.set(enc.encode(`${t}.`));
-    signed.set(body, enc.encode(`${t}.`).byteLength);
-    if (!sameSecret(await hmacHex(row.secret, signed), sig[2])) throw deny;
+    if (!sameSecret(await webhookSignature(row.secret, t, body), sig[2])) throw deny;
   } else throw deny;
   const key = c.req.header("idempotency-key");
   if (key && key.length > 255) throw new ApiError(400, "Invalid request", "Idempotency-Key: at most 255 characters");
