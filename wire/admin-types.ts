@@ -25,6 +25,8 @@ export type RouteView = {
   retention: number | null;
   region: string | null;
   legalHold: boolean;
+  /** Channel fields recorded in the log; null: all of them. */
+  fields: string[] | null;
   createdAt: number;
 };
 

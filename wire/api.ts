@@ -38,6 +38,8 @@ export const RouteCreate = z.strictObject({
   archive: z.boolean().default(false),
   retention: Duration.optional(),
   region: z.string().regex(/^[a-z]{2,8}$/, "a jurisdiction such as eu or fedramp").optional(),
+  /** Channel fields to record in the event log (e.g. filename, partnerRef); all when omitted. */
+  fields: z.array(z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,63}$/, "a field name such as filename")).max(32).optional(),
 });
 export type RouteCreate = z.input<typeof RouteCreate>;
 

@@ -28,6 +28,7 @@ export type RouteRow = {
   region: string | null;
   created_at: number;
   legal_hold: number;
+  fields: string | null;
 };
 
 export async function routesFrom(env: Env, tenant: string, source: string): Promise<RouteRow[]> {

@@ -14,6 +14,7 @@ Usage:
   ferry admin connector revoke NAME     revoke (closes its open connection now)
   ferry admin route add SRC DST         route SRC (connector/channel) to DST
       [--protection none] [--ttl 7d] [--archive] [--retention 30d] [--region eu]
+      [--fields filename,partnerRef]    (channel fields to record in the log; default all)
   ferry admin route list                list routes
   ferry admin route remove ID           remove a route
   ferry admin route hold ID [--off]     legal hold: suspend purging of the route's archives and log
@@ -74,6 +75,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       field: { type: "string" },
       format: { type: "string" },
       off: { type: "boolean", default: false },
+      fields: { type: "string" },
       output: { type: "string", short: "o" },
       envelope: { type: "string" },
       url: { type: "string" },
@@ -148,6 +150,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
           ...(values.archive ? { archive: true } : {}),
           ...(values.retention ? { retention: values.retention } : {}),
           ...(values.region ? { region: values.region } : {}),
+          ...(values.fields ? { fields: values.fields.split(",").map((f) => f.trim()).filter(Boolean) } : {}),
         };
         // Validate here too, so a typo is named before anything is sent.
         const check = RouteCreate.safeParse(body);

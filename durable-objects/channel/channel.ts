@@ -121,7 +121,7 @@ export class ChannelObject extends DurableObject<Env> {
         // the column exists
       }
     }
-    this.events = new EventOutbox(ctx, env, () => this.region);
+    this.events = new EventOutbox(ctx, env, () => this.region, (f) => this.loggedFields(f));
     this.archiver = new Archiver(ctx, env, this.events, () => this.collect());
     this.load();
   }
@@ -307,6 +307,14 @@ export class ChannelObject extends DurableObject<Env> {
       this.events.flushSoon();
     }
     return { ok: false, code, message };
+  }
+
+  /** The channel fields the routes ask to record: all unless every route names its own list. */
+  private loggedFields(f: Record<string, string> | null | undefined): Record<string, string> | null {
+    if (!f) return null;
+    if (this.routes.length === 0 || this.routes.some((r) => !r.fields)) return f;
+    const keep = new Set(this.routes.flatMap((r) => r.fields ?? []));
+    return Object.fromEntries(Object.entries(f).filter(([k]) => keep.has(k)));
   }
 
   private cursorFor(destination: string): Cursor {

@@ -35,6 +35,8 @@ export class EventOutbox {
     private readonly env: Env,
     /** The source's region: its log rows stay in that region's store. */
     private readonly region: () => string | null,
+    /** Which channel fields the routes record (the rest never reach the log). */
+    private readonly keepFields: (f: Record<string, string> | null | undefined) => Record<string, string> | null = (f) => f ?? null,
   ) {
     this.sql = ctx.storage.sql;
     this.sql.exec("CREATE TABLE IF NOT EXISTS event_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
@@ -51,7 +53,7 @@ export class EventOutbox {
 
   /** Call inside the transaction that makes the change. */
   stage(events: LoggedEvent[]): void {
-    for (const e of events) this.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify(e));
+    for (const e of events) this.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify({ ...e, fields: this.keepFields(e.fields) }));
   }
 
   pending(): number {

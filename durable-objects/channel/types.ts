@@ -12,6 +12,8 @@ export type ChannelRoute = {
   region?: string | null;
   /** Suspends purging of this source's archives. */
   legalHold?: boolean;
+  /** Channel fields this route records in the event log (null or absent: all). */
+  fields?: string[] | null;
   /** A hosted destination: the edge itself delivers by HTTPS POST. */
   egress?: { url: string; secret: string | null } | null;
 };

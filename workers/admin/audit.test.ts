@@ -132,3 +132,22 @@ describe("event log: queries and exports", () => {
     }
   });
 });
+
+describe("event log: fields a route records", () => {
+  it("records only the channel fields the route names, everywhere in the log", async () => {
+    const res = await SELF.fetch("http://edge.test/api/routes", {
+      method: "POST",
+      headers: { ...ADMIN, "content-type": "application/json" },
+      body: JSON.stringify({ source: "fields-a/out", destination: "sink/in", fields: ["partnerRef"] }),
+    });
+    expect(res.status).toBe(201);
+    expect(((await res.json()) as { route: { fields: string[] } }).route.fields).toEqual(["partnerRef"]);
+    const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:fields-a/out`));
+    const p = new TextEncoder().encode("x");
+    await stub.publish({ tenant: TENANT, source: "fields-a/out", epoch: "epoch-aaaaaaaa", msgs: [{ seq: 1, id: "fields-1-xxxxxxxx", createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64), fields: { filename: "private-name.txt", partnerRef: "PO-9" } }], payloads: [p] });
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const rows = await env.DB.prepare("SELECT fields FROM events WHERE source = 'fields-a/out'").all<{ fields: string }>();
+    expect(rows.results.length).toBeGreaterThan(0);
+    for (const r of rows.results) expect(JSON.parse(r.fields)).toEqual({ partnerRef: "PO-9" });
+  });
+});

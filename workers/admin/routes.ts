@@ -19,12 +19,13 @@ export function presentRoute(r: RouteRow): RouteView {
     retention: r.retention_seconds,
     region: r.region,
     legalHold: r.legal_hold === 1,
+    fields: r.fields === null ? null : (JSON.parse(r.fields) as string[]),
     createdAt: r.created_at,
   };
 }
 
 function toChannelRoute(r: RouteRow): ChannelRoute {
-  return { destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1, retentionSeconds: r.retention_seconds, region: r.region, legalHold: r.legal_hold === 1 };
+  return { destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1, retentionSeconds: r.retention_seconds, region: r.region, legalHold: r.legal_hold === 1, fields: r.fields === null ? null : (JSON.parse(r.fields) as string[]) };
 }
 
 /** The channel object keeps its own copy of its routes (and hosted egress targets) so publishing never reads D1. */
@@ -44,7 +45,12 @@ export async function pushRoutesInto(env: Env, tenant: string, destination: stri
 }
 
 /** What can change on a route without recreating it (addresses, region and protection cannot). */
-const RouteUpdate = z.strictObject({ ttl: Duration.optional(), archive: z.boolean().optional(), retention: Duration.nullable().optional() });
+const RouteUpdate = z.strictObject({
+  ttl: Duration.optional(),
+  archive: z.boolean().optional(),
+  retention: Duration.nullable().optional(),
+  fields: RouteCreate.shape.fields.unwrap().nullable().optional(),
+});
 
 export const routes = new Hono<AppEnv>()
   .get("/", async (c) => {
@@ -85,8 +91,8 @@ export const routes = new Hono<AppEnv>()
     const id = `rte_${randomId(12)}`;
     const res = await c.env.DB.prepare(
       `INSERT INTO routes (id, tenant, source, destination, source_connector, destination_connector, protection,
-         ttl_seconds, archive, retention_seconds, region, created_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, source, destination) DO NOTHING`,
+         ttl_seconds, archive, retention_seconds, region, created_at, fields)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, source, destination) DO NOTHING`,
     )
       .bind(
         id,
@@ -101,6 +107,7 @@ export const routes = new Hono<AppEnv>()
         body.retention ?? null,
         body.region ?? null,
         now(),
+        body.fields ? JSON.stringify(body.fields) : null,
       )
       .run();
     if (res.meta.changes !== 1) throw new ApiError(409, "Conflict", `a route ${body.source} -> ${body.destination} exists`);
@@ -116,8 +123,14 @@ export const routes = new Hono<AppEnv>()
     const row = await c.env.DB.prepare("SELECT * FROM routes WHERE tenant = ? AND id = ?").bind(tenant, c.req.param("id")).first<RouteRow>();
     if (!row) throw new ApiError(404, "Not found", `no route with id '${c.req.param("id")}'`);
     if (body.archive && !archiveBinding(row.region)) throw new ApiError(400, "Invalid request", `route: archive: no archive bucket is configured in region '${row.region}'`);
-    await c.env.DB.prepare("UPDATE routes SET ttl_seconds = ?, archive = ?, retention_seconds = ? WHERE id = ?")
-      .bind(body.ttl ?? row.ttl_seconds, body.archive === undefined ? row.archive : body.archive ? 1 : 0, body.retention === undefined ? row.retention_seconds : body.retention, row.id)
+    await c.env.DB.prepare("UPDATE routes SET ttl_seconds = ?, archive = ?, retention_seconds = ?, fields = ? WHERE id = ?")
+      .bind(
+        body.ttl ?? row.ttl_seconds,
+        body.archive === undefined ? row.archive : body.archive ? 1 : 0,
+        body.retention === undefined ? row.retention_seconds : body.retention,
+        body.fields === undefined ? row.fields : body.fields === null ? null : JSON.stringify(body.fields),
+        row.id,
+      )
       .run();
     await pushRoutes(c.env, tenant, row.source, row.region);
     await audit(c.env, c.get("actor"), "route.update", `${row.source} -> ${row.destination}`, body, c.get("tenant"));

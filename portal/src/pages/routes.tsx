@@ -3,8 +3,8 @@ import type { RouteView } from "../../../wire/admin-types.ts";
 import { api, ApiProblem } from "../api.ts";
 import { Badge, duration, Field, State, useLoad } from "../ui.tsx";
 
-type Form = { source: string; destination: string; protection: string; ttl: string; archive: boolean; retention: string; region: string };
-const empty: Form = { source: "", destination: "", protection: "none", ttl: "7d", archive: false, retention: "", region: "" };
+type Form = { source: string; destination: string; protection: string; ttl: string; archive: boolean; retention: string; region: string; fields: string };
+const empty: Form = { source: "", destination: "", protection: "none", ttl: "7d", archive: false, retention: "", region: "", fields: "" };
 
 export function Routes() {
   const { data, error, reload } = useLoad(() => api<{ routes: RouteView[] }>("GET", "/api/routes"), []);
@@ -27,6 +27,7 @@ export function Routes() {
         archive: form.archive,
         ...(form.retention ? { retention: form.retention } : {}),
         ...(form.region ? { region: form.region } : {}),
+        ...(form.fields.trim() ? { fields: form.fields.split(",").map((f) => f.trim()).filter(Boolean) } : {}),
       };
       const r = await api<{ route: RouteView }>("POST", "/api/routes", body);
       setSaved(`Route ${r.route.source} → ${r.route.destination} created.`);
@@ -40,7 +41,7 @@ export function Routes() {
     }
   };
   const fieldError = (name: string) => problem?.field(name);
-  const general = problem && !["source", "destination", "ttl", "retention", "region", "protection", "archive"].some((f) => problem.field(f)) ? problem.problem.detail : null;
+  const general = problem && !["source", "destination", "ttl", "retention", "region", "protection", "archive", "fields"].some((f) => problem.field(f)) ? problem.problem.detail : null;
   const edit = async (r: RouteView, patch: Record<string, unknown>) => {
     await api("PATCH", `/api/routes/${r.id}`, patch);
     reload();
@@ -84,6 +85,9 @@ export function Routes() {
         <Field label="Archive retention" name="retention" error={fieldError("retention")} hint="e.g. 30d (archived routes)">
           <input id="f-retention" value={form.retention} onInput={set("retention")} />
         </Field>
+        <Field label="Fields to log" name="fields" error={fieldError("fields")} hint="e.g. filename, partnerRef (empty: all)">
+          <input id="f-fields" value={form.fields} onInput={set("fields")} />
+        </Field>
         <div class="field checkbox">
           <input id="f-archive" type="checkbox" checked={form.archive} onChange={set("archive")} />
           <label for="f-archive">Archive payloads and envelopes</label>
@@ -112,6 +116,7 @@ export function Routes() {
               <th>TTL</th>
               <th>Archive</th>
               <th>Region</th>
+              <th>Fields logged</th>
               <th>
                 <span class="sr-only">Actions</span>
               </th>
@@ -128,6 +133,7 @@ export function Routes() {
                 <td>{duration(r.ttl)}</td>
                 <td>{r.archive ? `yes, ${duration(r.retention ?? 30 * 86400)}` : "no"}</td>
                 <td>{r.region ?? "—"}</td>
+                <td>{r.fields ? r.fields.join(", ") : "all"}</td>
                 <td class="actions">
                   {editing?.id === r.id ? (
                     <form class="inline" onSubmit={saveEdit} aria-label={`Edit ${r.source} → ${r.destination}`}>
