@@ -26,6 +26,24 @@ function Chart(props: { data: OverviewView["perMinute"] }) {
   );
 }
 
+function BytesChart(props: { data: OverviewView["perMinute"] }) {
+  const max = Math.max(1, ...props.data.map((d) => d.bytes));
+  const w = 600;
+  const h = 60;
+  const bw = w / props.data.length;
+  return (
+    <svg class="chart" viewBox={`0 0 ${w} ${h + 16}`} role="img" aria-label={`bytes accepted per minute, last hour (peak ${bytes(max)})`}>
+      {props.data.map((d, i) => (
+        <rect x={i * bw + 1} y={h - (d.bytes / max) * h} width={bw - 2} height={(d.bytes / max) * h} class="bar-accepted">
+          <title>{`${new Date(d.minute).toLocaleTimeString()}: ${bytes(d.bytes)}`}</title>
+        </rect>
+      ))}
+      <line x1="0" y1={h} x2={w} y2={h} class="axis" />
+      <text x="0" y={h + 14} class="axis-label">peak {bytes(max)}/min</text>
+    </svg>
+  );
+}
+
 export function Overview() {
   const { data, error } = useLoad(() => api<OverviewView>("GET", "/api/overview"), [], 5000);
   const total = data?.perMinute.reduce((n, m) => n + m.accepted, 0) ?? 0;
@@ -55,6 +73,8 @@ export function Overview() {
               <span class="swatch bar-accepted" /> accepted <span class="swatch bar-delivered" /> delivered
             </p>
             <Chart data={data.perMinute} />
+            <h2>Bytes, last hour</h2>
+            <BytesChart data={data.perMinute} />
             <h2>Recent failures</h2>
             {data.recentFailures.length === 0 ? (
               <p class="empty">No expired or rejected messages.</p>
