@@ -15,8 +15,12 @@ export type LoggedEvent = {
   detail: unknown;
 };
 
-/** D1 statements per batch: well under its per-batch limits. */
-const FLUSH_BATCH = 200;
+/** Outbox rows (each one staging call, often hundreds of events) copied per D1 batch. */
+const FLUSH_ROWS = 8;
+const INSERT_EVENTS =
+  "INSERT OR IGNORE INTO events (tenant, message_id, type, at, place, source, destination, seq, size, sha256, fields, detail, chain, chain_seq, prev_hash, hash) VALUES";
+const ROW_PLACEHOLDERS = `(${Array.from({ length: 16 }, () => "?").join(", ")})`;
+const ROWS_PER_STATEMENT = 6;
 
 /**
  * The object's own outbox for the D1 event log. Events are staged in the
@@ -53,7 +57,9 @@ export class EventOutbox {
 
   /** Call inside the transaction that makes the change. */
   stage(events: LoggedEvent[]): void {
-    for (const e of events) this.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify({ ...e, fields: this.keepFields(e.fields) }));
+    // One row per call, not per event: the accepting transaction stays small.
+    if (events.length === 0) return;
+    this.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify(events.map((e) => ({ ...e, fields: this.keepFields(e.fields) }))));
   }
 
   pending(): number {
@@ -89,26 +95,30 @@ export class EventOutbox {
     const place = this.env.FERRY_REGION;
     const chain = `${this.tenant}:${this.source}`;
     for (;;) {
-      const rows = this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox ORDER BY id LIMIT ?", FLUSH_BATCH).toArray();
+      const rows = this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox ORDER BY id LIMIT ?", FLUSH_ROWS).toArray();
       if (rows.length === 0) return;
       let head = this.head();
       const db = eventDb(this.env, this.region());
       if (!db) throw new Error(`no event-log store for region '${this.region()}'`);
-      const stmt = db.prepare(
-        `INSERT OR IGNORE INTO events (tenant, message_id, type, at, place, source, destination, seq, size, sha256, fields, detail, chain, chain_seq, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      );
-      const stmts: D1PreparedStatement[] = [];
+      const values: (string | number | null)[][] = [];
       for (const r of rows) {
-        const e = JSON.parse(r.event) as LoggedEvent;
-        const linked = {
-          chain, chainSeq: head.seq + 1, prevHash: head.hash, tenant: this.tenant, messageId: e.messageId, type: e.type, at: e.at, place,
-          source: this.source, destination: e.destination, seq: e.seq, size: e.size, sha256: e.sha256,
-          fields: e.fields ? JSON.stringify(e.fields) : null, detail: e.detail === null || e.detail === undefined ? null : JSON.stringify(e.detail),
-        };
-        const hash = await eventHash(linked);
-        stmts.push(stmt.bind(linked.tenant, linked.messageId, linked.type, linked.at, place, linked.source, linked.destination, linked.seq, linked.size, linked.sha256, linked.fields, linked.detail, chain, linked.chainSeq, linked.prevHash, hash));
-        head = { seq: linked.chainSeq, hash };
+        const parsed = JSON.parse(r.event) as LoggedEvent | LoggedEvent[];
+        for (const e of Array.isArray(parsed) ? parsed : [parsed]) {
+          const linked = {
+            chain, chainSeq: head.seq + 1, prevHash: head.hash, tenant: this.tenant, messageId: e.messageId, type: e.type, at: e.at, place,
+            source: this.source, destination: e.destination, seq: e.seq, size: e.size, sha256: e.sha256,
+            fields: e.fields ? JSON.stringify(e.fields) : null, detail: e.detail === null || e.detail === undefined ? null : JSON.stringify(e.detail),
+          };
+          const hash = await eventHash(linked);
+          values.push([linked.tenant, linked.messageId, linked.type, linked.at, place, linked.source, linked.destination, linked.seq, linked.size, linked.sha256, linked.fields, linked.detail, chain, linked.chainSeq, linked.prevHash, hash]);
+          head = { seq: linked.chainSeq, hash };
+        }
+      }
+      // Several rows per statement (D1 binds at most 100 parameters): far fewer statements per batch.
+      const stmts: D1PreparedStatement[] = [];
+      for (let i = 0; i < values.length; i += ROWS_PER_STATEMENT) {
+        const chunk = values.slice(i, i + ROWS_PER_STATEMENT);
+        stmts.push(db.prepare(`${INSERT_EVENTS} ${chunk.map(() => ROW_PLACEHOLDERS).join(", ")}`).bind(...chunk.flat()));
       }
       await db.batch(stmts);
       const last = rows[rows.length - 1] as { id: number };
