@@ -13,6 +13,10 @@ export type ConnectorView = {
   connectedAt?: number | null;
   /** What the connector reports it runs. */
   version?: string | null;
+  /** Messages waiting at the edge for this connector (its backlog there). */
+  waiting?: number;
+  /** Regions its routes are pinned to. */
+  regions?: string[];
 };
 
 export type RouteView = {

@@ -43,10 +43,20 @@ export const connectors = new Hono<AppEnv>()
     )
       .bind(c.get("tenant"))
       .all<ConnectorRow>();
-    // Presence lives in each session object; ask them all at once.
+    // Presence lives in each session object, queues in each source's channel object: ask them all at once.
     const tenant = c.get("tenant");
+    const { results: routeRows } = await c.env.DB.prepare("SELECT source, region, destination_connector FROM routes WHERE tenant = ?").bind(tenant).all<{ source: string; region: string | null; destination_connector: string }>();
+    const sources = [...new Map(routeRows.map((r) => [r.source, r.region])).entries()];
+    const statuses = await Promise.all(sources.map(([source, region]) => channelStub(c.env, tenant, source, region).status()));
+    const waiting = new Map<string, number>();
+    for (const st of statuses) for (const x of st.streams) waiting.set(x.destination.split("/")[0] as string, (waiting.get(x.destination.split("/")[0] as string) ?? 0) + x.queued);
     const views = await Promise.all(
-      results.map(async (r) => ({ ...present(r), ...(r.status === "active" ? await sessionStub(c.env, tenant, r.name).presence() : { online: false, connectedAt: null, version: null }) })),
+      results.map(async (r) => ({
+        ...present(r),
+        ...(r.status === "active" ? await sessionStub(c.env, tenant, r.name).presence() : { online: false, connectedAt: null, version: null }),
+        waiting: waiting.get(r.name) ?? 0,
+        regions: [...new Set(routeRows.filter((x) => x.source.startsWith(`${r.name}/`) || x.destination_connector === r.name).map((x) => x.region).filter((x): x is string => x !== null))],
+      })),
     );
     return c.json({ connectors: views });
   })

@@ -65,6 +65,8 @@ export function Connectors() {
               <th>Status</th>
               <th>Connection</th>
               <th>Version</th>
+              <th>Waiting</th>
+              <th>Region</th>
               <th>Enrolled</th>
               <th>Last seen</th>
               <th>
@@ -83,6 +85,8 @@ export function Connectors() {
                 </td>
                 <td>{c.online ? <Badge kind="online">online since {time(c.connectedAt)}</Badge> : <span class="muted">offline</span>}</td>
                 <td>{c.version ?? "—"}</td>
+                <td>{c.waiting ?? 0}</td>
+                <td>{c.regions?.length ? c.regions.join(", ") : "—"}</td>
                 <td>{time(c.enrolledAt)}</td>
                 <td>{time(c.lastSeenAt)}</td>
                 <td class="actions">
