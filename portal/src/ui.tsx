@@ -53,3 +53,21 @@ export function Field(props: { label: string; name: string; error?: string | und
 export function Badge(props: { kind: string; children: Child }) {
   return <span class={`badge ${props.kind}`}>{props.children}</span>;
 }
+
+/** A table's header row; `actions` adds the (visually hidden) column for row buttons. */
+export function TableHead(props: { cols: string[]; actions?: boolean }) {
+  return (
+    <thead>
+      <tr>
+        {props.cols.map((c) => (
+          <th>{c}</th>
+        ))}
+        {props.actions ? (
+          <th>
+            <span class="sr-only">Actions</span>
+          </th>
+        ) : null}
+      </tr>
+    </thead>
+  );
+}

@@ -1,6 +1,6 @@
 import type { AdminLogEntry } from "../../../wire/admin-types.ts";
 import { api } from "../api.ts";
-import { State, time, useLoad } from "../ui.tsx";
+import { State, time, useLoad, TableHead } from "../ui.tsx";
 
 export function Audit() {
   const { data, error } = useLoad(() => api<{ entries: AdminLogEntry[] }>("GET", "/api/admin-log?limit=200"), [], 10_000);
@@ -10,14 +10,7 @@ export function Audit() {
       <p class="muted">Every change made through the admin API, the CLI or this portal.</p>
       <State error={error} loading={!data} empty={data?.entries.length === 0} emptyText="No admin actions yet.">
         <table>
-          <thead>
-            <tr>
-              <th>Time</th>
-              <th>Who</th>
-              <th>Action</th>
-              <th>Target</th>
-            </tr>
-          </thead>
+          <TableHead cols={["Time", "Who", "Action", "Target"]} />
           <tbody>
             {(data?.entries ?? []).map((e) => (
               <tr>

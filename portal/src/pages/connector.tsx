@@ -1,6 +1,6 @@
 import type { ConnectorView, EventView, RouteView } from "../../../wire/admin-types.ts";
 import { api } from "../api.ts";
-import { Badge, bytes, duration, State, time, useLoad } from "../ui.tsx";
+import { Badge, bytes, duration, State, time, useLoad, TableHead } from "../ui.tsx";
 
 type Detail = { connector: ConnectorView; routes: RouteView[]; queued: { source: string; destination: string; queued: number }[]; regions: string[] };
 
@@ -42,13 +42,7 @@ export function ConnectorDetail(props: { name: string }) {
           <p class="empty">No routes touch this connector yet.</p>
         ) : (
           <table>
-            <thead>
-              <tr>
-                <th>Channel</th>
-                <th>Sends to</th>
-                <th>Receives from</th>
-              </tr>
-            </thead>
+            <TableHead cols={["Channel", "Sends to", "Receives from"]} />
             <tbody>
               {channels.map((ch) => (
                 <tr>
@@ -68,15 +62,7 @@ export function ConnectorDetail(props: { name: string }) {
         <h2>Recent traffic</h2>
         <State error={traffic.error} loading={!traffic.data} empty={traffic.data?.events.length === 0} emptyText="No traffic yet.">
           <table>
-            <thead>
-              <tr>
-                <th>Time</th>
-                <th>Event</th>
-                <th>Message</th>
-                <th>From → to</th>
-                <th>Size</th>
-              </tr>
-            </thead>
+            <TableHead cols={["Time", "Event", "Message", "From → to", "Size"]} />
             <tbody>
               {(traffic.data?.events ?? []).filter((e) => e.type !== "receipt").map((e) => (
                 <tr>

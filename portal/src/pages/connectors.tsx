@@ -1,7 +1,7 @@
 import { useState } from "hono/jsx/dom";
 import type { ConnectorView } from "../../../wire/admin-types.ts";
 import { api, ApiProblem } from "../api.ts";
-import { Badge, Field, State, time, useLoad } from "../ui.tsx";
+import { Badge, Field, State, time, useLoad, TableHead } from "../ui.tsx";
 
 type Issued = { connector: { name: string }; enrolToken: string; expiresAt: number };
 
@@ -59,21 +59,7 @@ export function Connectors() {
       ) : null}
       <State error={error} loading={!data} empty={data?.connectors.length === 0} emptyText="No connectors yet: add one above.">
         <table>
-          <thead>
-            <tr>
-              <th>Name</th>
-              <th>Status</th>
-              <th>Connection</th>
-              <th>Version</th>
-              <th>Waiting</th>
-              <th>Region</th>
-              <th>Enrolled</th>
-              <th>Last seen</th>
-              <th>
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead cols={["Name", "Status", "Connection", "Version", "Waiting", "Region", "Enrolled", "Last seen"]} actions />
           <tbody>
             {(data?.connectors ?? []).map((c) => (
               <tr data-connector={c.name}>

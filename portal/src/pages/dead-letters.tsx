@@ -1,7 +1,7 @@
 import { useState } from "hono/jsx/dom";
 import type { DeadLetterView } from "../../../wire/admin-types.ts";
 import { api } from "../api.ts";
-import { bytes, State, time, useLoad } from "../ui.tsx";
+import { bytes, State, time, useLoad, TableHead } from "../ui.tsx";
 
 export function DeadLetters() {
   const { data, error, reload } = useLoad(() => api<{ deadLetters: DeadLetterView[] }>("GET", "/api/dead-letters"), [], 5000);
@@ -23,18 +23,7 @@ export function DeadLetters() {
       ) : null}
       <State error={error} loading={!data} empty={data?.deadLetters.length === 0} emptyText="No dead letters.">
         <table>
-          <thead>
-            <tr>
-              <th>Message</th>
-              <th>From → to</th>
-              <th>Reason</th>
-              <th>Since</th>
-              <th>Size</th>
-              <th>
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead cols={["Message", "From → to", "Reason", "Since", "Size"]} actions />
           <tbody>
             {(data?.deadLetters ?? []).map((d) => (
               <tr data-dead={d.id}>

@@ -1,6 +1,6 @@
 import { useState } from "hono/jsx/dom";
 import { api, ApiProblem } from "../api.ts";
-import { Field, State, time, useLoad } from "../ui.tsx";
+import { Field, State, time, useLoad, TableHead } from "../ui.tsx";
 
 type Hosted = { address: string; kind: "ingress" | "egress"; url: string; createdAt: number };
 type Issued = { address: string; url: string; secret: string };
@@ -69,17 +69,7 @@ export function HostedPage() {
       ) : null}
       <State error={error} loading={!data} empty={data?.hosted.length === 0} emptyText="No hosted channels yet.">
         <table>
-          <thead>
-            <tr>
-              <th>Address</th>
-              <th>Kind</th>
-              <th>URL</th>
-              <th>Since</th>
-              <th>
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead cols={["Address", "Kind", "URL", "Since"]} actions />
           <tbody>
             {(data?.hosted ?? []).map((h) => (
               <tr data-hosted={`${h.kind}:${h.address}`}>

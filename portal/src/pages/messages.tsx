@@ -1,7 +1,7 @@
 import { useState } from "hono/jsx/dom";
 import type { EventView } from "../../../wire/admin-types.ts";
 import { api, download } from "../api.ts";
-import { Badge, bytes, State, time, useLoad } from "../ui.tsx";
+import { Badge, bytes, State, time, useLoad, TableHead } from "../ui.tsx";
 
 type Filters = { q: string; type: string; from: string; to: string };
 
@@ -66,16 +66,7 @@ export function Messages() {
       </form>
       <State error={error} loading={!data} empty={data?.events.length === 0} emptyText="No events match.">
         <table>
-          <thead>
-            <tr>
-              <th>Time</th>
-              <th>Event</th>
-              <th>Message</th>
-              <th>Source</th>
-              <th>Destination</th>
-              <th>Size</th>
-            </tr>
-          </thead>
+          <TableHead cols={["Time", "Event", "Message", "Source", "Destination", "Size"]} />
           <tbody>
             {(data?.events ?? []).filter((e) => e.type !== "receipt" || filters.type === "receipt").map((e) => (
               <tr>

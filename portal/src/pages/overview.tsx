@@ -1,6 +1,6 @@
 import type { OverviewView } from "../../../wire/admin-types.ts";
 import { api } from "../api.ts";
-import { Badge, bytes, State, time, useLoad } from "../ui.tsx";
+import { Badge, bytes, State, time, useLoad, TableHead } from "../ui.tsx";
 
 function Chart(props: { data: OverviewView["perMinute"] }) {
   const max = Math.max(1, ...props.data.map((d) => Math.max(d.accepted, d.delivered)));
@@ -80,14 +80,7 @@ export function Overview() {
               <p class="empty">No expired or rejected messages.</p>
             ) : (
               <table>
-                <thead>
-                  <tr>
-                    <th>Time</th>
-                    <th>Event</th>
-                    <th>Message</th>
-                    <th>From → to</th>
-                  </tr>
-                </thead>
+                <TableHead cols={["Time", "Event", "Message", "From → to"]} />
                 <tbody>
                   {data.recentFailures.map((e) => (
                     <tr>

@@ -1,7 +1,7 @@
 import { useState } from "hono/jsx/dom";
 import type { RouteView } from "../../../wire/admin-types.ts";
 import { api, ApiProblem } from "../api.ts";
-import { Badge, duration, Field, State, useLoad } from "../ui.tsx";
+import { Badge, duration, Field, State, useLoad, TableHead } from "../ui.tsx";
 
 type Form = { source: string; destination: string; protection: string; ttl: string; archive: boolean; retention: string; region: string; fields: string };
 const empty: Form = { source: "", destination: "", protection: "none", ttl: "7d", archive: false, retention: "", region: "", fields: "" };
@@ -108,20 +108,7 @@ export function Routes() {
       ) : null}
       <State error={error} loading={!data} empty={data?.routes.length === 0} emptyText="No routes yet: create one above.">
         <table>
-          <thead>
-            <tr>
-              <th>Source</th>
-              <th>Destination</th>
-              <th>Protection</th>
-              <th>TTL</th>
-              <th>Archive</th>
-              <th>Region</th>
-              <th>Fields logged</th>
-              <th>
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead cols={["Source", "Destination", "Protection", "TTL", "Archive", "Region", "Fields logged"]} actions />
           <tbody>
             {(data?.routes ?? []).map((r) => (
               <tr data-route={r.id}>

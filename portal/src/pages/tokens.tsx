@@ -1,6 +1,6 @@
 import { useState } from "hono/jsx/dom";
 import { api, ApiProblem } from "../api.ts";
-import { Badge, Field, State, time, useLoad } from "../ui.tsx";
+import { Badge, Field, State, time, useLoad, TableHead } from "../ui.tsx";
 
 type Token = { id: string; name: string; scope: string; createdAt: number; revokedAt: number | null };
 
@@ -54,17 +54,7 @@ export function Tokens() {
       ) : null}
       <State error={error} loading={!data} empty={data?.tokens.length === 0} emptyText="No tokens yet.">
         <table>
-          <thead>
-            <tr>
-              <th>Name</th>
-              <th>Scope</th>
-              <th>Created</th>
-              <th>Status</th>
-              <th>
-                <span class="sr-only">Actions</span>
-              </th>
-            </tr>
-          </thead>
+          <TableHead cols={["Name", "Scope", "Created", "Status"]} actions />
           <tbody>
             {(data?.tokens ?? []).map((t) => (
               <tr data-token={t.name}>
