@@ -215,7 +215,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
     printJsonOr(out, json, { ...r, receipts: rc.receipts }, () =>
       [
         `message ${r.messageId}`,
-        ...r.events.map((e) => `  ${iso(e.at)}  ${e.type.padEnd(10)} ${e.source} -> ${e.destination ?? "(edge)"}  at ${e.place}${e.size !== null ? `  ${e.size} B` : ""}`),
+        ...r.events.map((e) => `  ${iso(e.at)}  ${e.type.padEnd(10)} ${e.source} -> ${e.destination ?? "(edge)"}  at ${(e.detail as { place?: string } | null)?.place ?? e.place}${e.size !== null ? `  ${e.size} B` : ""}`),
         ...rc.receipts.map((x) => `  receipt from ${x.destination}: ${!x.signed ? "not signed" : x.verified ? `signed by ${x.signer}, verified` : "SIGNATURE DOES NOT VERIFY"}`),
       ].join("\n"),
     );

@@ -88,12 +88,12 @@ export async function demoCommand(argv: string[], out: Out): Promise<number> {
     let trace: unknown = null;
     if (id) {
       trace = await until("the delivery to reach the event log", 15_000, async () => {
-        const t = await api.request<{ events: { type: string; at: number; source: string; destination: string | null; place: string }[] }>("GET", `/api/messages/${id}`).catch(() => undefined);
+        const t = await api.request<{ events: { type: string; at: number; source: string; destination: string | null; place: string; detail: { place?: string } | null }[] }>("GET", `/api/messages/${id}`).catch(() => undefined);
         return t && t.events.some((e) => e.type === "delivered") ? t : undefined;
       });
-      const t = trace as { events: { type: string; at: number; destination: string | null; place: string }[] };
+      const t = trace as { events: { type: string; at: number; destination: string | null; place: string; detail: { place?: string } | null }[] };
       say(`7. ferry admin trace ${id}`);
-      for (const e of t.events) say(`     ${new Date(e.at).toISOString()}  ${e.type.padEnd(10)} ${e.destination ?? "(edge)"}  at ${e.place}`);
+      for (const e of t.events) say(`     ${new Date(e.at).toISOString()}  ${e.type.padEnd(10)} ${e.destination ?? "(edge)"}  at ${e.detail?.place ?? e.place}`);
     }
     if (values.json) out.stdout(JSON.stringify({ ok: same, dir, source: `${a}/files`, destination: `${b}/files`, file: arrived, messageId: id ?? null, trace }, null, 2));
     else say(`\nDone. Folders kept in ${dir}; try 'ferry connector status --config ${dir}/a.toml' after restarting a connector.`);
