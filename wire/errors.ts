@@ -28,6 +28,10 @@ export const ErrorCode = {
   UNAUTHORIZED: "UNAUTHORIZED",
   /** Anything else on the edge; nothing was accepted. */
   INTERNAL: "INTERNAL",
+  /** A chunk of a large payload failed its digest or size check; resend that part. */
+  BAD_CHUNK: "BAD_CHUNK",
+  /** A message refers to a large payload the edge does not hold whole; upload it (again), then resend. */
+  UPLOAD_INCOMPLETE: "UPLOAD_INCOMPLETE",
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -34,7 +34,19 @@ export const Limits = {
   MAX_INLINE_PAYLOAD: 1024 * 1024,
   /** On the wire: room for an encrypted payload (JWE JSON, base64url: about 4/3 of the plaintext). */
   MAX_WIRE_PAYLOAD: 1536 * 1024,
+  /**
+   * Large payloads (above MAX_INLINE_PAYLOAD) travel in chunks of one size
+   * (the last may be shorter) into an R2 multipart upload: R2 wants parts of
+   * at least 5 MiB, all of one size but the last, at most 10,000 of them.
+   */
+  CHUNK_BYTES: 8 * 1024 * 1024,
+  MIN_CHUNK_BYTES: 5 * 1024 * 1024,
+  MAX_CHUNK_BYTES: 12 * 1024 * 1024,
+  MAX_PARTS: 10_000,
 } as const;
+
+/** The largest payload: 10,000 parts of the largest chunk (about 117 GiB). */
+export const MAX_BLOB_BYTES = Limits.MAX_PARTS * Limits.MAX_CHUNK_BYTES;
 
 export const FrameType = {
   WELCOME: "welcome",
@@ -45,6 +57,11 @@ export const FrameType = {
   RESEND: "resend",
   RECEIPT: "receipt",
   ERROR: "error",
+  UPLOAD: "upload",
+  UPLOADED: "uploaded",
+  CHUNK: "chunk",
+  GET: "get",
+  PART: "part",
 } as const;
 
 const Seq = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
@@ -53,6 +70,41 @@ export const MessageId = z.string().regex(/^[0-9A-Za-z_-]{8,64}$/, "8-64 of 0-9 
 const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, "64 lower-case hex digits");
 /** A spool incarnation: new spool, new epoch, sequence restarts at 1. */
 const Epoch = z.string().regex(/^[0-9a-zA-Z_-]{8,64}$/);
+
+const Part = z.number().int().positive().max(Limits.MAX_PARTS);
+const ChunkLen = z.number().int().nonnegative().max(Limits.MAX_CHUNK_BYTES);
+
+/**
+ * A claim check: the payload is not in the frame but in the edge's R2,
+ * uploaded beforehand in `parts` chunks of `chunk` bytes (the last shorter).
+ * `size` and `sha256` of the message are those of the whole stored payload.
+ */
+export const BlobRef = z.object({
+  chunk: z.number().int().min(Limits.MIN_CHUNK_BYTES).max(Limits.MAX_CHUNK_BYTES),
+  parts: Part,
+});
+export type BlobRef = z.infer<typeof BlobRef>;
+
+/** How many chunks a payload of `size` bytes takes. */
+export function partsOf(size: number, chunk: number): number {
+  return Math.max(1, Math.ceil(size / chunk));
+}
+
+/** The byte length of one part. */
+export function partLength(size: number, chunk: number, part: number): number {
+  return Math.max(0, Math.min(chunk, size - (part - 1) * chunk));
+}
+
+/** Inline payloads stay small; a claim check's parts must add up to its size. */
+function checkSize(m: { size: number; blob?: BlobRef | undefined }, ctx: z.RefinementCtx): void {
+  if (!m.blob) {
+    if (m.size > Limits.MAX_WIRE_PAYLOAD) ctx.addIssue({ code: "custom", path: ["size"], message: `an inline payload is at most ${Limits.MAX_WIRE_PAYLOAD} bytes; larger ones travel as chunks (blob)` });
+    return;
+  }
+  if (m.size <= 0 || partsOf(m.size, m.blob.chunk) !== m.blob.parts) {
+    ctx.addIssue({ code: "custom", path: ["blob", "parts"], message: `a payload of ${m.size} bytes in chunks of ${m.blob.chunk} has ${partsOf(m.size, m.blob.chunk)} parts, not ${m.blob.parts}` });
+  }
+}
 
 /** Channel fields captured into the envelope (file name, mtime, partner ref). */
 export const Fields = z.record(z.string().regex(/^[a-zA-Z][a-zA-Z0-9_.-]{0,63}$/), z.string().max(4096));
@@ -63,14 +115,16 @@ export const PubMessage = z.strictObject({
   id: MessageId,
   createdAt: z.number().int().nonnegative(),
   contentType: z.string().min(1).max(255),
-  size: z.number().int().nonnegative().max(Limits.MAX_WIRE_PAYLOAD),
+  size: z.number().int().nonnegative().max(MAX_BLOB_BYTES),
   sha256: Sha256Hex,
   fields: Fields.optional(),
   /** How the sender protected it: `sign` carries `sig`; `encrypt` is a JWE payload and carries `sig`. */
   protection: z.enum(["none", "sign", "encrypt"]).optional(),
   /** Compact JWS (EdDSA) by the sending connector over the envelope (see connector/protection). */
   sig: z.string().max(4096).optional(),
-});
+  /** Set for a large payload uploaded in chunks beforehand: no payload bytes follow in the frame. */
+  blob: BlobRef.strict().optional(),
+}).superRefine(checkSize);
 export type PubMessage = z.infer<typeof PubMessage>;
 
 /**
@@ -90,14 +144,16 @@ export const DeliverMessage = z.object({
   acceptedAt: z.number().int().nonnegative(),
   expiresAt: z.number().int().nonnegative().nullable(),
   contentType: z.string().min(1).max(255),
-  size: z.number().int().nonnegative().max(Limits.MAX_WIRE_PAYLOAD),
+  size: z.number().int().nonnegative().max(MAX_BLOB_BYTES),
   sha256: Sha256Hex,
   fields: Fields.optional(),
   /** Set when this stream position was pushed before and not acknowledged. */
   redelivered: z.boolean().optional(),
   protection: z.enum(["none", "sign", "encrypt"]).optional(),
   sig: z.string().max(4096).optional(),
-});
+  /** A large payload: fetch its parts with `get` frames; no payload bytes follow in the frame. */
+  blob: BlobRef.optional(),
+}).superRefine(checkSize);
 export type DeliverMessage = z.infer<typeof DeliverMessage>;
 
 export const WelcomeFrame = z.object({
@@ -192,6 +248,60 @@ export const ErrorFrame = z.object({
   dst: Address.optional(),
   /** For SEQ_GAP: the next sequence the edge expects. */
   expected: Seq.optional(),
+  /** For errors about one large payload's transfer: its message id, and the part concerned. */
+  id: MessageId.optional(),
+  part: Part.optional(),
+});
+
+/**
+ * Large payloads, sender side: `upload` opens (or resumes) the transfer of
+ * one message's payload; the edge answers `uploaded` with how many parts it
+ * holds (contiguously from part 1), then each `chunk` (one part's bytes,
+ * with their SHA-256) is answered the same way. Once `have == parts` the
+ * payload is stored whole and a `pub` may refer to it with `blob`.
+ */
+export const UploadFrame = z.strictObject({
+  t: z.literal(FrameType.UPLOAD),
+  ch: Name,
+  id: MessageId,
+  size: z.number().int().positive().max(MAX_BLOB_BYTES),
+  sha256: Sha256Hex,
+  chunk: BlobRef.shape.chunk,
+  parts: Part,
+}).superRefine((f, ctx) => checkSize({ size: f.size, blob: { chunk: f.chunk, parts: f.parts } }, ctx));
+export const UploadedFrame = z.object({
+  t: z.literal(FrameType.UPLOADED),
+  ch: Name,
+  id: MessageId,
+  have: z.number().int().nonnegative().max(Limits.MAX_PARTS),
+  parts: Part,
+});
+export const ChunkFrame = z.strictObject({
+  t: z.literal(FrameType.CHUNK),
+  ch: Name,
+  id: MessageId,
+  part: Part,
+  /** Bytes of this part that follow the header. */
+  len: ChunkLen,
+  sha256: Sha256Hex,
+});
+/** Large payloads, receiver side: ask for one part of a delivered message's payload. */
+export const GetFrame = z.strictObject({
+  t: z.literal(FrameType.GET),
+  src: Address,
+  dst: Address,
+  id: MessageId,
+  part: Part,
+});
+/** One part, with the digest the edge checked when it was uploaded. */
+export const PartFrame = z.object({
+  t: z.literal(FrameType.PART),
+  src: Address,
+  dst: Address,
+  id: MessageId,
+  part: Part,
+  len: ChunkLen,
+  sha256: Sha256Hex,
 });
 
 export const Frame = z.discriminatedUnion("t", [
@@ -203,6 +313,11 @@ export const Frame = z.discriminatedUnion("t", [
   ResendFrame,
   ReceiptFrame,
   ErrorFrame,
+  UploadFrame,
+  UploadedFrame,
+  ChunkFrame,
+  GetFrame,
+  PartFrame,
 ]);
 export type Frame = z.infer<typeof Frame>;
 export type WelcomeFrame = z.infer<typeof WelcomeFrame>;
@@ -213,6 +328,28 @@ export type AckFrame = z.infer<typeof AckFrame>;
 export type ResendFrame = z.infer<typeof ResendFrame>;
 export type ReceiptFrame = z.infer<typeof ReceiptFrame>;
 export type ErrorFrame = z.infer<typeof ErrorFrame>;
+export type UploadFrame = z.infer<typeof UploadFrame>;
+export type UploadedFrame = z.infer<typeof UploadedFrame>;
+export type ChunkFrame = z.infer<typeof ChunkFrame>;
+export type GetFrame = z.infer<typeof GetFrame>;
+export type PartFrame = z.infer<typeof PartFrame>;
+
+/** Frames whose payload bytes follow the header. */
+type WithPayload = PubFrame | DeliverFrame | ChunkFrame | PartFrame;
+
+/** The byte length of each payload a frame carries, in order (claim checks carry none). */
+function payloadSizes(frame: Frame): number[] {
+  switch (frame.t) {
+    case "pub":
+    case "deliver":
+      return frame.msgs.map((m) => (m.blob ? 0 : m.size));
+    case "chunk":
+    case "part":
+      return [frame.len];
+    default:
+      return [];
+  }
+}
 
 /** A decoded frame with the payloads of its messages, in message order. */
 export type Decoded<F extends Frame = Frame> = { frame: F; payloads: Uint8Array[] };
@@ -225,16 +362,15 @@ const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false });
  * (their `size` fields are checked), and be empty for other frames.
  */
 export function encodeFrame(frame: Frame, payloads: readonly Uint8Array[] = []): Uint8Array {
-  const msgs = frame.t === "pub" || frame.t === "deliver" ? frame.msgs : [];
-  if (msgs.length !== payloads.length) {
-    throw new WireError(ErrorCode.BAD_FRAME, `frame ${frame.t} has ${msgs.length} messages but ${payloads.length} payloads`);
+  const sizes = payloadSizes(frame);
+  if (sizes.length !== payloads.length) {
+    throw new WireError(ErrorCode.BAD_FRAME, `frame ${frame.t} has ${sizes.length} payloads declared but ${payloads.length} given`);
   }
   let body = 0;
-  for (let i = 0; i < msgs.length; i++) {
-    const m = msgs[i];
+  for (let i = 0; i < sizes.length; i++) {
     const p = payloads[i];
-    if (m === undefined || p === undefined || m.size !== p.byteLength) {
-      throw new WireError(ErrorCode.BAD_FRAME, `message ${i} declares size ${m?.size} but has ${p?.byteLength} bytes`);
+    if (p === undefined || sizes[i] !== p.byteLength) {
+      throw new WireError(ErrorCode.BAD_FRAME, `payload ${i} of a ${frame.t} frame declares ${sizes[i]} bytes but has ${p?.byteLength}`);
     }
     body += p.byteLength;
   }
@@ -287,15 +423,14 @@ export function decodeFrame(raw: ArrayBuffer | Uint8Array): Decoded {
     throw new WireError(ErrorCode.BAD_FRAME, `invalid frame: ${path}: ${issue?.message ?? "invalid"}`);
   }
   const frame = parsed.data;
-  const msgs = frame.t === "pub" || frame.t === "deliver" ? frame.msgs : [];
   const payloads: Uint8Array[] = [];
   let at = 5 + headerLen;
-  for (const m of msgs) {
-    if (at + m.size > bytes.byteLength) {
-      throw new WireError(ErrorCode.BAD_FRAME, `payload of message seq ${"seq" in m ? m.seq : "?"} runs past the frame end`);
+  for (const [i, size] of payloadSizes(frame).entries()) {
+    if (at + size > bytes.byteLength) {
+      throw new WireError(ErrorCode.BAD_FRAME, `payload ${i} of a ${frame.t} frame (${size} bytes) runs past the frame end`);
     }
-    payloads.push(bytes.subarray(at, at + m.size));
-    at += m.size;
+    payloads.push(bytes.subarray(at, at + size));
+    at += size;
   }
   if (at !== bytes.byteLength) {
     throw new WireError(ErrorCode.BAD_FRAME, `${bytes.byteLength - at} trailing bytes after the last payload`);
@@ -304,7 +439,7 @@ export function decodeFrame(raw: ArrayBuffer | Uint8Array): Decoded {
 }
 
 /** Convenience for frames without payloads. */
-export function encodeControl(frame: Exclude<Frame, PubFrame | DeliverFrame>): Uint8Array {
+export function encodeControl(frame: Exclude<Frame, WithPayload>): Uint8Array {
   return encodeFrame(frame);
 }
 

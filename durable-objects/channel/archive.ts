@@ -39,6 +39,8 @@ export class Archiver {
     private readonly env: Env,
     private readonly events: EventOutbox,
     private readonly collect: () => void,
+    /** Where a large payload lies in R2: it is archived in place, never copied. */
+    private readonly locate: (mseq: number) => { key: string; bucket: string } | null,
   ) {
     this.sql = ctx.storage.sql;
     this.sql.exec(`
@@ -78,16 +80,17 @@ export class Archiver {
       if (jobs.length === 0) return;
       for (const job of jobs) {
         const m = this.sql.exec<MessageRow>("SELECT id, seq, created_at, accepted_at, content_type, size, sha256, fields, payload FROM messages WHERE mseq = ?", job.mseq).toArray()[0];
-        const bucket = archiveBucket(this.env, job.region);
-        const binding = archiveBinding(job.region);
+        const stored = this.locate(job.mseq);
+        const binding = stored ? (stored.bucket as "ARCHIVE" | "ARCHIVE_EU") : archiveBinding(job.region);
+        const bucket = stored ? this.env[binding as "ARCHIVE" | "ARCHIVE_EU"] : archiveBucket(this.env, job.region);
         if (m && bucket && binding) {
-          const key = `${tenant}/${source}/${new Date(m.accepted_at).toISOString().slice(0, 10)}/${m.id}`;
+          const key = stored ? stored.key : `${tenant}/${source}/${new Date(m.accepted_at).toISOString().slice(0, 10)}/${m.id}`;
           const envelope: ArchivedEnvelope = {
             id: m.id, tenant, source, destinations: JSON.parse(job.destinations) as string[], seq: m.seq, createdAt: m.created_at, acceptedAt: m.accepted_at,
             contentType: m.content_type, size: m.size, sha256: m.sha256, fields: m.fields ? (JSON.parse(m.fields) as Record<string, string>) : null,
             region: job.region, retainUntil: job.retain_until,
           };
-          await bucket.put(key, m.payload, { httpMetadata: { contentType: m.content_type }, sha256: m.sha256, customMetadata: { messageId: m.id, retainUntil: String(job.retain_until) } });
+          if (!stored) await bucket.put(key, m.payload, { httpMetadata: { contentType: m.content_type }, sha256: m.sha256, customMetadata: { messageId: m.id, retainUntil: String(job.retain_until) } });
           await bucket.put(`${key}.envelope.json`, JSON.stringify(envelope), { httpMetadata: { contentType: "application/json" } });
           const now = Date.now();
           this.ctx.storage.transactionSync(() => {

@@ -5,12 +5,15 @@ import {
   Limits,
   splitAddress,
   toHex,
+  type BlobRef,
   type DeliverMessage,
   type PubMessage,
+  type UploadFrame,
 } from "../../wire/index.ts";
 import type { AckResult, ChannelRoute, DeadLetter, IngestRequest, IngestResult, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
 import { EventOutbox, type LoggedEvent } from "./events.ts";
 import { Archiver } from "./archive.ts";
+import { ABANDON_AFTER_MS, Transfers, type PartResult, type UploadState } from "./transfers.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
 import { webhookSignature } from "../../workers/signatures.ts";
 
@@ -49,7 +52,11 @@ type MessageRow = {
   payload: ArrayBuffer;
   protection: string | null;
   sig: string | null;
+  blob: string | null;
 };
+
+/** Hosted egress POSTs a payload whole: large payloads up to this size are read into memory for it. */
+const EGRESS_MAX_BLOB_BYTES = 64 * 1024 * 1024;
 
 function parseFields(json: string | null): Record<string, string> | null {
   return json === null ? null : (JSON.parse(json) as Record<string, string>);
@@ -72,6 +79,7 @@ export class ChannelObject extends DurableObject<Env> {
   private readonly sql: SqlStorage;
   private readonly events: EventOutbox;
   private readonly archiver: Archiver;
+  private readonly transfers: Transfers;
   private tenant = "";
   private source = "";
   private epoch = "";
@@ -114,7 +122,7 @@ export class ChannelObject extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS dead_letters (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
     `);
     // Objects created before protection existed get its columns.
-    for (const col of ["protection TEXT", "sig TEXT"]) {
+    for (const col of ["protection TEXT", "sig TEXT", "blob TEXT"]) {
       try {
         this.sql.exec(`ALTER TABLE messages ADD COLUMN ${col}`);
       } catch {
@@ -122,7 +130,8 @@ export class ChannelObject extends DurableObject<Env> {
       }
     }
     this.events = new EventOutbox(ctx, env, () => this.region, (f) => this.loggedFields(f));
-    this.archiver = new Archiver(ctx, env, this.events, () => this.collect());
+    this.archiver = new Archiver(ctx, env, this.events, () => this.collect(), (mseq) => this.transfers.location(mseq));
+    this.transfers = new Transfers(ctx, env);
     this.load();
   }
 
@@ -224,6 +233,7 @@ export class ChannelObject extends DurableObject<Env> {
     let accepted = 0;
     let duplicates = 0;
     let gap: { expected: number } | undefined;
+    let incomplete: { id: string; message: string } | undefined;
     const logged: LoggedEvent[] = [];
     try {
       this.ctx.storage.transactionSync(() => {
@@ -246,14 +256,23 @@ export class ChannelObject extends DurableObject<Env> {
             gap = { expected: this.hwm + 1 };
             break;
           }
-          const mseq = this.nextMseq++;
+          const mseq = this.nextMseq;
+          // A claim check is accepted only if its payload is stored whole; the batch stops at one that is not.
+          if (m.blob) {
+            const bound = this.transfers.bind(m.id, m.size, m.sha256, mseq);
+            if (typeof bound === "string") {
+              incomplete = { id: m.id, message: bound };
+              break;
+            }
+          }
+          this.nextMseq++;
           const ttl = Math.min(...this.routes.map((r) => r.ttlSeconds));
           this.sql.exec(
-            `INSERT INTO messages (mseq, id, seq, created_at, accepted_at, expires_at, content_type, size, sha256, fields, payload, pending, protection, sig)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+            `INSERT INTO messages (mseq, id, seq, created_at, accepted_at, expires_at, content_type, size, sha256, fields, payload, pending, protection, sig, blob)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
             mseq, m.id, m.seq, m.createdAt, now, now + ttl * 1000, m.contentType, m.size, m.sha256,
             m.fields ? JSON.stringify(m.fields) : null, asBuffer(payload), this.routes.length + (archiving.length > 0 ? 1 : 0),
-            m.protection ?? "none", m.sig ?? null,
+            m.protection ?? "none", m.sig ?? null, m.blob ? JSON.stringify(m.blob) : null,
           );
           if (archiving.length > 0) this.archiver.stage(mseq, retainUntil, this.region, this.routes.map((r) => r.destination));
           for (const r of this.routes) {
@@ -287,7 +306,32 @@ export class ChannelObject extends DurableObject<Env> {
       if (archiving.length > 0) this.archiver.flushSoon(this.tenant, this.source);
       await this.ensureAlarm();
     }
-    return gap ? { ok: true, upTo: this.hwm, accepted, duplicates, gap } : { ok: true, upTo: this.hwm, accepted, duplicates };
+    return { ok: true, upTo: this.hwm, accepted, duplicates, ...(gap ? { gap } : {}), ...(incomplete ? { incomplete } : {}) };
+  }
+
+  /** Opens (or resumes) the upload of one large payload from the source connector. */
+  async openUpload(tenant: string, source: string, f: UploadFrame): Promise<UploadState> {
+    this.identify(tenant, source);
+    if (this.routes.length === 0) return { ok: false, code: ErrorCode.NO_ROUTE, message: `no route from ${source}; the connector keeps the file and retries` };
+    const res = await this.transfers.open(tenant, source, this.region, f);
+    await this.ensureAlarm();
+    return res;
+  }
+
+  /** One part of a large payload. */
+  async putPart(tenant: string, source: string, id: string, part: number, bytes: Uint8Array, sha256: string): Promise<UploadState> {
+    this.identify(tenant, source);
+    return this.transfers.put(id, part, bytes, sha256);
+  }
+
+  /** One part of a large payload queued for `destination` (and for nobody else). */
+  async getPart(tenant: string, source: string, destination: string, id: string, part: number): Promise<PartResult> {
+    this.identify(tenant, source);
+    const queued = this.sql.exec("SELECT 1 FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND m.id = ? LIMIT 1", destination, id).toArray().length > 0;
+    if (!queued) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `message ${id} is not queued for ${destination}` };
+    // A receiver fetching parts is making progress: no redelivery while it does.
+    this.lastProgress.set(destination, Date.now());
+    return this.transfers.part(id, part);
   }
 
   /**
@@ -359,6 +403,7 @@ export class ChannelObject extends DurableObject<Env> {
       if (receipt && receiptHash) this.events.stage([{ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } }]);
     });
     cur.acked = upTo;
+    this.collectPayloads();
     if ((this.sent.get(destination) ?? 0) < upTo) this.sent.set(destination, upTo);
     this.lastProgress.set(destination, now);
     this.events.flushSoon();
@@ -453,7 +498,7 @@ export class ChannelObject extends DurableObject<Env> {
         if (room <= 0 || sent >= cur.next - 1) return;
         const rows = this.sql
           .exec<MessageRow>(
-            `SELECT o.dseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload, m.protection, m.sig
+            `SELECT o.dseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload, m.protection, m.sig, m.blob
                FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq > ? ORDER BY o.dseq LIMIT ?`,
             destination, sent, Math.min(room, BATCH_MESSAGES),
           )
@@ -463,16 +508,19 @@ export class ChannelObject extends DurableObject<Env> {
         const payloads: Uint8Array[] = [];
         let bytes = 0;
         for (const r of rows) {
-          if (msgs.length > 0 && bytes + r.size > Math.min(BATCH_BYTES, WINDOW_BYTES)) break;
+          // A claim check carries no payload bytes: the receiver fetches its parts.
+          const inline = r.blob ? 0 : r.size;
+          if (msgs.length > 0 && bytes + inline > Math.min(BATCH_BYTES, WINDOW_BYTES)) break;
           msgs.push({
             dseq: r.dseq, id: r.id, source: this.source, seq: r.seq, createdAt: r.created_at, acceptedAt: r.accepted_at,
             expiresAt: r.expires_at, contentType: r.content_type, size: r.size, sha256: r.sha256,
             ...(r.fields ? { fields: JSON.parse(r.fields) as Record<string, string> } : {}),
             ...(r.protection && r.protection !== "none" ? { protection: r.protection as "sign" | "encrypt" } : {}),
             ...(r.sig ? { sig: r.sig } : {}),
+            ...(r.blob ? { blob: JSON.parse(r.blob) as BlobRef } : {}),
           });
           payloads.push(new Uint8Array(r.payload));
-          bytes += r.size;
+          bytes += inline;
         }
         const first = msgs[0] as DeliverMessage;
         // The live position before `first`: anything between it and `first` expired.
@@ -513,13 +561,13 @@ export class ChannelObject extends DurableObject<Env> {
       if (wait > 0) return;
       const row = this.sql
         .exec<MessageRow>(
-          `SELECT o.dseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload, m.protection, m.sig
+          `SELECT o.dseq, o.mseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload, m.protection, m.sig, m.blob
              FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq > ? ORDER BY o.dseq LIMIT 1`,
           destination, cur.acked,
         )
-        .toArray()[0];
+        .toArray()[0] as (MessageRow & { mseq: number }) | undefined;
       if (!row) return;
-      const body = new Uint8Array(row.payload);
+      const body = row.blob ? await this.egressBody(row.mseq, row.size) : new Uint8Array(row.payload);
       const t = Math.floor(Date.now() / 1000);
       const headers: Record<string, string> = {
         "content-type": row.content_type,
@@ -531,10 +579,11 @@ export class ChannelObject extends DurableObject<Env> {
       };
       const fields = parseFields(row.fields);
       if (fields?.filename) headers["ferry-filename"] = encodeURIComponent(fields.filename);
-      if (egress.secret) headers["ferry-signature"] = `t=${t},v1=${await webhookSignature(egress.secret, t, body)}`;
+      if (egress.secret && typeof body !== "string") headers["ferry-signature"] = `t=${t},v1=${await webhookSignature(egress.secret, t, body)}`;
       let status = 0;
       let error: string | null = null;
       try {
+        if (typeof body === "string") throw new Error(body);
         const res = await fetch(egress.url, { method: "POST", headers, body, signal: AbortSignal.timeout(EGRESS_TIMEOUT_MS) });
         status = res.status;
         await res.arrayBuffer().catch(() => undefined);
@@ -562,9 +611,27 @@ export class ChannelObject extends DurableObject<Env> {
     }
   }
 
-  /** Deletes messages no destination still needs (dead letters keep theirs). */
+  /**
+   * A large payload for hosted egress, read whole (the POST is signed over
+   * its bytes), or why it cannot be: the attempt fails, is logged, and the
+   * message ends as a dead letter at its TTL like any undeliverable one.
+   */
+  private async egressBody(mseq: number, size: number): Promise<Uint8Array | string> {
+    if (size > EGRESS_MAX_BLOB_BYTES) return `a payload of ${size} bytes is over hosted egress's ${EGRESS_MAX_BLOB_BYTES} bytes; deliver it to a connector`;
+    const at = this.transfers.location(mseq);
+    const obj = at ? await this.env[at.bucket as "ARCHIVE" | "ARCHIVE_EU"].get(at.key) : null;
+    return obj ? new Uint8Array(await obj.arrayBuffer()) : "the stored payload is missing";
+  }
+
+  /** Deletes messages no destination still needs (dead letters keep theirs), and queues their large payloads for deletion. */
   private collect(): void {
+    this.transfers.release();
     this.sql.exec("DELETE FROM messages WHERE pending <= 0 AND mseq NOT IN (SELECT mseq FROM dead_letters)");
+  }
+
+  /** Deletes large payloads that nothing needs any more, off the delivery path. */
+  private collectPayloads(): void {
+    if (this.transfers.pendingDeletes() > 0) this.ctx.waitUntil(this.transfers.collect().catch((e: unknown) => console.warn("payload deletion deferred to the alarm", e)));
   }
 
   /** The alarm fires at the next expiry, and every 30 s while anything is queued or unlogged. */
@@ -579,7 +646,9 @@ export class ChannelObject extends DurableObject<Env> {
     const now = Date.now();
     const next = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM outq").one().t;
     const queued = [...this.cursors.values()].some((c) => c.next - 1 > c.acked);
-    let at = queued || this.events.pending() > 0 || this.archiver.pendingJobs() > 0 ? now + ALARM_EVERY_MS : Number.POSITIVE_INFINITY;
+    let at = queued || this.events.pending() > 0 || this.archiver.pendingJobs() > 0 || this.transfers.pendingDeletes() > 0 ? now + ALARM_EVERY_MS : Number.POSITIVE_INFINITY;
+    const abandon = this.transfers.nextAbandon();
+    if (abandon !== null) at = Math.min(at, Math.max(abandon, now));
     if (next !== null) at = Math.min(at, Math.max(next, now));
     // Archives are purged when their retention ends; under a legal hold, looked at again daily.
     // Egress retries due later wake the object then; ones already due are kicked by the alarm itself.
@@ -672,6 +741,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.events.stage(rows.map((r) => ({ messageId: r.id, type: action === "redrive" ? "redriven" : "discarded", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, fields: parseFields(r.fields), detail: null })));
     });
     for (const d of new Set(rows.map((r) => r.destination))) this.kick(d);
+    this.collectPayloads();
     this.events.flushSoon();
     await this.ensureAlarm();
     return rows.length;
@@ -688,6 +758,9 @@ export class ChannelObject extends DurableObject<Env> {
     await this.expire(now);
     await this.archiver.flush(this.tenant, this.source).catch((e: unknown) => console.warn("archive store still unavailable", e));
     await this.archiver.purgeExpired(now, this.routes.some((r) => r.legalHold));
+    const abandoned = this.transfers.abandon(now);
+    if (abandoned.length > 0) console.warn(`${this.source}: deleted ${abandoned.length} large-payload uploads nobody finished or sent within ${ABANDON_AFTER_MS / 86_400_000} days`, abandoned);
+    await this.transfers.collect().catch((e: unknown) => console.warn("payload store still unavailable", e));
     await this.events.flush().catch((e: unknown) => console.warn("event log still unavailable", e));
     for (const [d, c] of this.cursors) {
       if (c.next - 1 <= c.acked) continue;

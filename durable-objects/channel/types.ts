@@ -41,10 +41,12 @@ export type IngestResult = { ok: true; id: string; seq: number; duplicate: boole
 
 /**
  * `upTo` is the cumulative high-water mark after this call: everything at or
- * below it is committed. `gap` is set when the batch skipped ahead.
+ * below it is committed. `gap` is set when the batch skipped ahead;
+ * `incomplete` when it stopped at a claim check whose payload the edge does
+ * not hold whole (the sender uploads it, then resends from there).
  */
 export type PublishResult =
-  | { ok: true; upTo: number; accepted: number; duplicates: number; gap?: { expected: number } }
+  | { ok: true; upTo: number; accepted: number; duplicates: number; gap?: { expected: number }; incomplete?: { id: string; message: string } }
   | { ok: false; code: ErrorCode; message: string; upTo?: number };
 
 export type AckResult = { ok: true; acked: number } | { ok: false; code: ErrorCode; message: string };

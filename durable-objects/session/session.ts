@@ -11,9 +11,13 @@ import {
   splitAddress,
   WireError,
   type AckFrame,
+  type ChunkFrame,
+  type GetFrame,
   type PubFrame,
   type ResendFrame,
+  type UploadFrame,
 } from "../../wire/index.ts";
+import type { UploadState } from "../channel/transfers.ts";
 import { sourceRegion } from "../../workers/db.ts";
 import { channelStub } from "../../workers/stubs.ts";
 
@@ -174,6 +178,14 @@ export class ConnectorSession extends DurableObject<Env> {
         return this.onAck(ws, att, frame);
       case "resend":
         return this.onResend(ws, att, frame);
+      // Large payloads go in order with the channel's publishes: a `pub` that
+      // refers to one never overtakes the chunk that completes it.
+      case "upload":
+        return this.serial(frame.ch, () => this.onUpload(ws, att, frame));
+      case "chunk":
+        return this.serial(frame.ch, () => this.onChunk(ws, att, frame, payloads[0] as Uint8Array));
+      case "get":
+        return this.serial(`get:${frame.src}`, () => this.onGet(ws, att, frame));
       default:
         ws.send(errorFrame(ErrorCode.BAD_FRAME, `connectors do not send '${frame.t}' frames`));
     }
@@ -226,8 +238,50 @@ export class ConnectorSession extends DurableObject<Env> {
       return;
     }
     ws.send(encodeFrame({ t: "puback", ch: frame.ch, epoch: frame.epoch, upTo: res.upTo }));
+    if (res.incomplete) {
+      ws.send(errorFrame(ErrorCode.UPLOAD_INCOMPLETE, `${res.incomplete.message}; upload it, then resend`, { ch: frame.ch, id: res.incomplete.id }));
+    }
     if (res.gap) {
       ws.send(errorFrame(ErrorCode.SEQ_GAP, `expected seq ${res.gap.expected} on ${source}`, { ch: frame.ch, expected: res.gap.expected }));
+    }
+  }
+
+  private async onUpload(ws: WebSocket, att: Attachment, frame: UploadFrame): Promise<void> {
+    const source = `${att.connector}/${frame.ch}`;
+    await this.answerUpload(ws, frame.ch, frame.id, undefined, async () => (await this.channel(att.tenant, source)).openUpload(att.tenant, source, frame));
+  }
+
+  private async onChunk(ws: WebSocket, att: Attachment, frame: ChunkFrame, bytes: Uint8Array): Promise<void> {
+    const source = `${att.connector}/${frame.ch}`;
+    await this.answerUpload(ws, frame.ch, frame.id, frame.part, async () => (await this.channel(att.tenant, source)).putPart(att.tenant, source, frame.id, frame.part, bytes, frame.sha256));
+  }
+
+  /** Every upload step is answered: with what the edge holds, or an error frame naming the transfer. */
+  private async answerUpload(ws: WebSocket, ch: string, id: string, part: number | undefined, step: () => Promise<UploadState>): Promise<void> {
+    let res: UploadState;
+    try {
+      res = await step();
+    } catch (e) {
+      console.error("upload step failed", ch, id, e);
+      res = { ok: false, code: ErrorCode.STORAGE, message: `the edge could not store part ${part ?? 0} of ${id} (${(e as Error).message}); resend it` };
+    }
+    if (res.ok) ws.send(encodeFrame({ t: "uploaded", ch, id, have: res.have, parts: res.parts }));
+    else ws.send(errorFrame(res.code, res.message, { ch, id, ...(part ? { part } : {}) }));
+  }
+
+  private async onGet(ws: WebSocket, att: Attachment, frame: GetFrame): Promise<void> {
+    const ids = { src: frame.src, dst: frame.dst, id: frame.id, part: frame.part };
+    if (splitAddress(frame.dst).connector !== att.connector) {
+      ws.send(errorFrame(ErrorCode.FORBIDDEN, `${att.connector} cannot fetch for ${frame.dst}`, ids));
+      return;
+    }
+    try {
+      const res = await (await this.channel(att.tenant, frame.src)).getPart(att.tenant, frame.src, frame.dst, frame.id, frame.part);
+      if (!res.ok) ws.send(errorFrame(res.code, res.message, ids));
+      else ws.send(encodeFrame({ t: "part", src: frame.src, dst: frame.dst, id: frame.id, part: frame.part, len: res.bytes.byteLength, sha256: res.sha256 }, [res.bytes]));
+    } catch (e) {
+      console.error("part fetch failed", frame.src, frame.id, e);
+      ws.send(errorFrame(ErrorCode.STORAGE, `the edge could not read part ${frame.part} of ${frame.id}; ask again`, ids));
     }
   }
 

@@ -1,0 +1,207 @@
+import { ErrorCode, partLength, toHex, type UploadFrame } from "../../wire/index.ts";
+import { archiveBinding, archiveBucket } from "../../workers/region.ts";
+
+/** An upload nobody completed or referred to for this long is abandoned: its parts are deleted. */
+export const ABANDON_AFTER_MS = 7 * 86_400_000;
+/** Transfer objects live beside the archives of the source's region, under this prefix. */
+const PREFIX = "transfers";
+
+export type UploadState = { ok: true; have: number; parts: number } | { ok: false; code: ErrorCode; message: string; have?: number };
+export type PartResult = { ok: true; bytes: Uint8Array; sha256: string } | { ok: false; code: ErrorCode; message: string };
+
+type UploadRow = {
+  id: string;
+  key: string;
+  bucket: string;
+  upload_id: string;
+  size: number;
+  sha256: string;
+  chunk: number;
+  parts: number;
+  have: number;
+  done: number;
+  mseq: number | null;
+  updated_at: number;
+};
+
+/**
+ * Large payloads of one source (the claim check). The channel object owns
+ * them like its messages: each upload is an R2 multipart upload in the
+ * source region's bucket, taken part by part in order (so "what the edge
+ * holds" is one number, and a cut transfer resumes from it), each part's
+ * SHA-256 checked on arrival and kept for the receiver. Completed, the
+ * object is what a `pub` with `blob` refers to; it is deleted when every
+ * destination acknowledged (unless archived), when its dead letter is
+ * discarded, or when an upload is abandoned.
+ */
+export class Transfers {
+  private readonly sql: SqlStorage;
+  private collecting: Promise<void> | null = null;
+
+  constructor(
+    private readonly ctx: DurableObjectState,
+    private readonly env: Env,
+  ) {
+    this.sql = ctx.storage.sql;
+    this.sql.exec(`
+      CREATE TABLE IF NOT EXISTS uploads (
+        id TEXT PRIMARY KEY, key TEXT NOT NULL, bucket TEXT NOT NULL, upload_id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        chunk INTEGER NOT NULL, parts INTEGER NOT NULL, have INTEGER NOT NULL, done INTEGER NOT NULL, mseq INTEGER, updated_at INTEGER NOT NULL);
+      CREATE TABLE IF NOT EXISTS upload_parts (id TEXT NOT NULL, part INTEGER NOT NULL, etag TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (id, part)) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS blob_gc (key TEXT PRIMARY KEY, bucket TEXT NOT NULL, upload_id TEXT, done INTEGER NOT NULL);
+    `);
+  }
+
+  private bucket(name: string): R2Bucket {
+    return this.env[name as "ARCHIVE" | "ARCHIVE_EU"];
+  }
+
+  private row(id: string): UploadRow | undefined {
+    return this.sql.exec<UploadRow>("SELECT * FROM uploads WHERE id = ?", id).toArray()[0];
+  }
+
+  /** Opens the transfer of one message's payload, or tells how far an earlier one got. */
+  async open(tenant: string, source: string, region: string | null, f: UploadFrame): Promise<UploadState> {
+    const prior = this.row(f.id);
+    if (prior) {
+      if (prior.size !== f.size || prior.sha256 !== f.sha256 || prior.chunk !== f.chunk) {
+        return { ok: false, code: ErrorCode.BAD_FRAME, message: `message ${f.id} is already being uploaded with another size, digest or chunk size` };
+      }
+      return { ok: true, have: prior.have, parts: prior.parts };
+    }
+    const binding = archiveBinding(region);
+    const bucket = archiveBucket(this.env, region);
+    if (!binding || !bucket) return { ok: false, code: ErrorCode.FORBIDDEN, message: `this edge has no store for region '${region}'` };
+    const key = `${PREFIX}/${tenant}/${source}/${f.id}`;
+    const mpu = await bucket.createMultipartUpload(key, { customMetadata: { messageId: f.id, sha256: f.sha256 } });
+    // Two opens racing (a resend after a cut) must not both create rows: the first one wins.
+    const again = this.row(f.id);
+    if (again) {
+      await mpu.abort().catch(() => undefined);
+      return { ok: true, have: again.have, parts: again.parts };
+    }
+    this.sql.exec(
+      "INSERT INTO uploads (id, key, bucket, upload_id, size, sha256, chunk, parts, have, done, mseq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NULL, ?)",
+      f.id, key, binding, mpu.uploadId, f.size, f.sha256, f.chunk, f.parts, Date.now(),
+    );
+    return { ok: true, have: 0, parts: f.parts };
+  }
+
+  /**
+   * Takes one part. Parts come in order: one already held is acknowledged
+   * again (a resend), one further ahead is refused with what the edge holds.
+   * The last part completes the multipart upload.
+   */
+  async put(id: string, part: number, bytes: Uint8Array, sha256: string): Promise<UploadState> {
+    const u = this.row(id);
+    if (!u) return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: `no upload of message ${id} is open here; send 'upload' first` };
+    if (part <= u.have) return { ok: true, have: u.have, parts: u.parts };
+    if (part !== u.have + 1) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} arrived before part ${u.have + 1}`, have: u.have };
+    const want = partLength(u.size, u.chunk, part);
+    if (bytes.byteLength !== want) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} has ${bytes.byteLength} bytes, expected ${want}`, have: u.have };
+    const digest = toHex(await crypto.subtle.digest("SHA-256", bytes));
+    if (digest !== sha256) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} does not match its SHA-256 (corrupted on the way); resend it`, have: u.have };
+    const bucket = this.bucket(u.bucket);
+    const uploaded = await bucket.resumeMultipartUpload(u.key, u.upload_id).uploadPart(part, bytes);
+    // Re-read: a concurrent call may have taken this part meanwhile.
+    const now = this.row(id);
+    if (!now || now.have >= part) return { ok: true, have: now?.have ?? part, parts: u.parts };
+    this.ctx.storage.transactionSync(() => {
+      this.sql.exec("INSERT OR REPLACE INTO upload_parts VALUES (?, ?, ?, ?)", id, part, uploaded.etag, sha256);
+      this.sql.exec("UPDATE uploads SET have = ?, updated_at = ? WHERE id = ?", part, Date.now(), id);
+    });
+    if (part === u.parts) await this.complete(id);
+    return { ok: true, have: part, parts: u.parts };
+  }
+
+  private async complete(id: string): Promise<void> {
+    const u = this.row(id);
+    if (!u || u.done) return;
+    const parts = this.sql.exec<{ part: number; etag: string }>("SELECT part, etag FROM upload_parts WHERE id = ? ORDER BY part", id).toArray();
+    await this.bucket(u.bucket).resumeMultipartUpload(u.key, u.upload_id).complete(parts.map((p) => ({ partNumber: p.part, etag: p.etag })));
+    this.sql.exec("UPDATE uploads SET done = 1, updated_at = ? WHERE id = ?", Date.now(), id);
+  }
+
+  /**
+   * Inside the accepting transaction: is the payload of `id` stored whole, as
+   * the message describes it? Then it is bound to the message's row.
+   */
+  bind(id: string, size: number, sha256: string, mseq: number): { key: string; chunk: number; parts: number } | string {
+    const u = this.row(id);
+    if (!u) return `no upload of message ${id} is held here`;
+    if (!u.done) return `the upload of message ${id} holds ${u.have} of ${u.parts} parts`;
+    if (u.size !== size || u.sha256 !== sha256) return `the upload of message ${id} has another size or digest than the message`;
+    this.sql.exec("UPDATE uploads SET mseq = ?, updated_at = ? WHERE id = ?", mseq, Date.now(), id);
+    return { key: u.key, chunk: u.chunk, parts: u.parts };
+  }
+
+  /** One part of a stored payload, with the digest it was checked against on upload. */
+  async part(id: string, part: number): Promise<PartResult> {
+    const u = this.row(id);
+    if (!u?.done || part > u.parts) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `message ${id} has no part ${part} here` };
+    const digest = this.sql.exec<{ sha256: string }>("SELECT sha256 FROM upload_parts WHERE id = ? AND part = ?", id, part).toArray()[0];
+    const obj = await this.bucket(u.bucket).get(u.key, { range: { offset: (part - 1) * u.chunk, length: partLength(u.size, u.chunk, part) } });
+    if (!obj || !digest) return { ok: false, code: ErrorCode.STORAGE, message: `the stored payload of message ${id} is missing` };
+    return { ok: true, bytes: new Uint8Array(await obj.arrayBuffer()), sha256: digest.sha256 };
+  }
+
+  /** Where a message's payload is stored, for the archive (it is archived where it lies). */
+  location(mseq: number): { key: string; bucket: string } | null {
+    return this.sql.exec<{ key: string; bucket: string }>("SELECT key, bucket FROM uploads WHERE mseq = ?", mseq).toArray()[0] ?? null;
+  }
+
+  /**
+   * Inside a transaction, before messages with `pending <= 0` are deleted:
+   * their payload objects are queued for deletion, unless kept as archives.
+   */
+  release(): void {
+    // The common case (small messages only) pays one indexed probe, nothing more.
+    if (this.sql.exec("SELECT 1 FROM uploads WHERE mseq IS NOT NULL LIMIT 1").toArray().length === 0) return;
+    this.sql.exec(`
+      INSERT OR IGNORE INTO blob_gc (key, bucket, upload_id, done)
+        SELECT u.key, u.bucket, u.upload_id, u.done FROM uploads u JOIN messages m ON m.mseq = u.mseq
+         WHERE m.pending <= 0 AND m.mseq NOT IN (SELECT mseq FROM dead_letters) AND u.key NOT IN (SELECT key FROM archived)`);
+    this.sql.exec(`
+      DELETE FROM uploads WHERE mseq IN (SELECT mseq FROM messages WHERE pending <= 0 AND mseq NOT IN (SELECT mseq FROM dead_letters))`);
+    this.sql.exec("DELETE FROM upload_parts WHERE id NOT IN (SELECT id FROM uploads)");
+  }
+
+  /** Uploads nobody finished or referred to within ABANDON_AFTER_MS: queued for deletion. Returns their ids. */
+  abandon(now: number): string[] {
+    const gone = this.sql.exec<UploadRow>("SELECT * FROM uploads WHERE mseq IS NULL AND updated_at < ?", now - ABANDON_AFTER_MS).toArray();
+    if (gone.length === 0) return [];
+    this.ctx.storage.transactionSync(() => {
+      for (const u of gone) {
+        this.sql.exec("INSERT OR IGNORE INTO blob_gc VALUES (?, ?, ?, ?)", u.key, u.bucket, u.upload_id, u.done);
+        this.sql.exec("DELETE FROM uploads WHERE id = ?", u.id);
+        this.sql.exec("DELETE FROM upload_parts WHERE id = ?", u.id);
+      }
+    });
+    return gone.map((u) => u.id);
+  }
+
+  pendingDeletes(): number {
+    return this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM blob_gc").one().n;
+  }
+
+  nextAbandon(): number | null {
+    const t = this.sql.exec<{ t: number | null }>("SELECT min(updated_at) AS t FROM uploads WHERE mseq IS NULL").one().t;
+    return t === null ? null : t + ABANDON_AFTER_MS;
+  }
+
+  /** Deletes queued payload objects from R2 (off the delivery path; the alarm retries). */
+  collect(): Promise<void> {
+    this.collecting ??= (async () => {
+      const due = this.sql.exec<{ key: string; bucket: string; upload_id: string | null; done: number }>("SELECT * FROM blob_gc LIMIT 100").toArray();
+      for (const g of due) {
+        const bucket = this.bucket(g.bucket);
+        if (g.done || !g.upload_id) await bucket.delete(g.key);
+        else await bucket.resumeMultipartUpload(g.key, g.upload_id).abort().catch(() => undefined);
+        this.sql.exec("DELETE FROM blob_gc WHERE key = ?", g.key);
+      }
+    })().finally(() => {
+      this.collecting = null;
+    });
+    return this.collecting;
+  }
+}
