@@ -17,7 +17,7 @@ export const config = {
   quick,
   runs: size("FERRY_BENCH_RUNS", 3, 1),
   small: size("FERRY_BENCH_SMALL", 20_000, 3_000),
-  serial: size("FERRY_BENCH_SERIAL", 300, 50),
+  serial: size("FERRY_BENCH_SERIAL", 20_000, 200),
   medium: size("FERRY_BENCH_MEDIUM", 400, 40),
   largeMb: size("FERRY_BENCH_LARGE_MB", 1024, 64),
   fanout: size("FERRY_BENCH_FANOUT", 10, 3),
