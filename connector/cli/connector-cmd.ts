@@ -5,6 +5,7 @@ import { loadConfig } from "../config/config.ts";
 import { enroll } from "../identity/identity.ts";
 import { Connector } from "../core/connector.ts";
 import { Agent, STATUS_FILE } from "../agent/agent.ts";
+import { ProgressBars } from "../transfer/progress.ts";
 import { sendOnce } from "./send.ts";
 import { doctor } from "./doctor.ts";
 import { CliError, DEFAULT_EDGE } from "./admin-client.ts";
@@ -184,6 +185,11 @@ function renderStatus(s: StatusFile): string {
 /** Runs until SIGTERM/SIGINT; a graceful stop finishes captures in progress, nothing is lost. */
 async function run(configFile: string): Promise<number> {
   const agent = await Agent.start(configFile);
+  // In a terminal, large transfers show a progress bar each (the logs stay the record).
+  if (process.stderr.isTTY) {
+    const bars = new ProgressBars(process.stderr);
+    agent.connector.on("transfer", (p) => bars.update(p));
+  }
   return new Promise<number>((resolvePromise) => {
     const stop = (signal: string, code: number) => void agent.stop(signal).then(() => resolvePromise(code));
     process.on("SIGTERM", () => stop("SIGTERM", 0));

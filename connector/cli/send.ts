@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { readFile, rename, writeFile } from "node:fs/promises";
+import { copyFile, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { Limits } from "../../wire/index.ts";
+import { ProgressBars } from "../transfer/progress.ts";
 import { basename, join } from "node:path";
 import { loadConfig, type ChannelConfig } from "../config/config.ts";
 import { Connector } from "../core/connector.ts";
@@ -20,15 +22,32 @@ async function readInput(file: string | undefined): Promise<Buffer> {
   });
 }
 
+/** A file given by path is never read whole: it is captured (or copied into an outbox) from disk. */
+type Input = { file: string; size: number } | { body: Buffer };
+
+async function input(file: string | undefined): Promise<Input> {
+  if (!file || file === "-") return { body: await readInput(file) };
+  const st = await stat(file).catch((e: NodeJS.ErrnoException) => {
+    throw new CliError(`cannot read ${file}: ${e.code ?? e.message}`, 2);
+  });
+  if (!st.isFile()) throw new CliError(`${file} is not a regular file`, 2);
+  return { file, size: st.size };
+}
+
 /** The running connector owns the spool: hand the message to it the way an application would. */
-async function handOver(ch: ChannelConfig, body: Buffer, name: string, contentType: string | undefined): Promise<SendResult> {
+async function handOver(ch: ChannelConfig, what: Input, name: string, contentType: string | undefined): Promise<SendResult> {
   if (ch.protocol === "file" && ch.outbox) {
     const tmp = join(ch.outbox, `.ferry-send-${randomBytes(6).toString("hex")}.tmp`);
-    await writeFile(tmp, body);
+    if ("file" in what) await copyFile(what.file, tmp);
+    else await writeFile(tmp, what.body);
     await rename(tmp, join(ch.outbox, name));
     return { channel: ch.name, via: "outbox", id: null, seq: null, accepted: false };
   }
   if (ch.protocol === "http" && ch.listen) {
+    if ("file" in what && what.size > Limits.MAX_INLINE_PAYLOAD) {
+      throw new CliError(`${what.file} is ${what.size} bytes; a running connector's http ingress takes at most ${Limits.MAX_INLINE_PAYLOAD}: send large files through a file channel's outbox, or stop the connector and send again`, 2);
+    }
+    const body = "file" in what ? await readInput(what.file) : what.body;
     const res = await fetch(`http://${ch.listen}/`, { method: "POST", body, headers: { "ferry-filename": name, ...(contentType ? { "content-type": contentType } : {}) } });
     const j = (await res.json()) as { id?: string; seq?: number; detail?: string };
     if (!res.ok) throw new CliError(`the running connector refused the message: ${j.detail ?? res.status}`);
@@ -49,17 +68,22 @@ export async function sendOnce(opts: { config: string; channel: string; file?: s
   const cfg = await loadConfig(opts.config);
   const ch = cfg.channels.find((c) => c.name === opts.channel);
   if (!ch) throw new CliError(`--channel: '${opts.channel}' is not in ${opts.config} (channels: ${cfg.channels.map((c) => c.name).join(", ")})`, 2);
-  const body = await readInput(opts.file);
+  const what = await input(opts.file);
   const name = opts.name ?? (opts.file && opts.file !== "-" ? basename(opts.file) : `message-${Date.now()}.bin`);
   let connector: Connector;
   try {
     connector = await Connector.open({ stateDir: cfg.state, log: silentLogger, ...(cfg.edges ? { edges: cfg.edges } : {}) });
   } catch (e) {
-    if (e instanceof SpoolError && e.code === "LOCKED") return handOver(ch, body, name, opts.contentType);
+    if (e instanceof SpoolError && e.code === "LOCKED") return handOver(ch, what, name, opts.contentType);
     throw e;
   }
   try {
-    const rec = await connector.send(ch.name, body, { contentType: opts.contentType ?? "application/octet-stream", fields: { filename: name } });
+    const meta = { contentType: opts.contentType ?? "application/octet-stream", fields: { filename: name } };
+    const rec = "file" in what ? await connector.sendFile(ch.name, what.file, meta) : await connector.send(ch.name, what.body, meta);
+    if (process.stderr.isTTY) {
+      const bars = new ProgressBars(process.stderr);
+      connector.on("transfer", (p) => bars.update(p));
+    }
     const accepted = new Promise<boolean>((resolve) => {
       const check = () => {
         if (connector.spool.acked(ch.name) >= rec.seq) resolve(true);

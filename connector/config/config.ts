@@ -74,6 +74,8 @@ const ConfigSchema = z.strictObject({
   log: z.enum(["pretty", "json"]).optional(),
   /** Seconds between heartbeats; the edge may ask for a shorter interval, never a longer one. */
   heartbeat_seconds: z.number().int().min(1).max(300).default(15),
+  /** Large files (over 1 MiB) uploaded, and fetched, at the same time. */
+  transfers: z.number().int().min(1).max(16).default(2),
   /** Local health, readiness and Prometheus endpoint, e.g. "127.0.0.1:9464". */
   health: LoopbackListen.optional(),
   channels: z.array(Channel).min(1, "declare at least one [[channels]] table"),

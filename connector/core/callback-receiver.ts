@@ -8,6 +8,12 @@ export type Delivery = {
   meta: DeliverMessage;
   payload: Uint8Array;
   /**
+   * A large payload (over 1 MiB) is not in memory: this is its file, whole
+   * and verified against `meta.sha256`; `payload` is empty. Read it as a
+   * stream; it is deleted after the handler returns.
+   */
+  file?: string;
+  /**
    * True when this position may have been handed to the handler before: the
    * connector crashed after calling the handler and before recording the
    * delivery. A handler whose target is not idempotent checks `meta.id`.
@@ -58,7 +64,7 @@ export class CallbackReceiver implements Receiver {
     let done = this.log.hwm(stream);
     try {
       for (const m of msgs) {
-        await this.handler({ meta: m.meta, payload: m.payload, redelivery: m.meta.redelivered === true || (maybe?.has(m.meta.dseq) ?? false) });
+        await this.handler({ meta: m.meta, payload: m.payload, ...(m.file ? { file: m.file } : {}), redelivery: m.meta.redelivered === true || (maybe?.has(m.meta.dseq) ?? false) });
         done = m.meta.dseq;
       }
     } finally {

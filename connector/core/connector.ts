@@ -7,6 +7,7 @@ import {
   encodeFrame,
   ErrorCode,
   Limits,
+  partsOf,
   splitAddress,
   WireError,
   type DeliverFrame,
@@ -24,10 +25,13 @@ import { edgeFetch } from "./edge-http.ts";
 import { writeDeadLetter } from "./dead-letters.ts";
 import { ROTATE_PROOF_TYPE, signReceipt, verifyReceipt } from "../../wire/index.ts";
 import { CompactSign, exportJWK, generateKeyPair } from "jose";
-import { appendFile } from "node:fs/promises";
+import { appendFile, readFile, stat } from "node:fs/promises";
 import { Transport } from "./transport.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { Backoff } from "./backoff.ts";
+import { Uploads } from "../transfer/uploads.ts";
+import { Downloads, TransferError } from "../transfer/downloads.ts";
+import type { TransferProgress } from "../transfer/progress.ts";
 
 /** Messages in flight to the edge per channel, unacknowledged (the send window). */
 const SEND_WINDOW = 8192;
@@ -40,8 +44,12 @@ const ACK_TIMEOUT_MS = 30_000;
 /** Deliver frames held per stream while its receiver is busy. */
 const MAX_QUEUED_FRAMES = 8;
 
-/** A message handed to a receiver, with its envelope. */
-export type Incoming = { meta: DeliverMessage; payload: Uint8Array };
+/**
+ * A message handed to a receiver, with its envelope. A large payload is not
+ * in memory: `file` is the verified file on disk (`payload` is empty), which
+ * the receiver may move (the connector deletes it if it is still there).
+ */
+export type Incoming = { meta: DeliverMessage; payload: Uint8Array; file?: string };
 
 /**
  * A channel's receiving side. `deliver` gets messages of one stream in dseq
@@ -72,6 +80,8 @@ export type ConnectorEvents = {
   receipt: [receipt: ReceiptFrame];
   /** The edge reported an error; `frame.code` says which. */
   edgeError: [frame: ErrorFrame];
+  /** A large payload moved further (uploaded to, or fetched from, the edge). */
+  transfer: [progress: TransferProgress];
 };
 
 type SendState = { next: number; lastProgress: number; pausedUntil: number; backoff: Backoff; warned: boolean };
@@ -83,6 +93,8 @@ export type ConnectorOptions = {
   log?: Logger;
   /** Seconds between heartbeats (default 15); two silent intervals mean the link is dead. */
   heartbeatSeconds?: number;
+  /** Large payloads uploaded, and fetched, at the same time (default 2 each way). */
+  transfers?: number;
 };
 
 /**
@@ -112,9 +124,15 @@ export class Connector extends EventEmitter<ConnectorEvents> {
 
   /** Routes and peers' keys from the edge: how each channel must be protected. */
   readonly policies: Policies;
+  /** Where large payloads being fetched are kept until delivered. */
+  get downloadsDir(): string {
+    return join(this.stateDir, "downloads");
+  }
   private keyRegistered: boolean;
   private readonly waitingForPolicy = new Set<string>();
   private refreshing: Promise<void> | null = null;
+  private readonly uploads: Uploads;
+  private readonly downloads: Downloads;
 
   private constructor(
     readonly identity: Identity,
@@ -140,6 +158,25 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         close: (code, reason) => this.onClose(code, reason),
         frame: (data) => this.onFrame(data),
       },
+    });
+    const transfers = Math.max(1, opts.transfers ?? 2);
+    this.uploads = new Uploads({
+      spool,
+      send: (f) => this.transport.send(f),
+      buffered: () => this.transport.buffered,
+      connected: () => this.transport.status === "open",
+      log,
+      limit: transfers,
+      onReady: (ch) => this.kickSend(ch),
+      onProgress: (p) => this.emit("transfer", p),
+    });
+    this.downloads = new Downloads({
+      dir: join(stateDir, "downloads"),
+      send: (f) => this.transport.send(f),
+      connected: () => this.transport.status === "open",
+      log,
+      limit: transfers,
+      onProgress: (p) => this.emit("transfer", p),
     });
     // Whatever the spool held at start was captured by an earlier run; its
     // sources were released (or are, before start(), by the channels).
@@ -212,7 +249,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   ): Promise<SpoolRecord[]> {
     for (const it of items) {
       if (it.payload.byteLength > Limits.MAX_INLINE_PAYLOAD) {
-        throw new WireError(ErrorCode.TOO_LARGE, `payload of ${it.payload.byteLength} bytes exceeds ${Limits.MAX_INLINE_PAYLOAD} (large files arrive with the R2 path)`);
+        throw new WireError(ErrorCode.TOO_LARGE, `payload of ${it.payload.byteLength} bytes exceeds ${Limits.MAX_INLINE_PAYLOAD} in memory; send large payloads from a file with sendFile()`);
       }
     }
     const recs = await this.spool.append(
@@ -241,6 +278,39 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     return recs;
   }
 
+  /**
+   * Captures a file of any size without reading it into memory: the spool
+   * keeps it (a hard link where it can, else a copy, fsynced) and the record
+   * is appended; resolves once both are on disk. `afterCapture` releases the
+   * source, as with `sendMany`. Files above Limits.MAX_INLINE_PAYLOAD travel
+   * in chunks through the edge's R2; smaller ones inline.
+   */
+  async sendFile(channel: string, path: string, opts: SendOptions = {}, afterCapture?: (rec: SpoolRecord) => Promise<void>): Promise<SpoolRecord> {
+    const id = opts.id ?? randomUUID().replace(/-/g, "");
+    if ((await stat(path)).size <= Limits.MAX_INLINE_PAYLOAD) {
+      const [rec] = await this.sendMany(channel, [{ ...opts, id, payload: await readFile(path) }], async (recs) => afterCapture?.(recs[0] as SpoolRecord));
+      return rec as SpoolRecord;
+    }
+    const kept = await this.spool.adoptBlob(path, id);
+    const [rec] = await this.spool.append(channel, [
+      {
+        id, createdAt: Date.now(), contentType: opts.contentType ?? "application/octet-stream", payload: new Uint8Array(0), sha256: kept.sha256,
+        blob: { file: kept.file, size: kept.size },
+        ...(opts.fields ? { fields: opts.fields } : {}), ...(opts.origin ? { origin: opts.origin } : {}),
+      },
+    ]);
+    const r = rec as SpoolRecord;
+    this.emit("captured", channel, 1, r.size);
+    try {
+      if (afterCapture) await afterCapture(r);
+    } finally {
+      this.sendable.set(channel, Math.max(this.sendable.get(channel) ?? 0, r.seq));
+      this.uploads.want();
+      this.kickSend(channel);
+    }
+    return r;
+  }
+
   async send(channel: string, payload: Uint8Array, opts: SendOptions = {}): Promise<SpoolRecord> {
     const [rec] = await this.sendMany(channel, [{ ...opts, payload }]);
     return rec as SpoolRecord;
@@ -260,6 +330,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       channels,
       streams: Object.fromEntries(this.lastDelivery),
       receipts: this.receipts.slice(-20).map((r) => ({ channel: r.ch, destination: r.dst, status: r.status, count: r.ids.length, at: r.at })),
+      transfers: [...this.uploads.active(), ...this.downloads.list()],
     };
   }
 
@@ -324,7 +395,36 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         const msgs: PubMessage[] = [];
         const payloads: Uint8Array[] = [];
         let bytes = 0;
+        let blocked = false;
         for (const r of recs) {
+          if (r.blob) {
+            // A large payload is referred to only once the edge holds it whole; later records wait (order).
+            if (!this.uploads.isDone(r.id)) {
+              blocked = true;
+              this.uploads.want();
+              break;
+            }
+            if (policy.protection === "encrypt") {
+              this.log("error", "large files cannot travel on an 'encrypt' route yet; the file stays in the spool. Use 'sign' or send it in parts of at most 1 MiB", { channel, id: r.id, file: r.fields?.filename, size: r.size });
+              blocked = true;
+              break;
+            }
+            const p = await protect({ id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256, ...(r.fields ? { fields: r.fields } : {}) }, new Uint8Array(0), {
+              protection: policy.protection,
+              source: `${this.identity.connector}/${channel}`,
+              signingJwk: this.identity.privateJwk,
+              recipients: policy.recipients,
+            });
+            payloads.push(new Uint8Array(0));
+            msgs.push({
+              seq: r.seq, id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256,
+              blob: { chunk: Limits.CHUNK_BYTES, parts: partsOf(r.size, Limits.CHUNK_BYTES) },
+              ...(r.fields ? { fields: r.fields } : {}),
+              ...(p.protection !== "none" ? { protection: p.protection } : {}),
+              ...(p.sig ? { sig: p.sig } : {}),
+            });
+            continue;
+          }
           if (msgs.length > 0 && bytes + r.size > FRAME_BYTES) break;
           const raw = await this.spool.readPayload(r);
           const p = await protect({ id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256, ...(r.fields ? { fields: r.fields } : {}) }, raw, {
@@ -343,9 +443,11 @@ export class Connector extends EventEmitter<ConnectorEvents> {
           bytes += p.size;
         }
         if (gen !== this.generation) break;
+        if (msgs.length === 0) return;
         if (s.next - 1 === acked) s.lastProgress = Date.now();
         if (!this.transport.send(encodeFrame({ t: "pub", ch: channel, epoch: this.spool.epoch, msgs }, payloads))) return;
         s.next = (msgs[msgs.length - 1] as PubMessage).seq + 1;
+        if (blocked) return;
       }
     } finally {
       this.sending.delete(channel);
@@ -374,6 +476,10 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private checkAckTimeouts(): void {
     if (this.transport.status !== "open") return;
     const now = Date.now();
+    if (this.uploads.stalled(now, ACK_TIMEOUT_MS) || this.downloads.stalled(now, ACK_TIMEOUT_MS)) {
+      this.transport.recycle(`a large transfer got no answer in ${ACK_TIMEOUT_MS / 1000}s`);
+      return;
+    }
     for (const [ch, s] of this.sendState) {
       const inflight = s.next - 1 - this.spool.acked(ch);
       if (inflight > 0 && s.pausedUntil <= now && now - s.lastProgress > ACK_TIMEOUT_MS) {
@@ -460,6 +566,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       return;
     }
     for (const m of fresh) {
+      // A large payload is checked whole when it is fetched, below.
+      if (m.meta.blob) continue;
       const digest = createHash("sha256").update(m.payload).digest("hex");
       if (digest !== m.meta.sha256) {
         this.log("error", "payload digest mismatch; asking the edge to send it again", { stream, dseq: m.meta.dseq, id: m.meta.id });
@@ -469,18 +577,43 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         return;
       }
     }
+    // Large payloads are fetched in order before anything after them is delivered.
+    const damaged = new Map<Incoming, string>();
+    for (const [i, m] of fresh.entries()) {
+      if (!m.meta.blob) continue;
+      try {
+        m.file = await this.downloads.fetch(f.src, f.dst, m.meta);
+      } catch (e) {
+        if (e instanceof TransferError && !e.retry) {
+          damaged.set(m, e.message);
+          continue;
+        }
+        // Deliver what came before it; ask for the rest again after a pause (a full disk, a cut link).
+        this.log("error", "a large payload could not be fetched yet; retrying", { stream, id: m.meta.id, file: m.meta.fields?.filename, error: (e as Error).message });
+        fresh.splice(i);
+        const from = m.meta.dseq;
+        setTimeout(() => this.askResend(stream, f.src, f.dst, from, true), 2000 + Math.floor(Math.random() * 3000)).unref();
+        break;
+      }
+    }
+    if (fresh.length === 0) return;
     // Verify (and decrypt) what the route protects; forgeries are never delivered.
     const ready: (Incoming | { dead: Incoming; reason: string })[] = [];
     for (const m of fresh) {
+      const broken = damaged.get(m);
+      if (broken) {
+        ready.push({ dead: m, reason: broken });
+        continue;
+      }
       if ((m.meta.protection ?? "none") === "none") {
         ready.push(m);
         continue;
       }
       const senderJwk = this.policies.senderKey(splitAddress(m.meta.source).connector);
       try {
-        const u = await unprotect(m.meta, m.payload, { senderJwk, decryptJwk: this.identity.encPrivateJwk ?? null });
+        const u = await unprotect(m.meta, m.payload, { senderJwk, decryptJwk: this.identity.encPrivateJwk ?? null, payloadVerified: m.file !== undefined });
         const { fields: _wire, ...rest } = m.meta;
-        ready.push({ meta: { ...rest, contentType: u.contentType, size: u.size, sha256: u.sha256, ...(u.fields ? { fields: u.fields } : {}) }, payload: u.payload });
+        ready.push({ meta: { ...rest, contentType: u.contentType, size: u.size, sha256: u.sha256, ...(u.fields ? { fields: u.fields } : {}) }, payload: u.payload, ...(m.file ? { file: m.file } : {}) });
       } catch (e) {
         if (e instanceof ProtectionError && e.code === "NO_KEY") {
           // A peer this connector has not heard of yet: learn the keys, and let the edge push again.
@@ -493,7 +626,12 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         ready.push({ dead: m, reason: (e as Error).message });
       }
     }
-    await this.commitDelivered(stream, f, receiver, ready);
+    try {
+      await this.commitDelivered(stream, f, receiver, ready);
+    } finally {
+      // Delivered large payloads were moved or copied by the receiver; refused ones were kept as dead letters.
+      for (const m of fresh) if (m.meta.blob && receiver.hwm(stream) >= m.meta.dseq) await this.downloads.discard(m.meta.id);
+    }
   }
 
   /**
@@ -522,7 +660,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       }
       if ("dead" in item) {
         await flush();
-        const kept = await writeDeadLetter(this.stateDir, splitAddress(f.dst).channel, stream, m.meta, m.payload, item.reason);
+        const kept = await writeDeadLetter(this.stateDir, splitAddress(f.dst).channel, stream, m.meta, m.file ?? m.payload, item.reason);
         this.log("error", "refused a message that failed its protection check; kept as a dead letter", { stream, dseq: m.meta.dseq, id: m.meta.id, source: m.meta.source, reason: item.reason, kept });
         await receiver.skip(stream, m.meta.dseq);
         upTo = m.meta.dseq;
@@ -621,6 +759,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     this.connectedEdge = edge;
     void this.refreshConfig();
     this.resendAsked.clear();
+    this.uploads.onOpen();
+    this.downloads.onOpen();
     for (const ch of this.spool.channels()) {
       const s = this.st(ch);
       // Everything unacknowledged goes again, oldest first; the edge dedups.
@@ -666,8 +806,19 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         this.log("debug", "receipt", { channel: frame.ch, destination: frame.dst, status: frame.status, count: frame.ids.length });
         this.emit("receipt", frame);
         return;
+      case "uploaded":
+        this.uploads.onUploaded(frame);
+        return;
+      case "part":
+        this.downloads.onPart(frame, payloads[0] as Uint8Array);
+        return;
       case "error":
         this.emit("edgeError", frame);
+        if (frame.id && (this.uploads.onError(frame) || this.downloads.onError(frame))) {
+          // A publish that stopped at an incomplete upload resends from there once it is done.
+          if (frame.code === ErrorCode.UPLOAD_INCOMPLETE && frame.ch) this.st(frame.ch).next = this.spool.acked(frame.ch) + 1;
+          return;
+        }
         if (frame.ch && (frame.src === undefined || frame.dst === undefined)) this.onSendError({ ...frame, ch: frame.ch });
         else this.log("warn", "edge error", { code: frame.code, message: frame.message, source: frame.src, destination: frame.dst });
         return;

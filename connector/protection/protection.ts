@@ -65,7 +65,12 @@ export async function protect(
 export type Unprotected = { payload: Uint8Array; contentType: string; fields: Record<string, string> | undefined; sha256: string; size: number };
 
 /** Verifies (and decrypts) a delivered message; throws FORGED/UNDECRYPTABLE instead of delivering a bad one. */
-export async function unprotect(meta: DeliverMessage, payload: Uint8Array, opts: { senderJwk: JWK | null; decryptJwk: JWK | null }): Promise<Unprotected> {
+export async function unprotect(
+  meta: DeliverMessage,
+  payload: Uint8Array,
+  /** `payloadVerified`: a large payload whose digest the fetch already checked against `meta.sha256` (it is not in `payload`). */
+  opts: { senderJwk: JWK | null; decryptJwk: JWK | null; payloadVerified?: boolean },
+): Promise<Unprotected> {
   const protection = meta.protection ?? "none";
   const plain: Unprotected = { payload, contentType: meta.contentType, fields: meta.fields, sha256: meta.sha256, size: meta.size };
   if (protection === "none") return plain;
@@ -78,8 +83,9 @@ export async function unprotect(meta: DeliverMessage, payload: Uint8Array, opts:
   } catch (e) {
     throw new ProtectionError("FORGED", `the signature does not verify with ${meta.source}'s enrolled key (${(e as Error).message})`);
   }
-  if (sha256(payload) !== meta.sha256) throw new ProtectionError("FORGED", "the payload does not match the signed digest");
+  if (!opts.payloadVerified && sha256(payload) !== meta.sha256) throw new ProtectionError("FORGED", "the payload does not match the signed digest");
   if (protection === "sign") return plain;
+  if (meta.blob) throw new ProtectionError("UNDECRYPTABLE", "large payloads do not travel on 'encrypt' routes");
   if (!opts.decryptJwk) throw new ProtectionError("NO_KEY", "this connector has no decryption key");
   let inner: Uint8Array;
   try {

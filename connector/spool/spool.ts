@@ -1,12 +1,20 @@
-import { randomBytes } from "node:crypto";
-import { mkdir, open, readdir, readFile, unlink, type FileHandle } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { copyFile, link, mkdir, open, readdir, readFile, unlink, type FileHandle } from "node:fs/promises";
 import { fsyncPath, writeFileAtomic } from "../core/durable-fs.ts";
 import { join } from "node:path";
 import { crc32 } from "node:zlib";
 
 export type Origin = { path: string; ino: number; size: number; mtimeMs: number };
-export type SpoolItem = { id: string; createdAt: number; contentType: string; payload: Uint8Array; sha256: string; fields?: Record<string, string>; origin?: Origin };
-export type SpoolRecord = { channel: string; seq: number; id: string; createdAt: number; contentType: string; size: number; sha256: string; fields?: Record<string, string>; origin?: Origin };
+/** A large payload kept beside the journal, in `blobs/<file>` (see `adoptBlob`). */
+export type BlobFile = { file: string; size: number };
+export type SpoolItem = { id: string; createdAt: number; contentType: string; payload: Uint8Array; sha256: string; fields?: Record<string, string>; origin?: Origin; blob?: BlobFile };
+export type SpoolRecord = {
+  channel: string; seq: number; id: string; createdAt: number; contentType: string; size: number; sha256: string;
+  fields?: Record<string, string>; origin?: Origin;
+  /** Set for a large payload: its bytes are in `blobs/<blob>`, not in the journal. */
+  blob?: string;
+};
 
 export class SpoolError extends Error {
   override readonly name = "SpoolError";
@@ -34,6 +42,11 @@ const segName = (n: number) => `${String(n).padStart(8, "0")}.seg`;
  * memory; payloads are read back from disk when sent.
  *
  * Record: [u32 body length][u32 crc32(body)][body], body = [u32 meta length][meta JSON][payload].
+ *
+ * Large payloads are not copied into the journal: `adoptBlob` hard-links (or,
+ * across file systems, copies and fsyncs) the file into `blobs/`, and the
+ * record names it. A blob goes when its record is acknowledged; one no record
+ * names (a crash between adopting and appending) is deleted at open.
  */
 export class Spool {
   private readonly index = new Map<string, Entry[]>();
@@ -103,7 +116,7 @@ export class Spool {
         const meta = JSON.parse(body.subarray(4, 4 + metaLen).toString("utf8")) as SpoolRecord;
         const st = this.channelState(meta.channel);
         if (meta.seq > st.acked) {
-          this.addEntry({ ...meta, loc: { segment: n, offset: off + HEADER + 4 + metaLen, length: meta.size } });
+          this.addEntry({ ...meta, loc: { segment: n, offset: off + HEADER + 4 + metaLen, length: meta.blob ? 0 : meta.size } });
         }
         st.lastSeq = Math.max(st.lastSeq, meta.seq);
         off = end;
@@ -112,6 +125,48 @@ export class Spool {
     }
     await this.openActive(this.segment === 0 ? 1 : this.segment);
     for (const n of segs) if (n !== this.segment && !this.live.get(n)) await this.dropSegment(n);
+    await mkdir(join(this.dir, "blobs"), { recursive: true });
+    const named = new Set([...this.index.values()].flat().flatMap((e) => (e.blob ? [e.blob] : [])));
+    for (const f of await readdir(join(this.dir, "blobs"))) if (!named.has(f)) await unlink(join(this.dir, "blobs", f)).catch(() => undefined);
+  }
+
+  /**
+   * Takes a large payload into the spool's keeping, durably, and returns
+   * what to append: a hard link when `path` is on the spool's file system
+   * (no copy), otherwise a copy, fsynced. Its SHA-256 is read off the kept
+   * bytes, so digest and content cannot disagree.
+   */
+  async adoptBlob(path: string, id: string): Promise<BlobFile & { sha256: string }> {
+    const file = `${id}.blob`;
+    const kept = join(this.dir, "blobs", file);
+    try {
+      await link(path, kept);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code !== "EXDEV" && code !== "EPERM" && code !== "EMLINK") throw e;
+      await copyFile(path, kept);
+    }
+    try {
+      const hash = createHash("sha256");
+      let size = 0;
+      for await (const chunk of createReadStream(kept, { highWaterMark: 1024 * 1024 })) {
+        hash.update(chunk as Buffer);
+        size += (chunk as Buffer).byteLength;
+      }
+      const fh = await open(kept, "r");
+      await fh.sync().finally(() => fh.close());
+      await fsyncPath(join(this.dir, "blobs"));
+      return { file, size, sha256: hash.digest("hex") };
+    } catch (e) {
+      await unlink(kept).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  /** Where a record's large payload is kept. */
+  blobPath(rec: Pick<SpoolRecord, "channel" | "seq" | "blob">): string {
+    if (!rec.blob) throw new SpoolError("IO", `record ${rec.channel}#${rec.seq} has no large payload`);
+    return join(this.dir, "blobs", rec.blob);
   }
 
   private addEntry(e: Entry): void {
@@ -175,8 +230,8 @@ export class Spool {
         const seq = (next.get(p.channel) ?? this.channelState(p.channel).lastSeq) + 1;
         next.set(p.channel, seq);
         const rec: SpoolRecord = {
-          channel: p.channel, seq, id: it.id, createdAt: it.createdAt, contentType: it.contentType, size: it.payload.byteLength, sha256: it.sha256,
-          ...(it.fields ? { fields: it.fields } : {}), ...(it.origin ? { origin: it.origin } : {}),
+          channel: p.channel, seq, id: it.id, createdAt: it.createdAt, contentType: it.contentType, size: it.blob ? it.blob.size : it.payload.byteLength, sha256: it.sha256,
+          ...(it.fields ? { fields: it.fields } : {}), ...(it.origin ? { origin: it.origin } : {}), ...(it.blob ? { blob: it.blob.file } : {}),
         };
         const meta = Buffer.from(JSON.stringify(rec));
         const body = Buffer.allocUnsafe(4 + meta.byteLength + it.payload.byteLength);
@@ -188,6 +243,7 @@ export class Spool {
         head.writeUInt32BE(crc32(body), 4);
         chunks.push(head, body);
         recs.push({ ...rec, loc: { segment: this.segment, offset: off + HEADER + 4 + meta.byteLength, length: it.payload.byteLength } });
+        if (it.blob && it.payload.byteLength > 0) throw new SpoolError("IO", "a record with a large payload carries no inline bytes");
         off += HEADER + body.byteLength;
       }
       entries.push(recs);
@@ -248,7 +304,10 @@ export class Spool {
     const list = this.index.get(channel) ?? [];
     let n = 0;
     const touched = new Set<number>();
+    const blobs: string[] = [];
     while (n < list.length && (list[n] as Entry).seq <= upTo) {
+      const blob = (list[n] as Entry).blob;
+      if (blob) blobs.push(blob);
       const seg = (list[n] as Entry).loc.segment;
       this.live.set(seg, (this.live.get(seg) ?? 1) - 1);
       touched.add(seg);
@@ -258,6 +317,7 @@ export class Spool {
     // The watermark is durable before any segment goes, so seqs never restart.
     await writeFileAtomic(join(this.dir, "state.json"), JSON.stringify(this.state));
     for (const seg of touched) if (seg !== this.segment && !this.live.get(seg)) await this.dropSegment(seg);
+    for (const b of blobs) await unlink(join(this.dir, "blobs", b)).catch(() => undefined);
   }
 
   private async dropSegment(n: number): Promise<void> {
@@ -280,6 +340,11 @@ export class Spool {
   backlog(channel: string): { count: number; bytes: number } {
     const list = this.index.get(channel) ?? [];
     return { count: list.length, bytes: list.reduce((s, e) => s + e.size, 0) };
+  }
+
+  /** Unacknowledged records with large payloads, oldest first per channel. */
+  pendingBlobs(): SpoolRecord[] {
+    return [...this.index.values()].flatMap((l) => l.filter((e) => e.blob !== undefined));
   }
 
   channels(): string[] {

@@ -9,6 +9,8 @@ export class ChaosProxy {
   private server: Server | null = null;
   private pairs = new Set<{ client: Socket; upstream: Socket }>();
   private stalled = false;
+  /** Per direction: flip one byte this many bytes further on (then stop). */
+  private corrupt: { up: number | null; down: number | null } = { up: null, down: null };
   port = 0;
 
   constructor(private target: { host: string; port: number }) {}
@@ -25,11 +27,11 @@ export class ChaosProxy {
       };
       client.on("error", drop).on("close", drop);
       upstream.on("error", drop).on("close", drop);
-      client.on("data", (d) => {
-        if (!this.stalled) upstream.write(d);
+      client.on("data", (d: Buffer) => {
+        if (!this.stalled) upstream.write(this.maybeCorrupt("up", d));
       });
-      upstream.on("data", (d) => {
-        if (!this.stalled) client.write(d);
+      upstream.on("data", (d: Buffer) => {
+        if (!this.stalled) client.write(this.maybeCorrupt("down", d));
       });
     });
     await new Promise<void>((r) => this.server?.listen(port, "127.0.0.1", r));
@@ -53,6 +55,28 @@ export class ChaosProxy {
       p.upstream.destroy();
     }
     this.pairs.clear();
+  }
+
+  /**
+   * Flips one byte `after` bytes from now in one direction ("up": towards
+   * the edge), once: inside a large chunk's bytes, that is a corrupt chunk
+   * that only a digest can catch (the WebSocket framing survives it).
+   */
+  corruptOnce(direction: "up" | "down", after: number): void {
+    this.corrupt[direction] = after;
+  }
+
+  private maybeCorrupt(direction: "up" | "down", d: Buffer): Buffer {
+    const at = this.corrupt[direction];
+    if (at === null) return d;
+    if (at >= d.byteLength) {
+      this.corrupt[direction] = at - d.byteLength;
+      return d;
+    }
+    this.corrupt[direction] = null;
+    const out = Buffer.from(d);
+    out[at] = (out[at] as number) ^ 0xff;
+    return out;
   }
 
   /** Swallows all bytes both ways without closing: a half-open connection. */

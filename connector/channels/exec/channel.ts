@@ -1,3 +1,4 @@
+import { createReadStream } from "node:fs";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import type { ExecChannelConfig } from "../../config/config.ts";
@@ -65,7 +66,8 @@ export class ExecChannel implements Channel {
           child.stderr.on("data", keep);
           // A command that exits without reading its input is judged by its exit status, not by EPIPE.
           child.stdin.on("error", () => undefined);
-          child.stdin.end(d.payload);
+          if (d.file) createReadStream(d.file).on("error", () => child.stdin.destroy()).pipe(child.stdin);
+          else child.stdin.end(d.payload);
           child.once("error", (e: NodeJS.ErrnoException) => reject(new Error(`cannot run ${program}: ${e.code ?? e.message}`)));
           child.once("close", (code, sig) => {
             if (code === 0) resolve();

@@ -1,6 +1,6 @@
 import { mkdir, readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { Limits } from "../../../wire/index.ts";
+import { Limits, MAX_BLOB_BYTES } from "../../../wire/index.ts";
 import type { FileChannelConfig } from "../../config/config.ts";
 import type { Connector, Incoming, Receiver } from "../../core/connector.ts";
 import { OutboxScanner, type OutboxFile } from "./outbox.ts";
@@ -27,8 +27,8 @@ export class FileChannel implements Receiver, Channel {
   private timer: NodeJS.Timeout | null = null;
   private stopped = false;
   private polling: Promise<void> = Promise.resolve();
-  private readonly tooLarge = new Set<string>();
   private readonly unreleased = new Map<string, OutboxFile>();
+  private readonly oversized = new Set<string>();
 
   constructor(
     readonly cfg: FileChannelConfig,
@@ -92,15 +92,13 @@ export class FileChannel implements Receiver, Channel {
     const scanner = this.scanner;
     if (!scanner) return;
     await this.retryReleases(scanner);
-    const ready = (await scanner.scan()).filter((f) => {
-      if (this.unreleased.has(f.path)) return false;
-      if (f.size <= Limits.MAX_INLINE_PAYLOAD) return true;
-      if (!this.tooLarge.has(f.path)) {
-        this.tooLarge.add(f.path);
-        this.connector.log("error", "file too large for this version; it stays in the outbox", { channel: this.cfg.name, file: f.name, size: f.size, limit: Limits.MAX_INLINE_PAYLOAD });
-      }
-      return false;
-    });
+    const found = (await scanner.scan()).filter((f) => !this.unreleased.has(f.path));
+    // Large files are captured one by one without being read into memory; small ones many per commit.
+    for (const file of found.filter((f) => f.size > Limits.MAX_INLINE_PAYLOAD)) {
+      if (this.stopped) return;
+      await this.captureLarge(scanner, file);
+    }
+    const ready = found.filter((f) => f.size <= Limits.MAX_INLINE_PAYLOAD);
     for (let i = 0; i < ready.length && !this.stopped; ) {
       const batch: { file: OutboxFile; payload: Uint8Array }[] = [];
       let bytes = 0;
@@ -122,20 +120,44 @@ export class FileChannel implements Receiver, Channel {
           origin: { path: file.path, ino: file.ino, size: file.size, mtimeMs: file.mtimeMs },
         })),
         async () => {
-          for (const { file } of batch) {
-            try {
-              await scanner.release(file);
-            } catch (e) {
-              // Captured but still there: never capture it again; keep trying to remove it.
-              this.unreleased.set(file.path, file);
-              this.connector.log("error", "captured file could not be removed from the outbox; it will not be sent twice", { channel: this.cfg.name, file: file.name, error: (e as Error).message });
-            }
-          }
+          for (const { file } of batch) await this.release(scanner, file);
         },
       );
       for (const r of recs) {
         this.connector.log("info", "captured", { channel: this.cfg.name, file: r.fields?.filename, seq: r.seq, id: r.id, size: r.size, sha256: r.sha256 });
       }
+    }
+  }
+
+  private async captureLarge(scanner: OutboxScanner, file: OutboxFile): Promise<void> {
+    if (file.size > MAX_BLOB_BYTES) {
+      if (!this.oversized.has(file.path)) this.connector.log("error", "file larger than Ferry carries; it stays in the outbox", { channel: this.cfg.name, file: file.name, size: file.size, limit: MAX_BLOB_BYTES });
+      this.oversized.add(file.path);
+      return;
+    }
+    const st = await stat(file.path).catch(() => null);
+    // Gone or changed since the scan: the next scan decides again.
+    if (!st || st.size !== file.size || st.mtimeMs !== file.mtimeMs) return;
+    const r = await this.connector.sendFile(
+      this.cfg.name,
+      file.path,
+      {
+        contentType: this.cfg.content_type,
+        fields: { filename: file.name, size: String(file.size), mtime: new Date(file.mtimeMs).toISOString() },
+        origin: { path: file.path, ino: file.ino, size: file.size, mtimeMs: file.mtimeMs },
+      },
+      () => this.release(scanner, file),
+    );
+    this.connector.log("info", "captured", { channel: this.cfg.name, file: r.fields?.filename, seq: r.seq, id: r.id, size: r.size, sha256: r.sha256 });
+  }
+
+  private async release(scanner: OutboxScanner, file: OutboxFile): Promise<void> {
+    try {
+      await scanner.release(file);
+    } catch (e) {
+      // Captured but still there: never capture it again; keep trying to remove it.
+      this.unreleased.set(file.path, file);
+      this.connector.log("error", "captured file could not be removed from the outbox; it will not be sent twice", { channel: this.cfg.name, file: file.name, error: (e as Error).message });
     }
   }
 
@@ -177,7 +199,7 @@ export class FileChannel implements Receiver, Channel {
       if (run.length === 0) return;
       const res = await inbox.deliver(
         stream,
-        run.map((m) => ({ dseq: m.meta.dseq, name: m.meta.fields?.filename ?? m.meta.id, payload: m.payload, sha256: m.meta.sha256 })),
+        run.map((m) => ({ dseq: m.meta.dseq, name: m.meta.fields?.filename ?? m.meta.id, payload: m.payload, sha256: m.meta.sha256, ...(m.file ? { file: m.file } : {}) })),
       );
       for (const d of res.delivered) this.connector.log("info", "delivered", { channel: this.cfg.name, stream, dseq: d.dseq, path: d.path });
       run = [];
@@ -188,7 +210,7 @@ export class FileChannel implements Receiver, Channel {
         run.push(m);
       } catch (e) {
         await flush();
-        const kept = await writeDeadLetter(this.stateDir, this.cfg.name, stream, m.meta, m.payload, (e as Error).message);
+        const kept = await writeDeadLetter(this.stateDir, this.cfg.name, stream, m.meta, m.file ?? m.payload, (e as Error).message);
         this.connector.log("error", "delivery refused: unsafe file name; kept as a dead letter", { channel: this.cfg.name, stream, dseq: m.meta.dseq, id: m.meta.id, name: m.meta.fields?.filename, reason: (e as Error).message, kept });
         await log.commit(stream, m.meta.dseq);
       }

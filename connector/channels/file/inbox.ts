@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from "node:crypto";
-import { lstat, mkdir, open, rename } from "node:fs/promises";
+import { copyFile, lstat, mkdir, open, rename, unlink } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { DeliveryLog, Intent } from "./delivery-log.ts";
 import { fsyncPath } from "../../core/durable-fs.ts";
 import { safeInboxName, UnsafeNameError } from "./names.ts";
 
-export type InboxMessage = { dseq: number; name: string; payload: Uint8Array; sha256: string };
+/** `file`: a large payload already on disk and verified against `sha256` (then `payload` is empty). */
+export type InboxMessage = { dseq: number; name: string; payload: Uint8Array; sha256: string; file?: string };
 export type CollisionPolicy = "suffix" | "overwrite" | "fail";
 
 export class InboxError extends Error {
@@ -28,6 +29,20 @@ async function exists(p: string): Promise<boolean> {
   );
 }
 
+
+/** Moves a file (a rename; across file systems a copy, fsynced, then the original removed). */
+async function moveDurably(from: string, to: string): Promise<void> {
+  try {
+    await rename(from, to);
+    return;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e;
+  }
+  await copyFile(from, to);
+  const fh = await open(to, "r");
+  await fh.sync().finally(() => fh.close());
+  await unlink(from);
+}
 
 /**
  * Exactly-once delivery into a folder. Each payload is written to a
@@ -68,6 +83,7 @@ export class FileInbox {
       if (m.dseq !== hwm + 1 + i) throw new InboxError("GAP", `stream ${stream} expected position ${hwm + 1 + i}, got ${m.dseq}`, hwm + 1 + i);
     });
     for (const m of fresh) {
+      if (m.file) continue;
       const digest = createHash("sha256").update(m.payload).digest("hex");
       if (digest !== m.sha256) throw new InboxError("DIGEST", `position ${m.dseq} of ${stream}: payload digest ${digest} does not match the envelope's ${m.sha256}`);
     }
@@ -78,6 +94,11 @@ export class FileInbox {
     for (const m of fresh) {
       const name = safeInboxName(m.name);
       const tmp = join(tmpDir, `${randomBytes(8).toString("hex")}.part`);
+      if (m.file) {
+        await moveDurably(m.file, tmp);
+        intents.push({ dseq: m.dseq, tmp, final: await this.finalPath(name, taken) });
+        continue;
+      }
       const fh = await open(tmp, "wx", 0o644);
       try {
         await fh.writeFile(m.payload);

@@ -1,3 +1,5 @@
+import { createReadStream } from "node:fs";
+import { Readable } from "node:stream";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { join } from "node:path";
 import { Limits } from "../../../wire/index.ts";
@@ -134,7 +136,10 @@ export class HttpChannel implements Channel {
           "ferry-redelivery": String(d.redelivery),
         };
         if (d.meta.fields?.filename) headers["ferry-filename"] = encodeURIComponent(d.meta.fields.filename);
-        const res = await fetch(url, { method: "POST", headers, body: d.payload, signal });
+        if (d.file) headers["content-length"] = String(d.meta.size);
+        // A large payload streams from its file: never whole in memory.
+        const body = d.file ? (Readable.toWeb(createReadStream(d.file)) as ReadableStream<Uint8Array>) : d.payload;
+        const res = await fetch(url, { method: "POST", headers, body, signal, ...(d.file ? { duplex: "half" } : {}) } as RequestInit);
         await res.arrayBuffer().catch(() => undefined);
         if (res.status < 200 || res.status > 299) throw new Error(`the webhook answered ${res.status}`);
       },

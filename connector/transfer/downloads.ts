@@ -1,0 +1,250 @@
+import { createHash, type Hash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, open, readFile, unlink, type FileHandle } from "node:fs/promises";
+import { join } from "node:path";
+import { encodeFrame, ErrorCode, partLength, type DeliverMessage, type ErrorFrame, type PartFrame } from "../../wire/index.ts";
+import { writeFileAtomic } from "../core/durable-fs.ts";
+import type { Logger } from "../core/log.ts";
+import type { TransferProgress } from "./progress.ts";
+
+/** Parts asked for ahead of what is written. */
+const WINDOW = 3;
+/** A part that fails its digest this often in a row fails the transfer (it is corrupt at rest, not on the way). */
+const MAX_PART_RETRIES = 5;
+
+/** Why a large payload could not be fetched; `retry` says whether trying later can help. */
+export class TransferError extends Error {
+  override readonly name = "TransferError";
+  constructor(
+    message: string,
+    readonly retry: boolean,
+  ) {
+    super(message);
+  }
+}
+
+type Progress = { have: number; size: number; sha256: string; chunk: number };
+
+type Download = {
+  src: string;
+  dst: string;
+  meta: DeliverMessage & { blob: NonNullable<DeliverMessage["blob"]> };
+  path: string;
+  fh: FileHandle;
+  hash: Hash;
+  have: number;
+  /** The next part to ask for. */
+  next: number;
+  arrived: Map<number, Uint8Array>;
+  retries: Map<number, number>;
+  writing: boolean;
+  lastProgress: number;
+  resolve: (path: string) => void;
+  reject: (e: Error) => void;
+};
+
+export type DownloadDeps = {
+  /** Where partial payloads are kept (the state folder's `downloads/`). */
+  dir: string;
+  send: (frame: Uint8Array) => boolean;
+  connected: () => boolean;
+  log: Logger;
+  /** Large payloads fetched at the same time. */
+  limit: number;
+  onProgress: (p: TransferProgress) => void;
+};
+
+/**
+ * The receiver's half of large payloads: parts are fetched a few ahead,
+ * each checked against the digest the edge took on upload (a corrupt one is
+ * fetched again, not the whole file), written in order to
+ * `downloads/<id>.part` and fsynced, with the number of parts written kept
+ * beside it, so a cut connection or a restart resumes from the last part
+ * on disk. The whole payload's SHA-256 is checked before it is handed on:
+ * a wrong file is never delivered.
+ */
+export class Downloads {
+  private readonly active = new Map<string, Download>();
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly d: DownloadDeps) {}
+
+  private paths(id: string): { part: string; progress: string } {
+    return { part: join(this.d.dir, `${id}.part`), progress: join(this.d.dir, `${id}.json`) };
+  }
+
+  list(): TransferProgress[] {
+    return [...this.active.values()].map((x) => this.progress(x));
+  }
+
+  /** Fetches a delivered message's payload; resolves with the path of the verified file. */
+  async fetch(src: string, dst: string, meta: DeliverMessage): Promise<string> {
+    const blob = meta.blob;
+    if (!blob) throw new TransferError(`message ${meta.id} has no large payload`, false);
+    if (this.active.has(meta.id)) throw new TransferError(`message ${meta.id} is already being fetched`, true);
+    while (this.active.size >= this.d.limit) await new Promise<void>((r) => this.waiting.push(r));
+    try {
+      return await this.run(src, dst, { ...meta, blob });
+    } finally {
+      this.waiting.shift()?.();
+    }
+  }
+
+  private async run(src: string, dst: string, meta: Download["meta"]): Promise<string> {
+    await mkdir(this.d.dir, { recursive: true });
+    const { part: path, progress } = this.paths(meta.id);
+    // Resume from what an earlier run wrote, if it was fetching this very payload.
+    const prior = JSON.parse(await readFile(progress, "utf8").catch(() => "null")) as Progress | null;
+    let have = prior && prior.size === meta.size && prior.sha256 === meta.sha256 && prior.chunk === meta.blob.chunk ? prior.have : 0;
+    const fh = await open(path, have > 0 ? "r+" : "w", 0o600).catch(async () => {
+      have = 0;
+      return open(path, "w", 0o600);
+    });
+    const hash = createHash("sha256");
+    try {
+      // Bytes past the last recorded part may be torn: cut them, and hash what stays.
+      await fh.truncate(have * meta.blob.chunk);
+      if (have > 0) {
+        for await (const c of createReadStream(path, { start: 0, end: have * meta.blob.chunk - 1, highWaterMark: 1024 * 1024 })) hash.update(c as Buffer);
+        this.d.log("info", "resuming a large payload", { id: meta.id, file: meta.fields?.filename, parts: `${have}/${meta.blob.parts}` });
+      }
+    } catch (e) {
+      await fh.close();
+      throw new TransferError(`cannot prepare ${path}: ${(e as Error).message}`, true);
+    }
+    return new Promise<string>((resolve, reject) => {
+      const x: Download = {
+        src, dst, meta, path, fh, hash, have, next: have + 1, arrived: new Map(), retries: new Map(), writing: false, lastProgress: Date.now(),
+        resolve, reject,
+      };
+      this.active.set(meta.id, x);
+      this.d.onProgress(this.progress(x));
+      if (have >= meta.blob.parts) void this.drain(x);
+      else this.ask(x);
+    });
+  }
+
+  private ask(x: Download): void {
+    if (!this.d.connected()) return;
+    while (x.next <= x.meta.blob.parts && x.next - x.have <= WINDOW) {
+      if (!this.d.send(encodeFrame({ t: "get", src: x.src, dst: x.dst, id: x.meta.id, part: x.next }))) return;
+      x.next++;
+    }
+  }
+
+  /** A new connection: ask again for everything not written. */
+  onOpen(): void {
+    for (const x of this.active.values()) {
+      x.arrived.clear();
+      x.next = x.have + 1;
+      x.lastProgress = Date.now();
+      this.ask(x);
+    }
+  }
+
+  onPart(f: PartFrame, bytes: Uint8Array): void {
+    const x = this.active.get(f.id);
+    if (!x || f.src !== x.src || f.part <= x.have || x.arrived.has(f.part)) return;
+    const want = partLength(x.meta.size, x.meta.blob.chunk, f.part);
+    const digest = createHash("sha256").update(bytes).digest("hex");
+    if (bytes.byteLength !== want || digest !== f.sha256) {
+      const n = (x.retries.get(f.part) ?? 0) + 1;
+      x.retries.set(f.part, n);
+      if (n > MAX_PART_RETRIES) {
+        this.fail(x, new TransferError(`part ${f.part} of ${x.meta.id} failed its digest ${n} times; the stored copy is damaged`, false));
+        return;
+      }
+      this.d.log("warn", "a part arrived damaged; fetching it again", { id: x.meta.id, part: f.part, attempt: n });
+      this.d.send(encodeFrame({ t: "get", src: x.src, dst: x.dst, id: x.meta.id, part: f.part }));
+      return;
+    }
+    // A view into the frame's own buffer, which the socket allocated for this message alone.
+    x.arrived.set(f.part, bytes);
+    x.lastProgress = Date.now();
+    void this.drain(x);
+  }
+
+  /** Writes arrived parts in order, durably, then checks the whole payload. */
+  private async drain(x: Download): Promise<void> {
+    if (x.writing) return;
+    x.writing = true;
+    try {
+      for (let bytes = x.arrived.get(x.have + 1); bytes; bytes = x.arrived.get(x.have + 1)) {
+        const part = x.have + 1;
+        x.arrived.delete(part);
+        try {
+          await x.fh.write(bytes, 0, bytes.byteLength, (part - 1) * x.meta.blob.chunk);
+          await x.fh.sync();
+          await writeFileAtomic(this.paths(x.meta.id).progress, JSON.stringify({ have: part, size: x.meta.size, sha256: x.meta.sha256, chunk: x.meta.blob.chunk } satisfies Progress));
+        } catch (e) {
+          const code = (e as NodeJS.ErrnoException).code;
+          const why = code === "ENOSPC" ? `the disk holding ${this.d.dir} is full` : (e as Error).message;
+          this.fail(x, new TransferError(`cannot write part ${part} of ${x.meta.id}: ${why}; it resumes from part ${x.have + 1} when retried`, true));
+          return;
+        }
+        x.hash.update(bytes);
+        x.have = part;
+        x.retries.delete(part);
+        this.d.onProgress(this.progress(x));
+        this.d.log("debug", "download progress", { id: x.meta.id, have: part, parts: x.meta.blob.parts });
+        this.ask(x);
+      }
+      if (x.have >= x.meta.blob.parts) {
+        const digest = x.hash.digest("hex");
+        if (digest !== x.meta.sha256) {
+          await this.discard(x.meta.id);
+          this.fail(x, new TransferError(`the payload of ${x.meta.id} has SHA-256 ${digest}, not the ${x.meta.sha256} its sender computed`, false));
+          return;
+        }
+        this.active.delete(x.meta.id);
+        await x.fh.close().catch(() => undefined);
+        x.resolve(x.path);
+      }
+    } finally {
+      x.writing = false;
+    }
+  }
+
+  private fail(x: Download, e: TransferError): void {
+    if (this.active.get(x.meta.id) !== x) return;
+    this.active.delete(x.meta.id);
+    void x.fh.close().catch(() => undefined);
+    x.reject(e);
+  }
+
+  /** An error frame about a fetch; false if it is not about one of ours. */
+  onError(f: ErrorFrame): boolean {
+    const x = f.id ? this.active.get(f.id) : undefined;
+    if (!x || f.src !== x.src) return false;
+    if (f.code === ErrorCode.STORAGE && f.part) {
+      setTimeout(() => {
+        if (this.active.get(x.meta.id) === x) this.d.send(encodeFrame({ t: "get", src: x.src, dst: x.dst, id: x.meta.id, part: f.part as number }));
+      }, 1000).unref();
+      return true;
+    }
+    this.fail(x, new TransferError(`the edge refused part ${f.part} of ${x.meta.id}: ${f.message}`, f.code !== ErrorCode.UNKNOWN_STREAM));
+    return true;
+  }
+
+  /** A fetch waited for a part longer than `ms`: the link is bad. */
+  stalled(now: number, ms: number): boolean {
+    for (const x of this.active.values()) {
+      if (x.next - 1 > x.have && now - x.lastProgress > ms) {
+        x.lastProgress = now;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /** Forgets a payload's partial or finished file (after delivery, or when it is refused). */
+  async discard(id: string): Promise<void> {
+    const p = this.paths(id);
+    await unlink(p.part).catch(() => undefined);
+    await unlink(p.progress).catch(() => undefined);
+  }
+
+  private progress(x: Download): TransferProgress {
+    return { direction: "down", channel: x.dst, id: x.meta.id, name: x.meta.fields?.filename ?? x.meta.id, done: Math.min(x.meta.size, x.have * x.meta.blob.chunk), total: x.meta.size };
+  }
+}

@@ -1,0 +1,277 @@
+import { createHash, randomBytes } from "node:crypto";
+import { spawnSync } from "node:child_process";
+import { createReadStream } from "node:fs";
+import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { LocalEdge } from "../helpers/edge.ts";
+import { ConnectorProcess, ferry } from "../helpers/cli.ts";
+import { ChaosProxy } from "../helpers/proxy.ts";
+import { waitFor } from "../helpers/wait.ts";
+
+const MiB = 1024 * 1024;
+const CHUNK = 8 * MiB;
+/** "Hundreds of MiB": big enough that holding it in memory would show in a connector's peak RSS. */
+const BIG = Number(process.env.FERRY_E2E_BIG_MB ?? 256) * MiB;
+
+/** Writes `size` random bytes to `path` in pieces (never whole in this process), returns the SHA-256. */
+async function makeFile(path: string, size: number): Promise<string> {
+  const hash = createHash("sha256");
+  const fh = await open(path, "w");
+  for (let done = 0; done < size; ) {
+    const piece = randomBytes(Math.min(4 * MiB, size - done));
+    hash.update(piece);
+    await fh.write(piece);
+    done += piece.byteLength;
+  }
+  await fh.close();
+  return hash.digest("hex");
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const c of createReadStream(path)) hash.update(c as Buffer);
+  return hash.digest("hex");
+}
+
+/** Peak resident memory of a process, in MiB. */
+async function peakRssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, "utf8");
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+type Line = Record<string, unknown>;
+const progress = (p: ConnectorProcess, msg: string, id?: string) => p.lines.filter((l) => l.msg === msg && (!id || l.id === id)) as (Line & { have: number; parts: number; part: number })[];
+
+/**
+ * A sender and a receiver, each reaching the edge through its own proxy, so
+ * a test can cut the upload's link or the download's link alone.
+ */
+class Pair {
+  a!: ConnectorProcess;
+  b!: ConnectorProcess;
+  readonly aProxy: ChaosProxy;
+  readonly bProxy: ChaosProxy;
+
+  constructor(
+    readonly dir: string,
+    edge: LocalEdge,
+    readonly inbox: string,
+  ) {
+    this.aProxy = new ChaosProxy({ host: "127.0.0.1", port: edge.port });
+    this.bProxy = new ChaosProxy({ host: "127.0.0.1", port: edge.port });
+  }
+
+  static async create(edge: LocalEdge, env: Record<string, string>, tag: string, opts: { inbox?: string; route?: string[] } = {}): Promise<Pair> {
+    const dir = await mkdtemp(join(tmpdir(), `ferry-large-${tag}-`));
+    const p = new Pair(dir, edge, opts.inbox ?? join(dir, "b-in"));
+    await p.aProxy.listen();
+    await p.bProxy.listen();
+    for (const side of ["a", "b"] as const) {
+      const add = ferry(["admin", "connector", "add", `${tag}-${side}`, "--json"], env);
+      expect(add.code, add.stderr).toBe(0);
+      const token = (JSON.parse(add.stdout) as { enrolToken: string }).enrolToken;
+      const enrol = ferry(["connector", "enroll", "--edge", edge.url, "--token", token, "--state", join(dir, `${side}-state`), "--json"], env);
+      expect(enrol.code, enrol.stderr).toBe(0);
+      const proxy = side === "a" ? p.aProxy : p.bProxy;
+      const box = side === "a" ? `outbox = "./a-out"` : `inbox = "${p.inbox}"`;
+      await writeFile(
+        join(dir, `${side}.toml`),
+        `state = "./${side}-state"\nlog = "json"\nedges = ["${proxy.url}"]\nheartbeat_seconds = 2\n\n[[channels]]\nname = "files"\nprotocol = "file"\n${box}\npoll_ms = 50\n`,
+      );
+    }
+    const route = ferry(["admin", "route", "add", `${tag}-a/files`, `${tag}-b/files`, ...(opts.route ?? []), "--json"], env);
+    expect(route.code, route.stderr).toBe(0);
+    await p.startA();
+    await p.startB();
+    return p;
+  }
+
+  async startA(): Promise<void> {
+    this.a = new ConnectorProcess(join(this.dir, "a.toml"));
+    await this.a.connected();
+  }
+
+  async startB(): Promise<void> {
+    this.b = new ConnectorProcess(join(this.dir, "b.toml"));
+    await this.b.connected();
+  }
+
+  /** Drops a file the way applications should: written elsewhere, renamed in. */
+  async drop(name: string, size: number): Promise<string> {
+    await mkdir(join(this.dir, "a-out"), { recursive: true });
+    const tmp = join(this.dir, "a-out", `.${name}.tmp`);
+    const sha = await makeFile(tmp, size);
+    await rename(tmp, join(this.dir, "a-out", name));
+    return sha;
+  }
+
+  async arrived(name: string, size: number, timeoutMs = 120_000): Promise<string> {
+    const path = join(this.inbox, name);
+    await waitFor(`${name} (${size} bytes) in B's inbox`, async () => (await stat(path).catch(() => null))?.size === size, timeoutMs, 100);
+    return sha256File(path);
+  }
+
+  async inboxNames(): Promise<string[]> {
+    return (await readdir(this.inbox)).filter((n) => !n.startsWith(".")).sort();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.a?.stop(), this.b?.stop()]);
+    await this.aProxy.close();
+    await this.bProxy.close();
+  }
+}
+
+describe("large files: chunked through R2, resumable, verified end to end", () => {
+  let edge: LocalEdge;
+  let env: Record<string, string>;
+  const pairs: Pair[] = [];
+
+  beforeAll(async () => {
+    edge = await LocalEdge.start();
+    env = { FERRY_EDGE: edge.url, FERRY_ADMIN_TOKEN: edge.adminToken };
+  });
+
+  afterAll(async () => {
+    await Promise.all(pairs.map((p) => p.close()));
+    await edge?.close();
+  });
+
+  async function pair(tag: string, opts: { inbox?: string; route?: string[] } = {}): Promise<Pair> {
+    const p = await Pair.create(edge, env, tag, opts);
+    pairs.push(p);
+    return p;
+  }
+
+  it("moves 0 B, 1 B, one chunk, one chunk + 1 byte and hundreds of MiB byte-identical, in order, in constant memory", async () => {
+    const p = await pair("sizes");
+    const files: [string, number][] = [
+      ["empty.bin", 0],
+      ["one-byte.bin", 1],
+      ["just-over-inline.bin", MiB + 1],
+      ["one-chunk.bin", CHUNK],
+      ["chunk-plus-one.bin", CHUNK + 1],
+      ["big.bin", BIG],
+    ];
+    const sums = new Map<string, string>();
+    for (const [name, size] of files) sums.set(name, await p.drop(name, size));
+    for (const [name, size] of files) expect(await p.arrived(name, size, 240_000), name).toBe(sums.get(name));
+    expect(await p.inboxNames()).toEqual(files.map(([n]) => n).sort());
+
+    // Delivered in the order captured (one stream): B's delivery log lines follow A's capture order.
+    const captured = p.a.lines.filter((l) => l.msg === "captured").map((l) => l.file);
+    const delivered = p.b.lines.filter((l) => l.msg === "delivered").map((l) => String(l.path).split("/").pop());
+    expect(delivered).toEqual(captured);
+
+    // Never whole in memory at either connector, whatever the file size.
+    for (const c of [p.a, p.b]) expect(await peakRssMiB(c.proc.pid as number)).toBeLessThan(150);
+    // No partial files left anywhere; the sender's spool let go of its copies.
+    expect(await readdir(join(p.inbox, ".ferry-tmp")).catch(() => [])).toEqual([]);
+    await waitFor("A's spool to drop its copies of the files", async () => (await readdir(join(p.dir, "a-state", "spool", "blobs"))).length === 0);
+    expect(await readdir(join(p.dir, "b-state", "downloads")).catch(() => [])).toEqual([]);
+
+    // The event log knows them like any message: accepted once, delivered once, with their names and sizes.
+    await waitFor("every file delivered in the event log", async () => {
+      const log = JSON.parse(ferry(["admin", "messages", "--source", "sizes-a/files", "--type", "delivered", "--json"], env).stdout) as { events: unknown[] };
+      return log.events.length === files.length;
+    });
+    const big = JSON.parse(ferry(["admin", "messages", "--field", "filename:big.bin", "--type", "accepted", "--json"], env).stdout) as { events: { size: number; sha256: string }[] };
+    expect(big.events).toEqual([expect.objectContaining({ size: BIG, sha256: sums.get("big.bin") })]);
+  });
+
+  it("resumes an upload cut at 50% from the last part the edge holds", async () => {
+    const p = await pair("cutup");
+    const size = 12 * CHUNK;
+    const sha = await p.drop("cut-upload.bin", size);
+    await waitFor("half of the upload", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
+    p.aProxy.cut();
+    expect(await p.arrived("cut-upload.bin", size)).toBe(sha);
+    // Resumed, not restarted: part 1 went once, and only parts in flight at the cut went twice.
+    const sent = progress(p.a, "chunk sent").map((l) => l.part);
+    expect(sent.filter((x) => x === 1)).toHaveLength(1);
+    expect(sent.length).toBeLessThanOrEqual(12 + 4);
+    expect(p.a.count("reconnecting") + p.a.count("disconnected")).toBeGreaterThan(0);
+  });
+
+  it("resumes a download cut at 50% from the last part on disk", async () => {
+    const p = await pair("cutdown");
+    const size = 12 * CHUNK;
+    const sha = await p.drop("cut-download.bin", size);
+    await waitFor("half of the download", () => progress(p.b, "download progress").some((l) => l.have >= 6), 60_000, 20);
+    p.bProxy.cut();
+    expect(await p.arrived("cut-download.bin", size)).toBe(sha);
+    // Every part written exactly once: nothing fetched from the start again.
+    const written = progress(p.b, "download progress").map((l) => l.have);
+    expect(written).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+  });
+
+  it("survives kill -9 of the sender mid-upload and of the receiver mid-download", async () => {
+    const p = await pair("kill");
+    const size = 12 * CHUNK;
+    const sha = await p.drop("killed.bin", size);
+    await waitFor("half of the upload", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
+    await p.a.stop("SIGKILL");
+    await p.startA();
+    await waitFor("half of the download", () => progress(p.b, "download progress").some((l) => l.have >= 6), 120_000, 20);
+    await p.b.stop("SIGKILL");
+    await p.startB();
+    expect(await p.arrived("killed.bin", size)).toBe(sha);
+    // The restarted sender asked the edge where it stood instead of starting over; so did the receiver.
+    const resent = progress(p.a, "chunk sent").map((l) => l.part);
+    expect(Math.min(...resent)).toBeGreaterThan(1);
+    expect(p.b.lines.some((l) => l.msg === "resuming a large payload")).toBe(true);
+    expect(await p.inboxNames()).toEqual(["killed.bin"]);
+  });
+
+  it("refetches a chunk corrupted on the way, in each direction, and never delivers a wrong file", async () => {
+    const p = await pair("corrupt");
+    const size = 4 * CHUNK;
+    // Up: one byte flipped a few MiB into the upload, inside a chunk's bytes.
+    p.aProxy.corruptOnce("up", 3 * MiB);
+    const sha = await p.drop("corrupt-up.bin", size);
+    expect(await p.arrived("corrupt-up.bin", size)).toBe(sha);
+    expect(p.a.lines.some((l) => l.code === "BAD_CHUNK")).toBe(true);
+    // Down: one byte flipped inside a part on its way to the receiver.
+    await waitFor("the first upload done", () => p.a.count("uploaded") >= 1);
+    p.bProxy.corruptOnce("down", 3 * MiB);
+    const sha2 = await p.drop("corrupt-down.bin", size);
+    expect(await p.arrived("corrupt-down.bin", size)).toBe(sha2);
+    expect(p.b.count("a part arrived damaged; fetching it again")).toBe(1);
+    expect(await p.inboxNames()).toEqual(["corrupt-down.bin", "corrupt-up.bin"]);
+  });
+
+  const canMount = process.getuid?.() === 0 && spawnSync("sh", ["-c", "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d && umount $d"]).status === 0;
+  it.skipIf(!canMount)("stops with a clear error when the receiver's disk is full, and resumes when space returns", async () => {
+    // The receiver's state and inbox on a real, small file system (64 MiB, most of it taken).
+    const fsDir = await mkdtemp(join(tmpdir(), "ferry-full-"));
+    expect(spawnSync("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", fsDir]).status).toBe(0);
+    try {
+      const inbox = join(fsDir, "in");
+      const p = await pair("full", { inbox });
+      // B's state folder moves onto the small disk too (its downloads land there).
+      await p.b.stop();
+      await rename(join(p.dir, "b-state"), join(fsDir, "b-state")).catch(async () => {
+        spawnSync("cp", ["-a", join(p.dir, "b-state"), join(fsDir, "b-state")]);
+        await rm(join(p.dir, "b-state"), { recursive: true });
+      });
+      await writeFile(join(p.dir, "b.toml"), (await readFile(join(p.dir, "b.toml"), "utf8")).replace(`state = "./b-state"`, `state = "${join(fsDir, "b-state")}"`));
+      await p.startB();
+      const filler = join(fsDir, "filler");
+      await writeFile(filler, Buffer.alloc(48 * MiB));
+      const size = 3 * CHUNK - 5;
+      const sha = await p.drop("too-big-for-now.bin", size);
+      await waitFor("B to report the full disk", () => p.b.lines.find((l) => String(l.error ?? "").includes("is full")), 120_000);
+      expect(await p.inboxNames()).toEqual([]);
+      await rm(filler);
+      expect(await p.arrived("too-big-for-now.bin", size)).toBe(sha);
+      // Resumed from the parts already on disk, not from the start.
+      const written = progress(p.b, "download progress").map((l) => l.have);
+      expect(new Set(written).size).toBe(written.length);
+    } finally {
+      await Promise.all(pairs.filter((x) => x.inbox.startsWith(fsDir)).map((x) => x.close()));
+      spawnSync("umount", ["-l", fsDir]);
+    }
+  });
+});
