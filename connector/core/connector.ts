@@ -130,6 +130,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   }
   private keyRegistered: boolean;
   private readonly waitingForPolicy = new Set<string>();
+  private readonly policyBackoff = new Backoff(2000, 60_000);
+  private policyTimer: NodeJS.Timeout | null = null;
   private refreshing: Promise<void> | null = null;
   private readonly uploads: Uploads;
   private readonly downloads: Downloads;
@@ -223,6 +225,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   /** Stops sending and closes the connection; everything captured stays in the spool. */
   async stop(): Promise<void> {
     if (this.ackTimer) clearInterval(this.ackTimer);
+    if (this.policyTimer) clearTimeout(this.policyTimer);
     await this.transport.stop();
     await Promise.allSettled([...this.streamChains.values()]);
     await this.spool.close();
@@ -367,14 +370,19 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       if (!policy || policy.missingKeys.length > 0) {
         if (!this.waitingForPolicy.has(channel)) {
           this.waitingForPolicy.add(channel);
-          this.log(policy ? "error" : "info", policy ? "waiting for the encryption keys of destinations before sending" : "waiting for the edge's channel policies before sending", {
+          const known = this.policies.current !== null;
+          this.log(policy || known ? "warn" : "info", policy ? "waiting for the encryption keys of destinations before sending" : known ? "no route leaves this channel yet; its messages stay in the spool until an administrator adds one" : "waiting for the edge's channel policies before sending", {
             channel,
+            backlog: this.spool.backlog(channel).count,
             ...(policy ? { missing: policy.missingKeys } : {}),
           });
         }
+        // Ask the edge again soon (backing off): a route added meanwhile is learnt in seconds, not at the next periodic refresh.
+        this.schedulePolicyRetry();
         return;
       }
       this.waitingForPolicy.delete(channel);
+      this.policyBackoff.reset();
       while (this.transport.status === "open" && gen === this.generation) {
         const now = Date.now();
         if (s.pausedUntil > now) {
@@ -726,6 +734,15 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     Object.assign(this.identity, next);
     this.log("info", "keys rotated; reconnecting with the new key", { connector: this.identity.connector });
     if (this.transport.status === "open") this.transport.recycle("keys rotated");
+  }
+
+  private schedulePolicyRetry(): void {
+    if (this.policyTimer || this.transport.status !== "open") return;
+    this.policyTimer = setTimeout(() => {
+      this.policyTimer = null;
+      void this.refreshConfig();
+    }, 1000 + this.policyBackoff.next());
+    this.policyTimer.unref();
   }
 
   /** Fetches routes and keys from the edge; sends that waited for them go on. */

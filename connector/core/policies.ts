@@ -48,11 +48,17 @@ export class Policies {
     return conf;
   }
 
-  /** How `connector/channel` must send, or null while no policy is known yet. */
+  /**
+   * How `connector/channel` must send, or null while it is not known: no
+   * config yet, or no route from this source in it. An unknown route means
+   * an unknown protection, so nothing leaves (a route added with `encrypt`
+   * after the last refresh must never see plaintext, not even a refusal).
+   */
   sending(connector: string, channel: string): SendPolicy | null {
     if (!this.config) return null;
     const source = `${connector}/${channel}`;
     const routes = this.config.outgoing.filter((r) => r.source === source);
+    if (routes.length === 0) return null;
     const protection = (routes[0]?.protection ?? "none") as Protection;
     const recipients: SendPolicy["recipients"] = [];
     const missingKeys: string[] = [];

@@ -337,6 +337,9 @@ export class ChannelObject extends DurableObject<Env> {
   /**
    * Refuses a batch and logs each refused message once (the sender keeps it
    * and retries; its retries are not logged again while this object lives).
+   * Only the id, sequence and size are logged: a refused message may be one
+   * that should have been encrypted, so neither its fields nor its digest
+   * (which would identify a known plaintext) reach the log.
    */
   private reject(req: PublishRequest, code: ErrorCode, message: string): PublishResult {
     const key = `${req.epoch}`;
@@ -345,7 +348,7 @@ export class ChannelObject extends DurableObject<Env> {
     if (fresh.length > 0) {
       const at = Date.now();
       this.ctx.storage.transactionSync(() =>
-        this.events.stage(fresh.map((m) => ({ messageId: m.id, type: "rejected", at, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { code, reason: message } }))),
+        this.events.stage(fresh.map((m) => ({ messageId: m.id, type: "rejected", at, seq: m.seq, size: m.size, sha256: null, destination: null, fields: null, detail: { code, reason: message } }))),
       );
       this.rejectedUpTo.set(key, Math.max(...fresh.map((m) => m.seq)));
       this.events.flushSoon();

@@ -87,6 +87,38 @@ describe("protection per route", () => {
     expect(accepted.events[0]).toMatchObject({ fields: null, detail: { contentType: "application/jose+json" } });
   });
 
+  it("encrypt added after a file was captured: the waiting file never reaches the edge in the clear, not even as a refusal", async () => {
+    const started: ConnectorProcess[] = [];
+    for (const n of ["lab", "clinic"]) {
+      enrol(n);
+      await writeFile(join(dir, `${n}.toml`), `state = "./${n}-state"\nlog = "json"\n[[channels]]\nname = "results"\nprotocol = "file"\noutbox = "./${n}-out"\ninbox = "./${n}-in"\npoll_ms = 50\n`);
+      started.push(new ConnectorProcess(join(dir, `${n}.toml`)));
+    }
+    procs.push(...started);
+    await Promise.all(started.map((p) => p.connected()));
+    const lab = started[0] as ConnectorProcess;
+    const secret = "PATIENT-RESULT-HIV-NEGATIVE-41c2";
+    const name = "patient-4711-results-41c2.txt";
+    const body = `${secret}\n`;
+    await writeFile(join(dir, "lab-out", `.${name}.tmp`), body);
+    await rename(join(dir, "lab-out", `.${name}.tmp`), join(dir, "lab-out", name));
+    // Captured, and held: no route is known, so no protection is known.
+    await waitFor("the capture", () => lab.lines.find((l) => l.msg === "captured" && l.file === name));
+    await waitFor("the connector to say it waits for a route", () => lab.lines.find((l) => l.msg === "no route leaves this channel yet; its messages stay in the spool until an administrator adds one"));
+    expect(ferry(["admin", "route", "add", "lab/results", "clinic/results", "--protection", "encrypt"], env).code).toBe(0);
+    // Learnt within seconds (not at the ten-minute refresh), then sent encrypted.
+    await waitFor("the file at the clinic", async () => (await readdir(join(dir, "clinic-in"))).includes(name), 60_000);
+    expect(await readFile(join(dir, "clinic-in", name), "utf8")).toBe(body);
+    const digest = createHash("sha256").update(body).digest("hex");
+    const needles = [secret, name, digest].map((x) => Buffer.from(x));
+    for (const f of await everyFile(join(edge.stateDir, "wrangler"))) {
+      const bytes = await readFile(f);
+      for (const n of needles) expect(bytes.includes(n), `${n.toString()} found in ${f}`).toBe(false);
+    }
+    const rejected = JSON.parse(ferry(["admin", "messages", "--source", "lab/results", "--type", "rejected", "--json"], env).stdout) as { events: unknown[] };
+    expect(rejected.events).toEqual([]);
+  });
+
   it("sign: a message whose signature is not the sender's enrolled key is never delivered", async () => {
     const token = (JSON.parse(ferry(["admin", "connector", "add", "forger", "--json"], env).stdout) as { enrolToken: string }).enrolToken;
     const forger = await RawPeer.enrol(edge.url, token, join(dir, "forger-state"));
