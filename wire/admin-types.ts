@@ -79,3 +79,21 @@ export type OverviewView = {
 export type AdminLogEntry = { id: number; at: number; actor: string; action: string; target: string | null; detail: unknown };
 
 export type Problem = { type: string; title: string; status: number; detail: string; errors?: { field: string; message: string }[] };
+
+/**
+ * A large payload on its way (`GET /api/transfers`): its upload from the
+ * source connector into the edge's R2, then each destination's download.
+ * Finished transfers drop out of the list once every destination has it.
+ */
+export type TransferView = {
+  id: string;
+  source: string;
+  filename: string | null;
+  size: number;
+  parts: number;
+  /** Parts the edge holds; `parts` when the upload is complete. */
+  uploaded: number;
+  /** Per destination: the highest part it has fetched (0: not started). */
+  downloads: { destination: string; fetched: number }[];
+  updatedAt: number;
+};

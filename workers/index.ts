@@ -11,6 +11,7 @@ import { messages } from "./admin/messages.ts";
 import { deadLetters } from "./admin/dead-letters.ts";
 import { audit } from "./admin/audit.ts";
 import { adminLog, overview } from "./admin/overview.ts";
+import { transfers } from "./admin/transfers.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
 import { config, keys } from "./connect/config.ts";
@@ -64,6 +65,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/log", audit)
   .route("/api/overview", overview)
   .route("/api/admin-log", adminLog)
+  .route("/api/transfers", transfers)
   .all("/api/*", (c) => {
     throw new ApiError(404, "Not found", `no admin API at ${new URL(c.req.url).pathname}`);
   })

@@ -8,6 +8,7 @@ import {
   type BlobRef,
   type DeliverMessage,
   type PubMessage,
+  type TransferView,
   type UploadFrame,
 } from "../../wire/index.ts";
 import type { AckResult, ChannelRoute, DeadLetter, IngestRequest, IngestResult, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
@@ -103,6 +104,8 @@ export class ChannelObject extends DurableObject<Env> {
   /** Hosted egress backoff, per destination (memory only: after eviction it simply tries again). */
   private egressRetryAt = new Map<string, number>();
   private egressFailures = new Map<string, number>();
+  /** Per destination and large payload: the highest part fetched (memory only; a progress view). */
+  private fetched = new Map<string, number>();
   private alarmChain: Promise<void> = Promise.resolve();
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -331,7 +334,19 @@ export class ChannelObject extends DurableObject<Env> {
     if (!queued) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `message ${id} is not queued for ${destination}` };
     // A receiver fetching parts is making progress: no redelivery while it does.
     this.lastProgress.set(destination, Date.now());
+    const key = `${destination}>${id}`;
+    this.fetched.set(key, Math.max(this.fetched.get(key) ?? 0, part));
     return this.transfers.part(id, part);
+  }
+
+  /** Large payloads on their way from this source (the admin API's transfers view). */
+  async transferList(tenant: string, source: string): Promise<TransferView[]> {
+    this.identify(tenant, source);
+    const list = this.transfers.list(source, (d, id) => this.fetched.get(`${d}>${id}`) ?? 0);
+    // Progress of fetches is kept in memory only (after an eviction it reads 0 until the next part); forget finished ones.
+    const live = new Set(list.map((t) => t.id));
+    for (const k of this.fetched.keys()) if (!live.has(k.slice(k.indexOf(">") + 1))) this.fetched.delete(k);
+    return list;
   }
 
   /**

@@ -6,6 +6,8 @@ export const ABANDON_AFTER_MS = 7 * 86_400_000;
 /** Transfer objects live beside the archives of the source's region, under this prefix. */
 const PREFIX = "transfers";
 
+import type { TransferView } from "../../wire/index.ts";
+
 export type UploadState = { ok: true; have: number; parts: number } | { ok: false; code: ErrorCode; message: string; have?: number };
 export type PartResult = { ok: true; bytes: Uint8Array; sha256: string } | { ok: false; code: ErrorCode; message: string };
 
@@ -143,6 +145,24 @@ export class Transfers {
     const obj = await this.bucket(u.bucket).get(u.key, { range: { offset: (part - 1) * u.chunk, length: partLength(u.size, u.chunk, part) } });
     if (!obj || !digest) return { ok: false, code: ErrorCode.STORAGE, message: `the stored payload of message ${id} is missing` };
     return { ok: true, bytes: new Uint8Array(await obj.arrayBuffer()), sha256: digest.sha256 };
+  }
+
+  /**
+   * What is on its way, for the admin API: uploads (bound to a message or
+   * not yet), with the parts each destination still queued has fetched.
+   */
+  list(source: string, fetched: (destination: string, id: string) => number): TransferView[] {
+    const rows = this.sql
+      .exec<UploadRow & { fields: string | null }>("SELECT u.*, m.fields FROM uploads u LEFT JOIN messages m ON m.mseq = u.mseq ORDER BY u.updated_at DESC LIMIT 200")
+      .toArray();
+    return rows.map((u) => {
+      const destinations = u.mseq === null ? [] : this.sql.exec<{ destination: string }>("SELECT destination FROM outq WHERE mseq = ?", u.mseq).toArray();
+      const fields = u.fields ? (JSON.parse(u.fields) as Record<string, string>) : null;
+      return {
+        id: u.id, source, filename: fields?.filename ?? null, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at,
+        downloads: destinations.map((d) => ({ destination: d.destination, fetched: fetched(d.destination, u.id) })),
+      };
+    });
   }
 
   /** Where a message's payload is stored, for the archive (it is archived where it lies). */

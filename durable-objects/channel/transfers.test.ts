@@ -1,0 +1,115 @@
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { describe, expect, it } from "vitest";
+import { toHex, type PubMessage } from "../../wire/index.ts";
+import type { ChannelObject } from "./channel.ts";
+import { ABANDON_AFTER_MS } from "./transfers.ts";
+
+const TENANT = "t1";
+const MiB = 1024 * 1024;
+/** The smallest chunk R2 allows for all but the last part. */
+const CHUNK = 5 * MiB;
+let n = 0;
+
+function fresh() {
+  const source = `big${++n}-${crypto.randomUUID().slice(0, 8)}/files`;
+  const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:${source}`));
+  return { source, stub };
+}
+
+const route = (destination: string) => ({ destination, ttlSeconds: 3600, protection: "none", archive: false });
+const sha = async (b: Uint8Array) => toHex(await crypto.subtle.digest("SHA-256", b));
+
+/** A payload of two parts (one chunk and 10 bytes), filled so that parts differ. */
+function payload(): Uint8Array {
+  const b = new Uint8Array(CHUNK + 10);
+  for (let i = 0; i < b.length; i += 4096) b[i] = (i / 4096) & 0xff;
+  return b;
+}
+
+async function claim(id: string, body: Uint8Array): Promise<PubMessage> {
+  return { seq: 1, id, createdAt: 1, contentType: "application/octet-stream", size: body.byteLength, sha256: await sha(body), blob: { chunk: CHUNK, parts: 2 }, fields: { filename: "big.bin" } };
+}
+
+async function tables(stub: DurableObjectStub<ChannelObject>) {
+  return runInDurableObject(stub, (_o, state) => ({
+    uploads: state.storage.sql.exec<{ id: string; have: number }>("SELECT id, have FROM uploads").toArray(),
+    gc: state.storage.sql.exec<{ key: string }>("SELECT key FROM blob_gc").toArray(),
+  }));
+}
+
+describe("channel object: large payloads (claim check)", () => {
+  it("takes parts in order with their digests, accepts the claim check only once whole, serves parts to its destination alone, and deletes the payload when acknowledged", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/files")]);
+    const body = payload();
+    const [p1, p2] = [body.subarray(0, CHUNK), body.subarray(CHUNK)];
+    const id = "bigfile-00000001";
+    const msg = await claim(id, body);
+    expect(await stub.openUpload(TENANT, source, { t: "upload", ch: "files", id, size: body.byteLength, sha256: msg.sha256, chunk: CHUNK, parts: 2 })).toEqual({ ok: true, have: 0, parts: 2 });
+
+    // Out of order, damaged, or the wrong length: refused, nothing held.
+    expect(await stub.putPart(TENANT, source, id, 2, p2, await sha(p2))).toMatchObject({ ok: false, code: "BAD_CHUNK", have: 0 });
+    const damaged = p1.slice();
+    damaged[100] = (damaged[100] as number) ^ 1;
+    expect(await stub.putPart(TENANT, source, id, 1, damaged, await sha(p1))).toMatchObject({ ok: false, code: "BAD_CHUNK", message: expect.stringContaining("SHA-256") });
+    expect(await stub.putPart(TENANT, source, id, 1, p1.subarray(1), await sha(p1.subarray(1)))).toMatchObject({ ok: false, code: "BAD_CHUNK" });
+    expect(await stub.putPart(TENANT, source, id, 1, p1, await sha(p1))).toEqual({ ok: true, have: 1, parts: 2 });
+    // A resend of a part already held is acknowledged again; a re-open says where the upload stands.
+    expect(await stub.putPart(TENANT, source, id, 1, p1, await sha(p1))).toEqual({ ok: true, have: 1, parts: 2 });
+    expect(await stub.openUpload(TENANT, source, { t: "upload", ch: "files", id, size: body.byteLength, sha256: msg.sha256, chunk: CHUNK, parts: 2 })).toEqual({ ok: true, have: 1, parts: 2 });
+
+    // A claim check before the payload is whole stops the batch there.
+    const early = await stub.publish({ tenant: TENANT, source, epoch: "epoch-bbbbbbbb", msgs: [msg], payloads: [new Uint8Array(0)] });
+    expect(early).toMatchObject({ ok: true, upTo: 0, accepted: 0, incomplete: { id } });
+
+    expect(await stub.putPart(TENANT, source, id, 2, p2, await sha(p2))).toEqual({ ok: true, have: 2, parts: 2 });
+    const key = `transfers/${TENANT}/${source}/${id}`;
+    expect((await env.ARCHIVE.head(key))?.size).toBe(body.byteLength);
+    expect(await stub.publish({ tenant: TENANT, source, epoch: "epoch-bbbbbbbb", msgs: [msg], payloads: [new Uint8Array(0)] })).toMatchObject({ ok: true, upTo: 1, accepted: 1 });
+
+    // The destination may fetch its parts; nobody else may.
+    const got = await stub.getPart(TENANT, source, "b/files", id, 2);
+    expect(got.ok && [...got.bytes]).toEqual([...p2]);
+    expect(got.ok && got.sha256).toBe(await sha(p2));
+    expect(await stub.getPart(TENANT, source, "mallory/files", id, 1)).toMatchObject({ ok: false, code: "UNKNOWN_STREAM" });
+    const listed = await stub.transferList(TENANT, source);
+    expect(listed).toEqual([expect.objectContaining({ id, filename: "big.bin", uploaded: 2, parts: 2, downloads: [{ destination: "b/files", fetched: 2 }] })]);
+
+    // Acknowledged by its only destination: the payload leaves R2.
+    expect(await stub.ack(TENANT, source, "b/files", 1)).toEqual({ ok: true, acked: 1 });
+    await runInDurableObject(stub, (obj) => (obj as unknown as { transfers: { collect(): Promise<void> } }).transfers.collect());
+    expect(await env.ARCHIVE.head(key)).toBeNull();
+    expect(await tables(stub)).toEqual({ uploads: [], gc: [] });
+    expect(await stub.transferList(TENANT, source)).toEqual([]);
+  });
+
+  it("refuses an upload to a source with no route, and one that reuses an id with another size", async () => {
+    const { source, stub } = fresh();
+    const body = payload();
+    const frame = { t: "upload" as const, ch: "files", id: "bigfile-00000002", size: body.byteLength, sha256: await sha(body), chunk: CHUNK, parts: 2 };
+    expect(await stub.openUpload(TENANT, source, frame)).toMatchObject({ ok: false, code: "NO_ROUTE" });
+    await stub.configure(TENANT, source, [route("b/files")]);
+    expect(await stub.openUpload(TENANT, source, frame)).toMatchObject({ ok: true, have: 0 });
+    expect(await stub.openUpload(TENANT, source, { ...frame, size: frame.size + 1 })).toMatchObject({ ok: false, code: "BAD_FRAME" });
+  });
+
+  it("deletes an upload that nobody finished or referred to when it is abandoned", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/files")]);
+    const body = payload();
+    const id = "bigfile-00000003";
+    await stub.openUpload(TENANT, source, { t: "upload", ch: "files", id, size: body.byteLength, sha256: await sha(body), chunk: CHUNK, parts: 2 });
+    await stub.putPart(TENANT, source, id, 1, body.subarray(0, CHUNK), await sha(body.subarray(0, CHUNK)));
+    // Not yet abandoned: the alarm leaves it.
+    await runInDurableObject(stub, (_o, state) => state.storage.setAlarm(Date.now()));
+    await runDurableObjectAlarm(stub);
+    expect((await tables(stub)).uploads).toEqual([{ id, have: 1 }]);
+    // Seven days without progress: the alarm aborts it.
+    await runInDurableObject(stub, (_o, state) => {
+      state.storage.sql.exec("UPDATE uploads SET updated_at = ?", Date.now() - ABANDON_AFTER_MS - 1000);
+      return state.storage.setAlarm(Date.now());
+    });
+    await runDurableObjectAlarm(stub);
+    expect(await tables(stub)).toEqual({ uploads: [], gc: [] });
+  });
+});
