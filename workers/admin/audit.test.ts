@@ -3,6 +3,7 @@ import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { PubMessage } from "../../wire/index.ts";
 import { eventFilter } from "./messages.ts";
+import { purgeLogRows } from "../retention.ts";
 
 const SELF = (exports as unknown as { default: Fetcher }).default;
 const ADMIN = { authorization: "Bearer test-admin-token-0123456789abcdef" };
@@ -123,12 +124,53 @@ describe("event log: queries and exports", () => {
       { id: "x" },
       { cursor: "1.0.2" },
     ];
-    for (const q of cases) {
+    const plan = async (q: Parameters<typeof eventFilter>[1], db: D1Database = env.DB) => {
       const { where, args } = eventFilter(TENANT, q);
-      const { results } = await env.DB.prepare(`EXPLAIN QUERY PLAN SELECT * FROM events WHERE ${where} ORDER BY at DESC, id DESC LIMIT 100`).bind(...args).all<{ detail: string }>();
-      const plan = results.map((r) => r.detail).join(" | ");
-      expect(plan, JSON.stringify(q)).toMatch(/USING (COVERING )?INDEX events_by_/);
-      expect(plan, JSON.stringify(q)).not.toMatch(/SCAN events(?! USING)/);
+      const { results } = await db.prepare(`EXPLAIN QUERY PLAN SELECT * FROM events WHERE ${where} ORDER BY at DESC, id DESC LIMIT 100`).bind(...args).all<{ detail: string }>();
+      return results.map((r) => r.detail).join(" | ");
+    };
+    for (const q of cases) {
+      const p = await plan(q);
+      expect(p, JSON.stringify(q)).toMatch(/USING (COVERING )?INDEX events_by_/);
+      expect(p, JSON.stringify(q)).not.toMatch(/SCAN events(?! USING)/);
+    }
+    // A route is its source plus its destination: the source's index.
+    const route = await plan({ source: "a/b", routeDestination: "c/d" });
+    expect(route).toMatch(/SEARCH events USING INDEX events_by_source \(tenant=\? AND source=\?\)/);
+    expect(route).not.toMatch(/SCAN /);
+    // A metadata field: found by key in event_fields, then each event by its id;
+    // never a scan of events (or of their JSON). Both stores share the schema.
+    for (const db of [env.DB, env.DB_EU]) {
+      for (const q of [{ field: "filename:invoice.csv" }, { field: "filename:invoice.csv", from: 1, type: "accepted" as const }]) {
+        const p = await plan(q, db);
+        expect(p, JSON.stringify(q)).toMatch(/SEARCH event_fields USING PRIMARY KEY \(tenant=\? AND name=\? AND value=\?\)/);
+        expect(p, JSON.stringify(q)).toMatch(/SEARCH events USING INTEGER PRIMARY KEY \(rowid=\?\)/);
+        expect(p, JSON.stringify(q)).not.toMatch(/SCAN /);
+      }
+    }
+  });
+
+  it("keeps the field index in step with the log: written on insert, removed with purged rows", async () => {
+    await traffic("fidx-a/out", 2, (i) => `fidx-${i}.csv`);
+    const indexed = async (value: string) => (await env.DB.prepare("SELECT count(*) AS n FROM event_fields WHERE tenant = ? AND name = 'filename' AND value = ?").bind(TENANT, value).first<{ n: number }>())?.n;
+    expect(await indexed("fidx-1.csv")).toBe(3);
+    await env.DB.prepare("DELETE FROM events WHERE source = 'fidx-a/out' AND seq = 1").run();
+    expect(await indexed("fidx-1.csv")).toBe(0);
+    expect(await indexed("fidx-2.csv")).toBe(3);
+  });
+
+  it("queries hosted egress attempts by type", async () => {
+    await env.DB.prepare("INSERT INTO events (tenant, message_id, type, at, place, source, destination) VALUES (?, 'attempt-1-xxxxxxxx', 'attempt', 5, 'edge', 'att-a/out', 'saas/inbox')").bind(TENANT).run();
+    const res = await get("/api/messages?type=attempt&source=att-a/out");
+    expect(res.status, res.text).toBe(200);
+    expect((JSON.parse(res.text) as { events: { type: string }[] }).events.map((e) => e.type)).toEqual(["attempt"]);
+  });
+
+  it("names the accepted formats when a time does not parse", async () => {
+    for (const from of ["yesterday", "2026-13-01"]) {
+      const res = await get(`/api/messages?from=${from}`);
+      expect(res.status).toBe(400);
+      expect(JSON.parse(res.text).detail).toBe("query: from: use an ISO time like 2026-11-25T08:00:00Z or a Unix time in ms");
     }
   });
 });
@@ -149,5 +191,38 @@ describe("event log: fields a route records", () => {
     const rows = await env.DB.prepare("SELECT fields FROM events WHERE source = 'fields-a/out'").all<{ fields: string }>();
     expect(rows.results.length).toBeGreaterThan(0);
     for (const r of rows.results) expect(JSON.parse(r.fields)).toEqual({ partnerRef: "PO-9" });
+  });
+});
+
+describe("event log: retention per route", () => {
+  it("keeps a source's rows as long as its longest route retention, never less than LOG_RETENTION_DAYS", async () => {
+    const day = 86_400_000;
+    const now = Date.now();
+    const insert = (source: string, seq: number, ageDays: number) =>
+      env.DB.prepare("INSERT INTO events (tenant, message_id, type, at, place, source, chain, chain_seq, prev_hash, hash) VALUES (?, ?, 'accepted', ?, 'local', ?, ?, ?, 'x', ?)")
+        .bind(TENANT, `rr-${source}-${seq}`, now - ageDays * day, source, `${TENANT}:${source}`, seq, `h-${source}-${seq}`)
+        .run();
+    const route = async (source: string, retention?: string) => {
+      const res = await SELF.fetch("http://edge.test/api/routes", {
+        method: "POST",
+        headers: { ...ADMIN, "content-type": "application/json" },
+        body: JSON.stringify({ source, destination: "rr-sink/in", ...(retention ? { archive: true, retention } : {}) }),
+      });
+      expect(res.status).toBe(201);
+    };
+    // The floor is 400 days (wrangler.toml). A 1000-day route keeps 500-day-old rows;
+    // a 10-day route does not shorten the floor; no route: the floor.
+    await route("rr-long/out", "1000d");
+    await route("rr-short/out", "10d");
+    for (const source of ["rr-long/out", "rr-short/out", "rr-none/out"]) {
+      await insert(source, 1, 1200);
+      await insert(source, 2, 500);
+      await insert(source, 3, 100);
+    }
+    await purgeLogRows(env, now);
+    const left = await env.DB.prepare("SELECT message_id FROM events WHERE message_id LIKE 'rr-%' ORDER BY message_id").all<{ message_id: string }>();
+    expect(left.results.map((r) => r.message_id)).toEqual(["rr-rr-long/out-2", "rr-rr-long/out-3", "rr-rr-none/out-3", "rr-rr-short/out-3"]);
+    const logged = await env.DB.prepare("SELECT detail FROM admin_log WHERE action = 'log.purge' ORDER BY id DESC LIMIT 1").first<{ detail: string }>();
+    expect(JSON.parse(logged?.detail ?? "{}")).toMatchObject({ longer: [{ chain: "default:rr-long/out" }] });
   });
 });
