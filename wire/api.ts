@@ -7,18 +7,25 @@ import { Address, Name } from "./address.ts";
  * can never disagree on a field.
  */
 
-/** Durations are written `30s`, `15m`, `12h`, `7d` or a number of seconds. */
-export const Duration = z.union([
-  z.number().int().positive(),
-  z
-    .string()
-    .regex(/^\d+[smhd]$/, "write a duration as 30s, 15m, 12h or 7d")
-    .transform((s) => {
-      const n = Number(s.slice(0, -1));
-      const unit = { s: 1, m: 60, h: 3600, d: 86400 }[s.slice(-1) as "s" | "m" | "h" | "d"];
-      return n * unit;
-    }),
-]);
+/**
+ * Durations are written `30s`, `15m`, `12h`, `7d` or a number of seconds.
+ * The message is the union's own: when no branch matches, zod reports the
+ * union ("Invalid input"), never the regex's message, so it is given here.
+ */
+export const Duration = z.union(
+  [
+    z.number().int().positive(),
+    z
+      .string()
+      .regex(/^\d+[smhd]$/)
+      .transform((s) => {
+        const n = Number(s.slice(0, -1));
+        const unit = { s: 1, m: 60, h: 3600, d: 86400 }[s.slice(-1) as "s" | "m" | "h" | "d"];
+        return n * unit;
+      }),
+  ],
+  { error: "use a duration like 30s, 15m, 12h, 7d (or a number of seconds)" },
+);
 
 export const Protection = z.enum(["none", "sign", "encrypt"]);
 

@@ -1,27 +1,59 @@
 import { audit } from "./db.ts";
 import { eventStores } from "./region.ts";
 
+const DAY_MS = 86_400_000;
+
+/** What the configuration says about one chain (a source's events): held, or kept longer than the floor. */
+type ChainRule = { chain: string; held: number; retention: number };
+
 /**
- * The hourly retention run (cron trigger): event-log rows older than
- * LOG_RETENTION_DAYS are deleted, except the chains of sources with a route
- * under legal hold. Deleting from the start of a chain keeps it verifiable:
- * the first remaining row anchors the rest. Archives are purged by their
- * channel objects' alarms. The purge itself is logged.
+ * The hourly retention run (cron trigger; `npm start` fires it locally):
+ * event-log rows are deleted once older than their chain's retention.
+ *
+ * The rule, per chain (one per source address):
+ * - LOG_RETENTION_DAYS is the floor and the default: no row is deleted
+ *   younger than that;
+ * - a source whose routes name a longer `--retention` keeps its rows that
+ *   long (the longest of its routes: a chain is purged only from its start,
+ *   so it cannot keep one destination's rows and drop another's);
+ * - a source with a route under legal hold keeps everything.
+ *
+ * Deleting from the start of a chain keeps it verifiable: the first
+ * remaining row anchors the rest. Archives are purged by their channel
+ * objects' alarms. The purge itself is logged.
  */
 export async function purgeLogRows(env: Env, now = Date.now()): Promise<number> {
   const days = Number(env.LOG_RETENTION_DAYS);
   if (!Number.isFinite(days) || days <= 0) return 0;
-  const cutoff = now - days * 86_400_000;
-  // Held chains come from the configuration database; each store is purged on its own.
-  const held = (await env.DB.prepare("SELECT DISTINCT tenant || ':' || source AS chain FROM routes WHERE legal_hold = 1").all<{ chain: string }>()).results.map((r) => r.chain);
+  const floorMs = days * DAY_MS;
+  const cutoff = now - floorMs;
+  // Chains come from the configuration database; each store is purged on its own.
+  const { results: rules } = await env.DB.prepare(
+    `SELECT tenant || ':' || source AS chain, MAX(legal_hold) AS held, MAX(COALESCE(retention_seconds, 0)) AS retention
+     FROM routes GROUP BY tenant, source
+     HAVING MAX(legal_hold) = 1 OR MAX(COALESCE(retention_seconds, 0)) * 1000 > ?`,
+  )
+    .bind(floorMs)
+    .all<ChainRule>();
+  const held = rules.filter((r) => r.held === 1).map((r) => r.chain);
+  const longer = rules.filter((r) => r.held !== 1).map((r) => ({ chain: r.chain, before: now - r.retention * 1000 }));
+  // Held and longer-kept chains are left out of the floor's sweep and purged each by its own cutoff.
+  const special = JSON.stringify([...held, ...longer.map((l) => l.chain)]);
   let n = 0;
   for (const { db } of eventStores(env)) {
-    const res = await db
-      .prepare(`DELETE FROM events WHERE at < ? AND (chain IS NULL OR chain NOT IN (SELECT value FROM json_each(?)))`)
-      .bind(cutoff, JSON.stringify(held))
-      .run();
-    n += res.meta.changes ?? 0;
+    const results = await db.batch([
+      db.prepare(`DELETE FROM events WHERE at < ? AND (chain IS NULL OR chain NOT IN (SELECT value FROM json_each(?)))`).bind(cutoff, special),
+      // events_chain (chain, chain_seq) finds each chain's rows.
+      ...longer.map((l) => db.prepare("DELETE FROM events WHERE chain = ? AND at < ?").bind(l.chain, l.before)),
+    ]);
+    for (const r of results) n += r.meta.changes ?? 0;
   }
-  if (n > 0) await audit(env, "retention", "log.purge", "events", { deleted: n, before: new Date(cutoff).toISOString() });
+  if (n > 0) {
+    await audit(env, "retention", "log.purge", "events", {
+      deleted: n,
+      before: new Date(cutoff).toISOString(),
+      ...(longer.length > 0 ? { longer: longer.map((l) => ({ chain: l.chain, before: new Date(l.before).toISOString() })) } : {}),
+    });
+  }
   return n;
 }
