@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { NAME_RE } from "../../wire/index.ts";
 
 export const DEFAULT_EDGE = "http://127.0.0.1:8787";
 
@@ -30,10 +31,15 @@ export class AdminClient {
   constructor(
     readonly edge: string,
     private readonly token: string,
+    /** Sent as X-Ferry-Tenant: the platform token acts in this tenant (a tenant's token in its own only). */
+    readonly tenant: string | null = null,
   ) {}
 
-  static resolve(opts: { edge?: string | undefined; adminToken?: string | undefined }): AdminClient {
+  static resolve(opts: { edge?: string | undefined; adminToken?: string | undefined; tenant?: string | undefined }): AdminClient {
     const edge = (opts.edge ?? process.env.FERRY_EDGE ?? DEFAULT_EDGE).replace(/\/+$/, "");
+    const tenant = opts.tenant ?? (process.env.FERRY_TENANT || undefined) ?? null;
+    // The edge's own rule for X-Ferry-Tenant, checked here so a typo is named before anything is sent.
+    if (tenant !== null && !NAME_RE.test(tenant)) throw new CliError(`--tenant: '${tenant}' is not a tenant id (a-z 0-9 . _ -)`, 2);
     let token = opts.adminToken ?? process.env.FERRY_ADMIN_TOKEN;
     if (!token) {
       const p = devAdminTokenPath();
@@ -42,7 +48,7 @@ export class AdminClient {
     if (!token) {
       throw new CliError(`no admin token: pass --admin-token, set FERRY_ADMIN_TOKEN, or start the local edge with 'npm start' (it writes ${devAdminTokenPath()})`, 2);
     }
-    return new AdminClient(edge, token);
+    return new AdminClient(edge, token, tenant);
   }
 
   /** For exports: the body as text (CSV, JSON Lines). */
@@ -67,7 +73,11 @@ export class AdminClient {
     try {
       return await fetch(`${this.edge}${path}`, {
         method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          ...(this.tenant === null ? {} : { "x-ferry-tenant": this.tenant }),
+          ...(body === undefined ? {} : { "content-type": "application/json" }),
+        },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       });
     } catch (e) {

@@ -22,8 +22,10 @@ Usage:
       [--envelope json|xml]             …or its envelope
   ferry admin messages                  the message event log, newest first
       [--limit 100] [--cursor C] [--from T] [--to T] [--source A/ch] [--destination B/ch]
-      [--connector NAME] [--type accepted|delivered|expired|…] [--id MESSAGE_ID]
+      [--connector NAME] [--route ID] [--id MESSAGE_ID]
+      [--type captured|accepted|delivered|receipt|attempt|expired|rejected|redriven|discarded|archived|purged]
       [--field NAME:VALUE] [--format csv|jsonl]   (csv/jsonl: every match, streamed)
+      times (--from, --to): ISO 8601 like 2026-11-25T08:00:00Z, or a Unix time in ms
   ferry admin trace MESSAGE_ID          every event of one message
   ferry admin hosted list               hosted channels (no connector: HTTPS in, HTTPS out)
   ferry admin hosted ingress add ADDR   an address that takes HTTPS POSTs at the edge (prints URL and secret)
@@ -38,6 +40,8 @@ Usage:
 Options (all commands):
   --edge URL           edge to manage (default: FERRY_EDGE or http://127.0.0.1:8787)
   --admin-token T      admin token (default: FERRY_ADMIN_TOKEN, or the dev token 'npm start' wrote)
+  --tenant NAME        act in this tenant (default: FERRY_TENANT; the platform token's default is
+                       'default'; a tenant's own token always acts in its tenant)
   --json               machine-readable output
   -h, --help           this help
 `;
@@ -56,6 +60,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
     options: {
       edge: { type: "string" },
       "admin-token": { type: "string" },
+      tenant: { type: "string" },
       json: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
       protection: { type: "string" },
@@ -72,6 +77,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       from: { type: "string" },
       to: { type: "string" },
       connector: { type: "string" },
+      route: { type: "string" },
       field: { type: "string" },
       format: { type: "string" },
       off: { type: "boolean", default: false },
@@ -87,7 +93,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
     out.stdout(ADMIN_HELP);
     return values.help ? 0 : 2;
   }
-  const api = AdminClient.resolve({ edge: values.edge, adminToken: values["admin-token"] });
+  const api = AdminClient.resolve({ edge: values.edge, adminToken: values["admin-token"], tenant: values.tenant });
   const json = values.json;
   const need = (n: number, usage: string) => {
     if (rest.length !== n) throw new CliError(`usage: ferry admin ${usage}`, 2);
@@ -190,7 +196,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
 
   if (noun === "messages") {
     const q = new URLSearchParams();
-    for (const k of ["limit", "source", "destination", "connector", "type", "cursor", "from", "to", "field", "format"] as const) {
+    for (const k of ["limit", "source", "destination", "connector", "route", "type", "cursor", "from", "to", "field", "format"] as const) {
       const v = values[k];
       if (typeof v === "string") q.set(k, v);
     }
