@@ -225,6 +225,23 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
     expect(await p.inboxNames()).toEqual(["killed.bin"]);
   });
 
+  it("continues after the edge restarts mid-upload and again mid-download, on its persisted state", async () => {
+    const p = await pair("restart");
+    const size = 12 * CHUNK;
+    const sha = await p.drop("restarted.bin", size);
+    await waitFor("half of the upload", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
+    await edge.down();
+    await edge.up();
+    await waitFor("half of the download", () => progress(p.b, "download progress").some((l) => l.have >= 6), 120_000, 20);
+    await edge.down();
+    await edge.up();
+    expect(await p.arrived("restarted.bin", size)).toBe(sha);
+    // The edge kept the parts it held across its restart: part 1 was uploaded once, each part written once.
+    expect(progress(p.a, "chunk sent").filter((l) => l.part === 1)).toHaveLength(1);
+    expect(progress(p.b, "download progress").map((l) => l.have)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expect(await p.inboxNames()).toEqual(["restarted.bin"]);
+  });
+
   it("refetches a chunk corrupted on the way, in each direction, and never delivers a wrong file", async () => {
     const p = await pair("corrupt");
     const size = 4 * CHUNK;
