@@ -9,12 +9,29 @@ import { untilDelivered } from "../retry.ts";
 
 const KEEP_OUTPUT = 4096;
 
+/** What a command may take from the connector's environment: how to find programs, where home and temp are, locale and time zone. */
+const INHERITED = /^(PATH|HOME|LANG|LANGUAGE|LC_[A-Z_]+|TZ|TMPDIR)$/;
+
+/**
+ * The command's environment. Not the connector's whole environment: that may
+ * hold secrets the command has no business with (an admin token, proxy
+ * credentials). The channel's `env` table adds what the command needs and
+ * may override the inherited variables; the FERRY_* envelope comes last, so
+ * nothing overrides it (the config refuses FERRY_* names anyway).
+ */
+export function commandEnv(parent: NodeJS.ProcessEnv, channelEnv: Record<string, string>, envelope: Record<`FERRY_${string}`, string>): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(parent)) if (v !== undefined && INHERITED.test(k)) env[k] = v;
+  return { ...env, ...channelEnv, ...envelope };
+}
+
 /**
  * The `exec` channel, for legacy systems: each delivered message is written
  * to the stdin of `command`; exit status 0 means delivered, anything else
  * is retried with backoff. The envelope comes as environment variables
  * (FERRY_MESSAGE_ID, the idempotency key; FERRY_REDELIVERY=true when this
- * may be a repeat after a connector crash).
+ * may be a repeat after a connector crash). The command gets a minimal
+ * environment (see commandEnv), plus the channel's `env` table.
  */
 export class ExecChannel implements Channel {
   private readonly abort = new AbortController();
@@ -46,8 +63,7 @@ export class ExecChannel implements Channel {
             cwd: this.cfg.cwd,
             signal,
             stdio: ["pipe", "pipe", "pipe"],
-            env: {
-              ...process.env,
+            env: commandEnv(process.env, this.cfg.env, {
               FERRY_MESSAGE_ID: d.meta.id,
               FERRY_SOURCE: d.meta.source,
               FERRY_SEQUENCE: String(d.meta.dseq),
@@ -56,7 +72,7 @@ export class ExecChannel implements Channel {
               FERRY_SIZE: String(d.meta.size),
               FERRY_FILENAME: d.meta.fields?.filename ?? "",
               FERRY_REDELIVERY: String(d.redelivery),
-            },
+            }),
           });
           let output = "";
           const keep = (b: Buffer) => {
