@@ -1,11 +1,14 @@
 // `npm start`: the whole Ferry network on this machine. wrangler dev, fully
 // local (no login, no metrics, no network), on 127.0.0.1:8787 (PORT to
 // override), D1 migrations applied first, all state persisted in .state/.
+// wrangler dev never fires cron triggers, so this script fires the Worker's
+// scheduled handler itself (retention): once when the edge is up, then hourly.
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parse as parseToml } from "smol-toml";
 import { localEnv } from "./local-env.mjs";
 import { loadOrCreate } from "./edge-keys.mjs";
 
@@ -48,7 +51,7 @@ for (const db of ["ferry", "ferry-eu"]) {
 
 const dev = spawn(
   wrangler,
-  ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persist, "--var", `ADMIN_TOKEN:${adminToken}`, "--var", `EDGE_SIGNING_KEYS:${edgeKeys}`, "--show-interactive-dev-session=false", "--log-level", process.env.FERRY_WRANGLER_LOG ?? "warn"],
+  ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persist, "--var", `ADMIN_TOKEN:${adminToken}`, "--var", `EDGE_SIGNING_KEYS:${edgeKeys}`, "--show-interactive-dev-session=false", "--test-scheduled", "--log-level", process.env.FERRY_WRANGLER_LOG ?? "warn"],
   { cwd: root, env, stdio: ["ignore", "inherit", "inherit"], detached: true },
 );
 
@@ -75,6 +78,29 @@ dev.on("exit", (code) => {
 });
 
 const base = `http://127.0.0.1:${port}`;
+
+/**
+ * The cron trigger, locally. `--test-scheduled` makes wrangler dev answer
+ * `/__scheduled?cron=…` by running the Worker's scheduled handler (the same
+ * one Cloudflare runs on the wrangler.toml schedule), so retention (purging
+ * log rows past their retention) runs here too: at start, then hourly.
+ * Only reachable on 127.0.0.1, like the rest of the dev edge.
+ */
+function scheduleRetention() {
+  const crons = parseToml(readFileSync(join(root, "wrangler.toml"), "utf8")).triggers?.crons ?? [];
+  const cron = typeof crons[0] === "string" ? crons[0] : "17 * * * *";
+  const every = Number(process.env.FERRY_SCHEDULED_EVERY_MS ?? 3_600_000);
+  const fire = async () => {
+    try {
+      const r = await fetch(`${base}/__scheduled?cron=${encodeURIComponent(cron)}`);
+      if (!r.ok) console.error(`start: the scheduled run (retention) answered ${r.status}`);
+    } catch (e) {
+      if (!stopping) console.error(`start: the scheduled run (retention) failed: ${e.message}`);
+    }
+  };
+  void fire();
+  setInterval(fire, every).unref();
+}
 const deadline = Date.now() + 120_000;
 for (;;) {
   try {
@@ -94,6 +120,7 @@ for (;;) {
   Try the tour in another terminal:  npm run demo
   Stop with Ctrl-C.
 `);
+      scheduleRetention();
       break;
     }
   } catch {}

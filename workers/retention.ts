@@ -39,14 +39,17 @@ export async function purgeLogRows(env: Env, now = Date.now()): Promise<number> 
   const longer = rules.filter((r) => r.held !== 1).map((r) => ({ chain: r.chain, before: now - r.retention * 1000 }));
   // Held and longer-kept chains are left out of the floor's sweep and purged each by its own cutoff.
   const special = JSON.stringify([...held, ...longer.map((l) => l.chain)]);
+  const floorRows = `FROM events WHERE at < ? AND (chain IS NULL OR chain NOT IN (SELECT value FROM json_each(?)))`;
+  // events_chain (chain, chain_seq) finds each chain's rows.
+  const chainRows = "FROM events WHERE chain = ? AND at < ?";
   let n = 0;
   for (const { db } of eventStores(env)) {
-    const results = await db.batch([
-      db.prepare(`DELETE FROM events WHERE at < ? AND (chain IS NULL OR chain NOT IN (SELECT value FROM json_each(?)))`).bind(cutoff, special),
-      // events_chain (chain, chain_seq) finds each chain's rows.
-      ...longer.map((l) => db.prepare("DELETE FROM events WHERE chain = ? AND at < ?").bind(l.chain, l.before)),
-    ]);
-    for (const r of results) n += r.meta.changes ?? 0;
+    // Each delete is counted just before it, in the same batch (one
+    // transaction): D1's `changes` would also count the field-index rows the
+    // delete trigger removes (migrations/0008).
+    const sweeps = [{ rows: floorRows, args: [cutoff, special] }, ...longer.map((l) => ({ rows: chainRows, args: [l.chain, l.before] }))];
+    const results = await db.batch<{ n?: number }>(sweeps.flatMap((w) => [db.prepare(`SELECT count(*) AS n ${w.rows}`).bind(...w.args), db.prepare(`DELETE ${w.rows}`).bind(...w.args)]));
+    for (const r of results) n += r.results[0]?.n ?? 0;
   }
   if (n > 0) {
     await audit(env, "retention", "log.purge", "events", {
