@@ -46,7 +46,9 @@ export const app = new Hono<AppEnv>()
   .route("/v1/hosted", hostedIngress)
   // A portal served from another origin (Cloudflare Pages) may call the API; it sends a Bearer token, no cookies.
   .use("/api/*", async (c, next) => {
-    const origin = (c.env as { PORTAL_ORIGIN?: string }).PORTAL_ORIGIN;
+    // A var (wrangler.toml; "" = same origin only). `wrangler types` types it as the
+    // literal each environment sets, so widen it: deployments set their own.
+    const origin: string = c.env.PORTAL_ORIGIN;
     if (!origin) return next();
     return cors({ origin, allowHeaders: ["authorization", "content-type", "x-ferry-tenant"], allowMethods: ["GET", "POST", "PATCH", "DELETE"], maxAge: 600 })(c, next);
   })
