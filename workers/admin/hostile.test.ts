@@ -1,4 +1,4 @@
-import { env } from "cloudflare:test";
+import { env, runInDurableObject } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { CompactSign, exportJWK, generateKeyPair, importJWK, SignJWT } from "jose";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -170,5 +170,29 @@ describe("bad input", () => {
     expect(limited).toBe(1);
     // Another tenant is not affected.
     expect((await call("GET", "/api/routes", globex)).status).toBe(200);
+  });
+});
+
+describe("hosted ingress: idempotency keys", () => {
+  it("refuses a reused Idempotency-Key with a different body, naming the key", async () => {
+    const made = await call("POST", "/api/hosted/ingress", PLATFORM, { address: "saas-idem/events" });
+    expect(made.status).toBe(201);
+    expect((await call("POST", "/api/routes", PLATFORM, { source: "saas-idem/events", destination: "plant-idem/in" })).status).toBe(201);
+    const post = (body: string, key: string) =>
+      SELF.fetch("http://edge.test/v1/hosted/default/saas-idem/events", { method: "POST", headers: { authorization: `Bearer ${made.body.secret as string}`, "idempotency-key": key, "content-type": "application/json" }, body });
+    const first = await post('{"order":1}', "evt-idem-1");
+    expect(first.status).toBe(202);
+    // The first body's digest is read from the event log: let the channel copy its rows there.
+    const stub = env.CHANNEL.get(env.CHANNEL.idFromName("default:saas-idem/events"));
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const retry = await post('{"order":1}', "evt-idem-1");
+    expect(retry.status).toBe(200);
+    expect(await retry.json()).toMatchObject({ duplicate: true });
+    const reused = await post('{"order":2}', "evt-idem-1");
+    expect(reused.status).toBe(422);
+    expect(reused.headers.get("content-type")).toContain("application/problem+json");
+    const problem = (await reused.json()) as { detail: string; idempotencyKey: string };
+    expect(problem.idempotencyKey).toBe("evt-idem-1");
+    expect(problem.detail).toMatch(/^Idempotency-Key 'evt-idem-1' was already used for a different body/);
   });
 });

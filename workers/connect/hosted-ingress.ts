@@ -1,10 +1,11 @@
 import { Hono } from "hono";
-import { Limits } from "../../wire/index.ts";
+import { Limits, sha256Hex } from "../../wire/index.ts";
 import { sameSecret, webhookSignature } from "../signatures.ts";
 import { ApiError } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { sourceRegion } from "../db.ts";
 import { channelStub } from "../stubs.ts";
+import { eventDb } from "../region.ts";
 
 /** Signed requests older than this are refused (replay window). */
 const SIGNATURE_WINDOW_S = 300;
@@ -38,7 +39,8 @@ export const hostedIngress = new Hono<AppEnv>().post("/:tenant/:connector/:chann
   const key = c.req.header("idempotency-key");
   if (key && key.length > 255) throw new ApiError(400, "Invalid request", "Idempotency-Key: at most 255 characters");
   const filename = c.req.header("ferry-filename");
-  const res = await channelStub(c.env, tenant, address, await sourceRegion(c.env, tenant, address)).ingest({
+  const region = await sourceRegion(c.env, tenant, address);
+  const res = await channelStub(c.env, tenant, address, region).ingest({
     tenant,
     source: address,
     body,
@@ -47,5 +49,35 @@ export const hostedIngress = new Hono<AppEnv>().post("/:tenant/:connector/:chann
     ...(key ? { idempotencyKey: key } : {}),
   });
   if (!res.ok) throw new ApiError(res.code === "NO_ROUTE" ? 409 : 503, res.code === "NO_ROUTE" ? "No route" : "Not accepted", res.message);
+  if (res.duplicate && key) await sameBodyAsFirst(c.env, tenant, region, key, res.id, body);
   return c.json({ id: res.id, seq: res.seq, duplicate: res.duplicate }, res.duplicate ? 200 : 202);
 });
+
+/**
+ * A retry with an Idempotency-Key must carry the same body as the request
+ * that first used the key; a different body under a used key is a client
+ * bug that would otherwise be silently dropped (answered as a duplicate).
+ *
+ * The channel object remembers only the key's message id and sequence, so
+ * the first body's SHA-256 is read from that message's `accepted` row in the
+ * event log. The log is copied from the object in batches: a reuse within
+ * moments of the first request (before its batch reached D1) cannot be told
+ * apart here and is answered as a duplicate, as before. The exact check
+ * belongs in the channel object (the key's digest kept with the key, compared
+ * in the same transaction); until then this catches every later reuse.
+ */
+async function sameBodyAsFirst(env: Env, tenant: string, region: string | null, key: string, id: string, body: Uint8Array): Promise<void> {
+  const db = eventDb(env, region);
+  if (!db) return;
+  const first = await db.prepare("SELECT sha256 FROM events WHERE tenant = ? AND message_id = ? AND type = 'accepted' LIMIT 1").bind(tenant, id).first<{ sha256: string | null }>();
+  if (!first?.sha256) return;
+  const sha256 = await sha256Hex(body);
+  if (first.sha256 !== sha256) {
+    throw new ApiError(
+      422,
+      "Idempotency key reused",
+      `Idempotency-Key '${key}' was already used for a different body (message ${id}); send a new key for a new message, or the same body to retry`,
+      { idempotencyKey: key, messageId: id },
+    );
+  }
+}
