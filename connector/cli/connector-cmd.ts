@@ -6,7 +6,7 @@ import { enroll } from "../identity/identity.ts";
 import { Connector } from "../core/connector.ts";
 import { Agent, STATUS_FILE } from "../agent/agent.ts";
 import { ProgressBars } from "../transfer/progress.ts";
-import { sendOnce } from "./send.ts";
+import { describeSend, sendOnce } from "./send.ts";
 import { doctor } from "./doctor.ts";
 import { CliError, DEFAULT_EDGE } from "./admin-client.ts";
 import { printJsonOr, type Out } from "./output.ts";
@@ -28,7 +28,8 @@ Usage:
                          new signing and encryption keys (a running connector: kill -USR2 PID)
 
 Options:
-  --json                 machine-readable output
+  --json                 machine-readable output (not for run: it prints logs;
+                         set log = "json" in its config for JSON lines)
   -h, --help             this help
 
 Minimal config (TOML):
@@ -79,6 +80,9 @@ export async function connectorCommand(argv: string[], out: Out): Promise<number
     }
     case "run": {
       if (!values.config) throw new CliError("--config: required (a TOML file; see 'ferry connector --help')", 2);
+      // Refused rather than ignored: someone asking for JSON from a long-running
+      // process wants JSON logs, and silently getting pretty lines would surprise.
+      if (values.json) throw new CliError(`--json: 'run' prints logs, not a result; for JSON lines set log = "json" in ${values.config} (they are also JSON whenever stderr is not a terminal)`, 2);
       return run(values.config);
     }
     case "status": {
@@ -102,11 +106,7 @@ export async function connectorCommand(argv: string[], out: Out): Promise<number
         ...(values["content-type"] ? { contentType: values["content-type"] } : {}),
         timeoutMs: timeout * 1000,
       });
-      printJsonOr(out, values.json, r, () =>
-        r.via === "spool"
-          ? `${r.accepted ? "sent" : "captured (not yet accepted by the edge; it goes with the next run)"}: message ${r.id} seq ${r.seq} on ${r.channel}`
-          : `handed to the running connector through its ${r.via}${r.id ? ` as message ${r.id}` : ""}`,
-      );
+      printJsonOr(out, values.json, r, () => describeSend(r));
       return r.via === "spool" && !r.accepted ? 4 : 0;
     }
     case "rotate-keys": {

@@ -4,7 +4,7 @@ import { CONNECTOR_HELP, connectorCommand } from "./connector-cmd.ts";
 import { demoCommand } from "./demo.ts";
 import { processOut, type Out } from "./output.ts";
 import { ConfigError } from "../config/config.ts";
-import { IdentityError } from "../identity/identity.ts";
+import { IdentityError, isSetupProblem } from "../identity/identity.ts";
 
 declare const FERRY_VERSION: string;
 
@@ -16,7 +16,9 @@ Usage:
   ferry demo          the five-minute tour against a running 'npm start'
   ferry --version
 
-Every command takes --help and --json.
+Every command takes --help; those that print a result take --json
+(machine-readable output). 'ferry connector run' prints logs, not a result:
+set log = "json" in its config for JSON lines.
 `;
 
 export async function main(argv: string[], out: Out = processOut): Promise<number> {
@@ -54,7 +56,10 @@ export async function main(argv: string[], out: Out = processOut): Promise<numbe
     }
     if (e instanceof IdentityError) {
       out.stderr(`ferry: ${e.message}`);
-      return 1;
+      // Not enrolled (or the wrong folder or user) is a set-up problem like a
+      // config mistake: exit 2, so a supervisor does not restart it in a loop
+      // expecting a transient failure. The edge refusing or unreachable is 1.
+      return isSetupProblem(e) ? 2 : 1;
     }
     // parseArgs' own errors name the bad option; show them as usage errors.
     const code = (e as { code?: string }).code;
