@@ -24,7 +24,7 @@ export async function encryptionKeys(): Promise<{ encPrivateJwk: JWK; encPublicJ
 export class IdentityError extends Error {
   override readonly name = "IdentityError";
   constructor(
-    readonly code: "NOT_ENROLLED" | "ENROLL_REJECTED" | "EDGE_UNREACHABLE" | "ALREADY_ENROLLED",
+    readonly code: "NOT_ENROLLED" | "UNREADABLE" | "ENROLL_REJECTED" | "EDGE_UNREACHABLE" | "ALREADY_ENROLLED",
     message: string,
   ) {
     super(message);
@@ -35,14 +35,34 @@ export function identityPath(stateDir: string): string {
   return join(stateDir, "identity.json");
 }
 
+/**
+ * Problems a person fixes in the set-up (not enrolled, wrong folder, wrong
+ * user), as opposed to the edge refusing: the CLI exits 2 for these, like
+ * for a config mistake.
+ */
+export function isSetupProblem(e: IdentityError): boolean {
+  return e.code === "NOT_ENROLLED" || e.code === "UNREADABLE" || e.code === "ALREADY_ENROLLED";
+}
+
 export async function loadIdentity(stateDir: string): Promise<Identity> {
+  const file = identityPath(stateDir);
+  let text: string;
   try {
-    return JSON.parse(await readFile(identityPath(stateDir), "utf8")) as Identity;
+    text = await readFile(file, "utf8");
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") {
-      throw new IdentityError("NOT_ENROLLED", `no identity in ${stateDir}; run 'ferry connector enroll --edge URL --token T --state ${stateDir}' first`);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") {
+      throw new IdentityError(
+        "NOT_ENROLLED",
+        `${stateDir} holds no identity: this connector is not enrolled yet. Ask an administrator for a token ('ferry admin connector add NAME'), then run 'ferry connector enroll --edge URL --token T --state ${stateDir}' (or correct 'state' in the config)`,
+      );
     }
-    throw e;
+    throw new IdentityError("UNREADABLE", `cannot read ${file} (${code ?? (e as Error).message}); run the connector as the user that enrolled it (the file is mode 0600)`);
+  }
+  try {
+    return JSON.parse(text) as Identity;
+  } catch (e) {
+    throw new IdentityError("UNREADABLE", `${file} is not valid JSON (${(e as Error).message}); restore it from a backup, or enrol again with 'ferry connector enroll --force'`);
   }
 }
 
@@ -55,7 +75,11 @@ export async function loadIdentity(stateDir: string): Promise<Identity> {
 export async function enroll(opts: { edge: string; token: string; stateDir: string; force?: boolean }): Promise<Identity> {
   await mkdir(opts.stateDir, { recursive: true, mode: 0o700 });
   if (!opts.force) {
-    const existing = await loadIdentity(opts.stateDir).catch(() => null);
+    // Only "nothing there" means free to enrol: an identity that cannot be read is not overwritten without --force.
+    const existing = await loadIdentity(opts.stateDir).catch((e: unknown) => {
+      if (e instanceof IdentityError && e.code === "NOT_ENROLLED") return null;
+      throw e;
+    });
     if (existing) throw new IdentityError("ALREADY_ENROLLED", `${opts.stateDir} already holds connector '${existing.connector}'; use another --state or --force`);
   }
   const { publicKey, privateKey } = await generateKeyPair("Ed25519", { extractable: true });
