@@ -54,11 +54,12 @@ export function buildPortalBundle(outfile, api = "") {
 /**
  * Pages' `_headers`: no framing, no sniffing, no referrer, and a CSP that
  * lets the page load only its own files and talk only to itself, the edge
- * it was built for, or (an edge URL typed at sign-in) an https origin.
+ * it was built for, or an edge URL typed at sign-in: an https origin, or a
+ * local edge on this machine (`npm start`).
  */
 export function pagesHeaders(api) {
   const edgeOrigin = api ? new URL(api).origin : "";
-  const connect = ["'self'", "https:", ...(edgeOrigin && !edgeOrigin.startsWith("https:") ? [edgeOrigin] : [])].join(" ");
+  const connect = ["'self'", "https:", "http://127.0.0.1:*", "http://localhost:*", ...(edgeOrigin && !edgeOrigin.startsWith("https:") && !/^http:\/\/(127\.0\.0\.1|localhost):/.test(edgeOrigin) ? [edgeOrigin] : [])].join(" ");
   return [
     "/*",
     `  Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src ${connect}; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`,

@@ -70,7 +70,8 @@ export function checkPagesOutput(dir, api) {
   if (!csp) problems.push("_headers: no Content-Security-Policy");
   const connect = /connect-src ([^;]+)/.exec(csp)?.[1]?.split(/\s+/) ?? [];
   const edgeOrigin = api ? new URL(api).origin : null;
-  if (edgeOrigin && !connect.includes(edgeOrigin) && !(edgeOrigin.startsWith("https:") && connect.includes("https:"))) problems.push(`_headers: connect-src does not allow the edge ${edgeOrigin}`);
+  const loopback = edgeOrigin && /^http:\/\/(127\.0\.0\.1|localhost):/.exec(edgeOrigin)?.[0];
+  if (edgeOrigin && !connect.includes(edgeOrigin) && !(edgeOrigin.startsWith("https:") && connect.includes("https:")) && !(loopback && connect.includes(`${loopback}*`))) problems.push(`_headers: connect-src does not allow the edge ${edgeOrigin}`);
   for (const h of ["X-Content-Type-Options: nosniff", "frame-ancestors 'none'", "Referrer-Policy: no-referrer"]) if (!headers.includes(h)) problems.push(`_headers: no ${h}`);
   return problems;
 }

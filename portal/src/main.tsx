@@ -1,5 +1,5 @@
 import { render, useEffect, useState } from "hono/jsx/dom";
-import { api, setToken, token } from "./api.ts";
+import { api, ApiProblem, BUILT_EDGE, edge, normaliseEdge, setEdge, setToken, SIGNED_OUT, token, Unreachable } from "./api.ts";
 import { Overview } from "./pages/overview.tsx";
 import { Connectors } from "./pages/connectors.tsx";
 import { Routes } from "./pages/routes.tsx";
@@ -10,11 +10,23 @@ import { Audit } from "./pages/audit.tsx";
 import { ConnectorDetail } from "./pages/connector.tsx";
 import { Tokens } from "./pages/tokens.tsx";
 import { HostedPage } from "./pages/hosted.tsx";
+import { Transfers } from "./pages/transfers.tsx";
 
-// `npm start` prints a link with the dev admin token in the fragment (never sent to a server).
-const fromLink = /(?:^|[#&])token=([^&]+)/.exec(location.hash);
-if (fromLink?.[1]) {
-  setToken(decodeURIComponent(fromLink[1]));
+// `npm start` prints a link with the dev admin token in the fragment (never
+// sent to a server); a portal on Pages may also get the edge's URL there:
+// `#edge=https://edge.example.com&token=…`.
+const fromLink = new URLSearchParams(location.hash.replace(/^#\/?/, ""));
+if (fromLink.has("edge") || fromLink.has("token")) {
+  const linkedEdge = fromLink.get("edge");
+  if (linkedEdge !== null) {
+    try {
+      setEdge(normaliseEdge(linkedEdge));
+    } catch {
+      // Not a usable URL: the sign-in screen asks for it.
+    }
+  }
+  const linkedToken = fromLink.get("token");
+  if (linkedToken) setToken(linkedToken);
   history.replaceState(null, "", `${location.pathname}#/`);
 }
 
@@ -23,6 +35,7 @@ const NAV = [
   ["#/connectors", "Connectors"],
   ["#/routes", "Routes"],
   ["#/messages", "Messages"],
+  ["#/transfers", "Transfers"],
   ["#/dead-letters", "Dead letters"],
   ["#/hosted", "Hosted"],
   ["#/audit", "Admin actions"],
@@ -40,33 +53,84 @@ function useHash(): string {
 }
 
 function Login(props: { onLogin: () => void }) {
+  const [edgeValue, setEdgeValue] = useState(edge());
   const [value, setValue] = useState("");
+  const [edgeError, setEdgeError] = useState<string | null>(null);
   const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
   const submit = async (e: Event) => {
     e.preventDefault();
+    let base: string;
+    try {
+      base = normaliseEdge(edgeValue);
+    } catch (err) {
+      setEdgeError((err as Error).message);
+      setError(null);
+      return;
+    }
+    setEdgeError(null);
+    setEdge(base);
+    setEdgeValue(base);
     setToken(value.trim());
+    setBusy(true);
     try {
       await api("GET", "/api/routes");
       props.onLogin();
-    } catch {
+    } catch (err) {
       setToken(null);
-      setError("That token was not accepted. Locally, it is in .state/admin-token (written by npm start).");
+      if (err instanceof Unreachable) {
+        setEdgeError(err.message);
+        setError(null);
+      } else if (err instanceof ApiProblem && err.problem.status !== 401 && err.problem.status !== 403) {
+        setEdgeError(`The edge answered ${err.problem.status}: ${err.problem.detail}`);
+        setError(null);
+      } else {
+        setError("That token was not accepted. Locally, it is in .state/admin-token (written by npm start).");
+      }
+    } finally {
+      setBusy(false);
     }
   };
   return (
     <main class="login">
       <h1>Ferry</h1>
       <form onSubmit={submit} aria-label="Sign in">
+        <div class={`field${edgeError ? " invalid" : ""}`}>
+          <label for="f-edge">Edge URL</label>
+          <input
+            id="f-edge"
+            type="url"
+            inputmode="url"
+            autocomplete="url"
+            placeholder={BUILT_EDGE || location.origin}
+            value={edgeValue}
+            onInput={(e: Event) => setEdgeValue((e.target as HTMLInputElement).value)}
+            aria-describedby="f-edge-hint"
+            aria-invalid={edgeError ? "true" : "false"}
+          />
+          {edgeError ? (
+            <small class="field-error" id="f-edge-hint" role="alert">
+              {edgeError}
+            </small>
+          ) : (
+            <small class="muted" id="f-edge-hint">
+              Where the Ferry edge answers. Empty: {BUILT_EDGE ? `${BUILT_EDGE} (this portal's build)` : "this site"}.
+            </small>
+          )}
+        </div>
         <div class={`field${error ? " invalid" : ""}`}>
           <label for="f-token">Admin token</label>
-          <input id="f-token" type="password" autocomplete="off" value={value} onInput={(e: Event) => setValue((e.target as HTMLInputElement).value)} required />
+          <input id="f-token" type="password" autocomplete="off" value={value} onInput={(e: Event) => setValue((e.target as HTMLInputElement).value)} aria-invalid={error ? "true" : "false"} required />
           {error ? (
             <small class="field-error" role="alert">
               {error}
             </small>
           ) : null}
         </div>
-        <button type="submit">Sign in</button>
+        <button type="submit" disabled={busy}>
+          Sign in
+        </button>
+        <p class="muted small">Both are kept in this browser tab only (session storage) and sent to the edge alone.</p>
       </form>
     </main>
   );
@@ -85,6 +149,8 @@ function Page(props: { hash: string }) {
       return <Routes />;
     case "/messages":
       return <Messages />;
+    case "/transfers":
+      return <Transfers />;
     case "/dead-letters":
       return <DeadLetters />;
     case "/audit":
@@ -101,6 +167,11 @@ function Page(props: { hash: string }) {
 function App() {
   const hash = useHash();
   const [signedIn, setSignedIn] = useState(token() !== null);
+  useEffect(() => {
+    const out = () => setSignedIn(false);
+    window.addEventListener(SIGNED_OUT, out);
+    return () => window.removeEventListener(SIGNED_OUT, out);
+  }, []);
   if (!signedIn) return <Login onLogin={() => setSignedIn(true)} />;
   const section = `#/${hash.replace(/^#\//, "").split("/")[0] ?? ""}`;
   return (
@@ -116,6 +187,11 @@ function App() {
             </a>
           ))}
         </nav>
+        {edge() ? (
+          <span class="edge-host" title="The edge this portal talks to">
+            edge: {edge().replace(/^https?:\/\//, "")}
+          </span>
+        ) : null}
         <button
           type="button"
           class="link"

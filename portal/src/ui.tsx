@@ -7,6 +7,9 @@ export const bytes = (n: number | null | undefined) =>
   n === null || n === undefined ? "—" : n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`;
 export const duration = (s: number | null) => (s === null ? "—" : s % 86400 === 0 ? `${s / 86400}d` : s % 3600 === 0 ? `${s / 3600}h` : s % 60 === 0 ? `${s / 60}m` : `${s}s`);
 
+/** What went wrong, for people: the edge's problem detail, or the error's message. */
+export const message = (e: unknown) => (e instanceof ApiProblem ? e.problem.detail : e instanceof Error ? e.message : String(e));
+
 /** Loads data, refreshing every `everyMs` (live views), with loading and error states. */
 export function useLoad<T>(load: () => Promise<T>, deps: unknown[], everyMs = 0) {
   const [data, setData] = useState<T | null>(null);
@@ -16,7 +19,7 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[], everyMs = 0)
     let live = true;
     load().then(
       (d) => live && (setData(d), setError(null)),
-      (e: unknown) => live && setError(e instanceof ApiProblem ? e.problem.detail : String(e)),
+      (e: unknown) => live && setError(message(e)),
     );
     const t = everyMs ? setTimeout(() => setTick((n) => n + 1), everyMs) : undefined;
     return () => {
@@ -63,11 +66,29 @@ export function TableHead(props: { cols: string[]; actions?: boolean }) {
           <th>{c}</th>
         ))}
         {props.actions ? (
-          <th>
+          <th class="actions-col">
             <span class="sr-only">Actions</span>
           </th>
         ) : null}
       </tr>
     </thead>
+  );
+}
+
+/** A labelled progress bar with its numbers beside it (`value` of `max` parts). */
+export function Progress(props: { label: string; value: number; max: number; detail?: string; testid?: string }) {
+  const max = Math.max(1, props.max);
+  const value = Math.min(Math.max(0, props.value), max);
+  const pct = Math.floor((value / max) * 100);
+  return (
+    <div class="progress" data-testid={props.testid}>
+      <span class="progress-label">{props.label}</span>
+      <progress max={max} value={value} aria-label={`${props.label}: ${pct}%`}>
+        {pct}%
+      </progress>
+      <span class="progress-numbers">
+        {pct}% · {value} of {props.max} parts{props.detail ? ` · ${props.detail}` : ""}
+      </span>
+    </div>
   );
 }
