@@ -1,6 +1,6 @@
-import { access, constants, mkdir, stat } from "node:fs/promises";
+import { access, constants, stat } from "node:fs/promises";
 import { createServer } from "node:net";
-import { delimiter, isAbsolute, join } from "node:path";
+import { delimiter, dirname, isAbsolute, join } from "node:path";
 import { loadConfig, type ConnectorConfig } from "../config/config.ts";
 import { edgeFetch, proxyFor } from "../core/edge-http.ts";
 import { connectAssertion, identityPath, loadIdentity, type Identity } from "../identity/identity.ts";
@@ -10,14 +10,29 @@ export type Check = { check: string; ok: boolean; detail: string; fix?: string }
 /** Assertions are accepted with 30 s of clock tolerance; warn well before that. */
 const MAX_SKEW_MS = 20_000;
 
-async function writable(dir: string): Promise<string | null> {
-  try {
-    await mkdir(dir, { recursive: true });
-    await access(dir, constants.W_OK | constants.R_OK);
-    return null;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code ?? (e as Error).message;
+/**
+ * Whether the connector will be able to use a folder, judged without
+ * touching it: doctor only looks (creating folders would make its "fine"
+ * true only because it ran). A missing folder whose parent is writable is
+ * fine, since the connector creates it at start; a missing parent more
+ * likely means a wrong path.
+ */
+async function folderCheck(dir: string): Promise<{ ok: true; detail: string } | { ok: false; detail: string; fix: string }> {
+  const st = await stat(dir).catch((e: NodeJS.ErrnoException) => e);
+  if (st instanceof Error) {
+    if (st.code !== "ENOENT") return { ok: false, detail: `${dir}: ${st.code ?? st.message}`, fix: `make ${dir} reachable by the user that runs the connector` };
+    const parent = dirname(dir);
+    const pst = await stat(parent).catch(() => null);
+    if (!pst) return { ok: false, detail: `${dir} does not exist, nor does its parent ${parent}`, fix: `correct the path in the config, or create it: mkdir -p ${dir} (owned by the user that runs the connector)` };
+    if (!pst.isDirectory()) return { ok: false, detail: `${dir} cannot be created: ${parent} is not a folder`, fix: "correct the path in the config" };
+    const err = await access(parent, constants.W_OK | constants.X_OK).then(() => null, (e: NodeJS.ErrnoException) => e.code ?? e.message);
+    return err
+      ? { ok: false, detail: `${dir} does not exist and cannot be created: ${parent} is not writable (${err})`, fix: `create it: mkdir ${dir} and chown it to the user that runs the connector` }
+      : { ok: true, detail: `${dir} will be created at start` };
   }
+  if (!st.isDirectory()) return { ok: false, detail: `${dir} is not a folder`, fix: "correct the path in the config, or move that file away" };
+  const err = await access(dir, constants.W_OK | constants.R_OK | constants.X_OK).then(() => null, (e: NodeJS.ErrnoException) => e.code ?? e.message);
+  return err ? { ok: false, detail: `${dir} is not writable (${err})`, fix: `make ${dir} writable by the user that runs the connector (chown or chmod)` } : { ok: true, detail: `${dir} is writable` };
 }
 
 async function portFree(listen: string): Promise<boolean> {
@@ -29,8 +44,9 @@ async function portFree(listen: string): Promise<boolean> {
   });
 }
 
-async function executable(cmd: string, cwd: string): Promise<boolean> {
-  const candidates = cmd.includes("/") ? [isAbsolute(cmd) ? cmd : join(cwd, cmd)] : (process.env.PATH ?? "").split(delimiter).map((p) => join(p, cmd));
+/** `path`: the PATH the command will get (the channel's env may set its own). */
+async function executable(cmd: string, cwd: string, path: string): Promise<boolean> {
+  const candidates = cmd.includes("/") ? [isAbsolute(cmd) ? cmd : join(cwd, cmd)] : path.split(delimiter).map((p) => join(p, cmd));
   for (const c of candidates) {
     if (await access(c, constants.X_OK).then(() => true, () => false)) return true;
   }
@@ -55,8 +71,7 @@ export async function doctor(configFile: string): Promise<Check[]> {
     return checks;
   }
 
-  const stateErr = await writable(cfg.state);
-  add(stateErr ? { check: "state folder", ok: false, detail: `${cfg.state}: ${stateErr}`, fix: `make ${cfg.state} writable by the user that runs the connector` } : { check: "state folder", ok: true, detail: `${cfg.state} is writable` });
+  add({ check: "state folder", ...(await folderCheck(cfg.state)) });
 
   let identity: Identity | null = null;
   try {
@@ -76,8 +91,8 @@ export async function doctor(configFile: string): Promise<Check[]> {
     if (ch.protocol === "file") {
       for (const [what, dir] of [["outbox", ch.outbox], ["inbox", ch.inbox]] as const) {
         if (!dir) continue;
-        const err = await writable(dir);
-        add(err ? { check: label, ok: false, detail: `${what} ${dir}: ${err}`, fix: `create ${dir} and make it writable by the connector's user` } : { check: label, ok: true, detail: `${what} ${dir} is writable` });
+        const c = await folderCheck(dir);
+        add({ check: label, ...c, detail: `${what} ${c.detail}` });
       }
     } else if (ch.protocol === "http") {
       if (ch.listen) {
@@ -87,7 +102,7 @@ export async function doctor(configFile: string): Promise<Check[]> {
       if (ch.webhook) add({ check: label, ok: true, detail: `delivers to ${ch.webhook} (retried until it answers 2xx)` });
     } else {
       const [cmd] = ch.command;
-      const ok = await executable(cmd as string, ch.cwd ?? ".");
+      const ok = await executable(cmd as string, ch.cwd ?? ".", ch.env.PATH ?? process.env.PATH ?? "");
       add(ok ? { check: label, ok: true, detail: `command ${cmd} is executable` } : { check: label, ok: false, detail: `command ${cmd} is not found or not executable`, fix: `install ${cmd} or give its absolute path in 'command'` });
     }
   }
