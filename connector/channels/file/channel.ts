@@ -124,7 +124,7 @@ export class FileChannel implements Receiver, Channel {
         },
       );
       for (const r of recs) {
-        this.connector.log("info", "captured", { channel: this.cfg.name, file: r.fields?.filename, seq: r.seq, id: r.id, size: r.size, sha256: r.sha256 });
+        this.connector.log("info", "captured", { channel: this.cfg.name, file: r.fields?.filename, seq: r.seq, id: r.id, size: r.size, mtime: r.fields?.mtime, sha256: r.sha256 });
       }
     }
   }
@@ -148,7 +148,7 @@ export class FileChannel implements Receiver, Channel {
       },
       () => this.release(scanner, file),
     );
-    this.connector.log("info", "captured", { channel: this.cfg.name, file: r.fields?.filename, seq: r.seq, id: r.id, size: r.size, sha256: r.sha256 });
+    this.connector.log("info", "captured", { channel: this.cfg.name, file: r.fields?.filename, seq: r.seq, id: r.id, size: r.size, mtime: r.fields?.mtime, sha256: r.sha256 });
   }
 
   private async release(scanner: OutboxScanner, file: OutboxFile): Promise<void> {
@@ -201,7 +201,12 @@ export class FileChannel implements Receiver, Channel {
         stream,
         run.map((m) => ({ dseq: m.meta.dseq, name: m.meta.fields?.filename ?? m.meta.id, payload: m.payload, sha256: m.meta.sha256, ...(m.file ? { file: m.file } : {}) })),
       );
-      for (const d of res.delivered) this.connector.log("info", "delivered", { channel: this.cfg.name, stream, dseq: d.dseq, path: d.path });
+      // The file's metadata as the sender captured it (name, size, mtime) and its verified digest, next to where it landed.
+      const byDseq = new Map(run.map((m) => [m.meta.dseq, m.meta]));
+      for (const d of res.delivered) {
+        const meta = byDseq.get(d.dseq);
+        this.connector.log("info", "delivered", { channel: this.cfg.name, stream, dseq: d.dseq, id: meta?.id, name: meta?.fields?.filename ?? meta?.id, path: d.path, size: meta?.size, mtime: meta?.fields?.mtime, sha256: meta?.sha256 });
+      }
       run = [];
     };
     for (const m of msgs) {
