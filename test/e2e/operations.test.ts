@@ -54,6 +54,16 @@ describe("operating a connector", () => {
     const typo = ferry(["connector", "run", "--config", join(dir, "nope.toml")], env);
     expect(typo.code).toBe(2);
     expect(typo.stderr).toMatch(/nope\.toml: \(file\): cannot read the config file: ENOENT/);
+    // A valid config whose state folder was never enrolled: a set-up problem (2), saying how to enrol.
+    await conf("never");
+    const unenrolled = ferry(["connector", "run", "--config", join(dir, "never.toml")], env);
+    expect(unenrolled.code, unenrolled.stderr).toBe(2);
+    expect(unenrolled.stderr).toContain(`${join(dir, "never-state")} holds no identity: this connector is not enrolled yet`);
+    expect(unenrolled.stderr).toContain(`run 'ferry connector enroll --edge URL --token T --state ${join(dir, "never-state")}'`);
+    // --json is refused, not ignored: run prints logs, and the config says their format.
+    const json = ferry(["connector", "run", "--config", join(dir, "never.toml"), "--json"], env);
+    expect(json.code).toBe(2);
+    expect(json.stderr).toMatch(/--json: 'run' prints logs, not a result; for JSON lines set log = "json"/);
   });
 
   it("doctor says what is fine and what to fix", async () => {
@@ -131,6 +141,49 @@ describe("operating a connector", () => {
     again.proc.kill("SIGUSR2");
     await waitFor("the in-place rotation", () => again.lines.some((l) => l.msg === "keys rotated; reconnecting with the new key"));
     await waitFor("the reconnection", () => again.count("connected") >= 2);
+  });
+
+  it("hands a send to a running connector without replacing a file of the same name that waits in its outbox", async () => {
+    const a = procs.find((p) => p.config.endsWith("ops-a.toml") && p.proc.exitCode === null && p.proc.signalCode === null) as ConnectorProcess;
+    const b = procs.find((p) => p.config.endsWith("ops-b.toml") && p.proc.exitCode === null && p.proc.signalCode === null) as ConnectorProcess;
+    await writeFile(join(dir, "first.txt"), "first");
+    await writeFile(join(dir, "second.txt"), "second!");
+    const send = (file: string, json: boolean) => ferry(["connector", "send", "--config", join(dir, "ops-a.toml"), "--channel", "in", join(dir, file), "--name", "dup.txt", ...(json ? ["--json"] : [])], env);
+    // Frozen, the connector cannot pick up the first file before the second
+    // comes: both wait in the outbox at once, the case that lost a message.
+    a.proc.kill("SIGSTOP");
+    let first, second;
+    try {
+      first = send("first.txt", true);
+      second = send("second.txt", false);
+    } finally {
+      a.proc.kill("SIGCONT");
+    }
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ via: "outbox", name: "dup.txt" });
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stdout).toContain("handed to the running connector through its outbox as 'dup (1).txt' ('dup.txt' was still waiting to be sent)");
+    await waitFor("both at B", async () => (await visible(join(dir, "ops-b-in"))).filter((n) => n.startsWith("dup")).length === 2);
+    expect(await readFile(join(dir, "ops-b-in", "dup.txt"), "utf8")).toBe("first");
+    expect(await readFile(join(dir, "ops-b-in", "dup (1).txt"), "utf8")).toBe("second!");
+    // The file's metadata is in the logs on both sides.
+    const captured = a.lines.find((l) => l.msg === "captured" && l.file === "dup (1).txt");
+    expect(captured).toMatchObject({ size: 7, mtime: expect.stringMatching(/^\d{4}-\d\d-\d\dT/), sha256: expect.stringMatching(/^[0-9a-f]{64}$/) });
+    await waitFor("the delivery line", () => b.lines.find((l) => l.msg === "delivered" && l.name === "dup (1).txt"));
+    expect(b.lines.find((l) => l.msg === "delivered" && l.name === "dup (1).txt")).toMatchObject({ size: 7, mtime: captured?.mtime, sha256: captured?.sha256, path: join(dir, "ops-b-in", "dup (1).txt") });
+  });
+
+  it("says why the edge did not accept a one-off send when no connector runs (exit 4)", async () => {
+    enrol("ops-n");
+    await conf("ops-n", "", `[[channels]]\nname = "lonely"\nprotocol = "file"\noutbox = "./ops-n-out"\n`);
+    await writeFile(join(dir, "nowhere.txt"), "no route yet");
+    const r = ferry(["connector", "send", "--config", join(dir, "ops-n.toml"), "--channel", "lonely", join(dir, "nowhere.txt"), "--timeout", "30"], env);
+    expect(r.code, r.stderr).toBe(4);
+    expect(r.stdout).toMatch(/^captured, not yet accepted by the edge: NO_ROUTE: the edge has no route from ops-n\/lonely yet; an administrator adds one with 'ferry admin route add ops-n\/lonely CONNECTOR\/CHANNEL'/);
+    expect(r.stdout).toMatch(/stays in the spool and goes with the next run/);
+    const j = ferry(["connector", "send", "--config", join(dir, "ops-n.toml"), "--channel", "lonely", join(dir, "nowhere.txt"), "--json"], env);
+    expect(j.code).toBe(4);
+    expect(JSON.parse(j.stdout)).toMatchObject({ via: "spool", accepted: false, code: "NO_ROUTE", reason: expect.stringContaining("no route from ops-n/lonely") });
   });
 
   it("goes through a corporate proxy with credentials (HTTPS_PROXY), and around it for NO_PROXY", async () => {
