@@ -74,6 +74,12 @@ export type OverviewView = {
   /** Per minute over the last hour, oldest first: accepted and delivered counts and bytes. */
   perMinute: { minute: number; accepted: number; delivered: number; bytes: number }[];
   recentFailures: EventView[];
+  /**
+   * Messages waiting at the edge (accepted, not yet acknowledged by their
+   * destination): in total and per destination address, largest first.
+   * Optional: edges before this field do not send it.
+   */
+  backlog?: { total: number; destinations: { destination: string; queued: number }[] };
 };
 
 export type AdminLogEntry = { id: number; at: number; actor: string; action: string; target: string | null; detail: unknown };

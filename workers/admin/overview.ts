@@ -18,7 +18,21 @@ export const overview = new Hono<AppEnv>().get("/", async (c) => {
   const online = (await Promise.all(conns.filter((r) => r.status === "active").map((r) => sessionStub(c.env, tenant, r.name).presence()))).filter((p) => p.online).length;
   const routeRows = (await c.env.DB.prepare("SELECT source, region FROM routes WHERE tenant = ?").bind(tenant).all<{ source: string; region: string | null }>()).results;
   const sources = new Map(routeRows.map((r) => [r.source, r.region]));
-  const dead = (await Promise.all([...sources].map(([s, region]) => channelStub(c.env, tenant, s, region).deadLetters(tenant, s)))).reduce((n, l) => n + l.length, 0);
+  // Dead letters and the backlog: each source's channel object knows its own, and how many messages each destination has not acknowledged.
+  const perSource = await Promise.all(
+    [...sources].map(async ([s, region]) => {
+      const stub = channelStub(c.env, tenant, s, region);
+      const [letters, status] = await Promise.all([stub.deadLetters(tenant, s), stub.status()]);
+      return { dead: letters.length, streams: status.streams };
+    }),
+  );
+  const dead = perSource.reduce((n, p) => n + p.dead, 0);
+  const waiting = new Map<string, number>();
+  for (const p of perSource) for (const x of p.streams) waiting.set(x.destination, (waiting.get(x.destination) ?? 0) + x.queued);
+  const destinations = [...waiting]
+    .filter(([, queued]) => queued > 0)
+    .map(([destination, queued]) => ({ destination, queued }))
+    .sort((a, b) => b.queued - a.queued || a.destination.localeCompare(b.destination));
   const perMinute = new Map<number, { minute: number; accepted: number; delivered: number; bytes: number }>();
   for (let m = since; m <= now; m += MINUTE) perMinute.set(m, { minute: m, accepted: 0, delivered: 0, bytes: 0 });
   const failures: EventRow[] = [];
@@ -49,6 +63,7 @@ export const overview = new Hono<AppEnv>().get("/", async (c) => {
     },
     routes: routeRows.length,
     deadLetters: dead,
+    backlog: { total: destinations.reduce((n, w) => n + w.queued, 0), destinations },
     perMinute: [...perMinute.values()],
     recentFailures: failures.sort((a, b) => b.at - a.at).slice(0, 10).map(presentEvent),
   };

@@ -44,6 +44,40 @@ function BytesChart(props: { data: OverviewView["perMinute"] }) {
   );
 }
 
+/** What waits at the edge, per destination: accepted, not yet acknowledged (offline destinations, slow consumers). */
+function Backlog(props: { backlog: NonNullable<OverviewView["backlog"]> }) {
+  const max = Math.max(1, ...props.backlog.destinations.map((d) => d.queued));
+  return (
+    <>
+      <h2 id="backlog">Waiting at the edge</h2>
+      {props.backlog.destinations.length === 0 ? (
+        <p class="empty" data-testid="backlog-empty">
+          Nothing waiting: every destination has acknowledged everything sent to it.
+        </p>
+      ) : (
+        <table data-testid="backlog">
+          <TableHead cols={["Destination", "Messages waiting"]} />
+          <tbody>
+            {props.backlog.destinations.map((d) => {
+              const connector = d.destination.split("/")[0] ?? d.destination;
+              return (
+                <tr data-destination={d.destination}>
+                  <td>
+                    <a href={`#/connectors/${encodeURIComponent(connector)}`}>{d.destination}</a>
+                  </td>
+                  <td class="queued">
+                    <span>{d.queued}</span> <meter min={0} max={max} value={d.queued} aria-hidden="true" />
+                  </td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      )}
+    </>
+  );
+}
+
 export function Overview() {
   const { data, error } = useLoad(() => api<OverviewView>("GET", "/api/overview"), [], 5000);
   const total = data?.perMinute.reduce((n, m) => n + m.accepted, 0) ?? 0;
@@ -64,6 +98,12 @@ export function Overview() {
               <a class="card" href="#/messages">
                 <span class="big">{total}</span> messages in the last hour
               </a>
+              {data.backlog ? (
+                <a class="card" href="#backlog" data-testid="backlog-total">
+                  <span class="big">{data.backlog.total}</span> waiting at the edge
+                  <small class="muted"> · for {data.backlog.destinations.length} destination{data.backlog.destinations.length === 1 ? "" : "s"}</small>
+                </a>
+              ) : null}
               <a class={`card${data.deadLetters ? " warn" : ""}`} href="#/dead-letters">
                 <span class="big">{data.deadLetters}</span> dead letters
               </a>
@@ -75,6 +115,7 @@ export function Overview() {
             <Chart data={data.perMinute} />
             <h2>Bytes, last hour</h2>
             <BytesChart data={data.perMinute} />
+            {data.backlog ? <Backlog backlog={data.backlog} /> : null}
             <h2>Recent failures</h2>
             {data.recentFailures.length === 0 ? (
               <p class="empty">No expired or rejected messages.</p>
