@@ -1,6 +1,6 @@
 import { useState } from "hono/jsx/dom";
 import type { ConnectorView } from "../../../wire/admin-types.ts";
-import { api, ApiProblem } from "../api.ts";
+import { api, ApiProblem, edgeUrl } from "../api.ts";
 import { Badge, Field, State, time, useLoad, TableHead } from "../ui.tsx";
 
 type Issued = { connector: { name: string }; enrolToken: string; expiresAt: number };
@@ -32,7 +32,7 @@ export function Connectors() {
     if ("enrolToken" in r) setIssued(r);
     reload();
   };
-  const edge = location.origin;
+  const edge = edgeUrl();
   return (
     <section>
       <h1>Connectors</h1>
@@ -57,6 +57,10 @@ export function Connectors() {
           </button>
         </div>
       ) : null}
+      <p class="muted" data-testid="rotation-note">
+        <strong>New enrolment token</strong> issues a one-time token to enrol the connector again (a new machine, a lost state folder); it does not rotate the keys of an enrolled connector. Key rotation is
+        done by the connector, at its site: <code>ferry connector rotate-keys --config FILE</code> (or <code>kill -USR2</code> a running one). <strong>Revoke</strong> cuts its connection at once and refuses it from then on.
+      </p>
       <State error={error} loading={!data} empty={data?.connectors.length === 0} emptyText="No connectors yet: add one above.">
         <table>
           <TableHead cols={["Name", "Status", "Connection", "Version", "Waiting", "Region", "Enrolled", "Last seen"]} actions />
@@ -78,8 +82,13 @@ export function Connectors() {
                 <td class="actions">
                   {c.status !== "revoked" ? (
                     <>
-                      <button type="button" onClick={() => act("POST", `/api/connectors/${c.name}/tokens`)}>
-                        New token
+                      <button
+                        type="button"
+                        onClick={() => act("POST", `/api/connectors/${c.name}/tokens`)}
+                        aria-label={`New enrolment token for ${c.name}`}
+                        title="A new one-time enrolment token (to enrol this connector again). It does not rotate an enrolled connector's keys: ferry connector rotate-keys does, at the site."
+                      >
+                        New enrolment token
                       </button>
                       <button type="button" class="danger" onClick={() => act("DELETE", `/api/connectors/${c.name}`, `Revoke ${c.name}? Its connection is cut at once.`)}>
                         Revoke

@@ -3,6 +3,21 @@ import type { EventView } from "../../../wire/admin-types.ts";
 import { api, download } from "../api.ts";
 import { Badge, bytes, State, time, useLoad, TableHead } from "../ui.tsx";
 
+/** The event types the log search filters by (value, what the list shows). */
+const EVENT_TYPES: [string, string][] = [
+  ["", "any"],
+  ["captured", "captured"],
+  ["accepted", "accepted"],
+  ["delivered", "delivered"],
+  ["attempt", "attempt (hosted egress)"],
+  ["expired", "expired"],
+  ["archived", "archived"],
+  ["purged", "purged"],
+  ["redriven", "redriven"],
+  ["discarded", "discarded"],
+  ["rejected", "rejected"],
+];
+
 type Filters = { q: string; type: string; from: string; to: string };
 
 function toQuery(f: Filters, cursor: string | null): string {
@@ -46,8 +61,8 @@ export function Messages() {
         <div class="field">
           <label for="f-type">Event</label>
           <select id="f-type" value={filters.type} onChange={set("type")}>
-            {["", "captured", "accepted", "delivered", "expired", "archived", "purged", "redriven", "discarded", "rejected"].map((t) => (
-              <option value={t}>{t || "any"}</option>
+            {EVENT_TYPES.map(([t, label]) => (
+              <option value={t}>{label}</option>
             ))}
           </select>
         </div>

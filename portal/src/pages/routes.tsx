@@ -106,6 +106,10 @@ export function Routes() {
           {saved}
         </p>
       ) : null}
+      <p class="notice" data-testid="routes-edit-note">
+        <strong>Edit</strong> changes a route's time to live and archive retention in place; archiving and legal hold switch with their buttons. To change source, destination, protection or region, remove the route and add it
+        again.
+      </p>
       <State error={error} loading={!data} empty={data?.routes.length === 0} emptyText="No routes yet: create one above.">
         <table>
           <TableHead cols={["Source", "Destination", "Protection", "TTL", "Archive", "Region", "Fields logged"]} actions />
@@ -141,6 +145,9 @@ export function Routes() {
                       <button type="button" onClick={() => setEditing(null)}>
                         Cancel
                       </button>
+                      <small class="muted edit-note" data-testid="route-edit-note">
+                        To change source, destination, protection or region, remove the route and add it again.
+                      </small>
                     </form>
                   ) : (
                     <button type="button" onClick={() => setEditing({ id: r.id, ttl: duration(r.ttl), retention: r.retention === null ? "" : duration(r.retention) })}>

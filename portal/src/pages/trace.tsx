@@ -7,7 +7,7 @@ type Receipts = { receipts: { destination: string; signed: boolean; signer?: str
 
 type Verify = { ok: boolean; chains: { chain: string; from: number; to: number; broken: { chainSeq: number; reason: string } | null }[] };
 
-const ORDER = ["captured", "accepted", "archived", "delivered", "expired", "redriven", "discarded", "purged", "rejected"];
+const ORDER = ["captured", "accepted", "archived", "attempt", "delivered", "expired", "redriven", "discarded", "purged", "rejected"];
 
 export function Trace(props: { id: string }) {
   const { data, error } = useLoad(() => api<{ messageId: string; events: EventView[] }>("GET", `/api/messages/${encodeURIComponent(props.id)}`), [props.id], 5000);
