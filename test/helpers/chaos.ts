@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { watch, type FSWatcher } from "node:fs";
+import { mkdir, mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalEdge } from "./edge.ts";
@@ -27,8 +28,13 @@ export type ChaosReport = {
   missing: string[];
   duplicates: string[];
   corrupt: string[];
+  /** Files that appeared in B's inbox after a file written later (exact: every arrival is observed). */
   outOfOrder: number;
+  /** Arrivals observed in B's inbox; equal to `files` when the order check covered every file. */
   orderChecked: number;
+  /** Delivery log lines whose stream position is not the file's index + 1 (the lines that survived the kills). */
+  seqMismatch: number;
+  seqChecked: number;
   deadLetters: number;
   senderBacklog: number;
   outboxLeft: number;
@@ -49,13 +55,51 @@ function prng(seed: number): () => number {
 }
 
 const name = (i: number) => `m-${String(i).padStart(6, "0")}.dat`;
+const index = (n: string): number | null => {
+  const m = /^m-(\d+)\.dat$/.exec(n);
+  return m ? Number(m[1]) : null;
+};
+
+/**
+ * The order in which files appear under their final names in a folder,
+ * exactly. The file inbox writes each delivery to a temporary file in a
+ * subfolder and renames it into place, in stream order; inotify queues the
+ * rename events of a folder in the order the kernel performed them, so the
+ * first event for each name is its arrival, in true order. The watcher lives
+ * in the test process, which no fault touches: arrivals made by a receiver
+ * that is then killed -9, and those finished by its recovery on restart, are
+ * all observed (a lost log line no longer hides one). File times could not
+ * do this (equal within a clock tick), nor can the delivery log (it keeps
+ * only the high-water mark).
+ */
+class Arrivals {
+  readonly order: string[] = [];
+  private readonly seen = new Set<string>();
+  private readonly watcher: FSWatcher;
+  error: string | null = null;
+
+  constructor(dir: string) {
+    this.watcher = watch(dir, (_event, file) => {
+      const n = file?.toString();
+      if (!n || n.startsWith(".") || this.seen.has(n)) return;
+      this.seen.add(n);
+      this.order.push(n);
+    });
+    this.watcher.on("error", (e) => (this.error = e.message));
+  }
+
+  close(): void {
+    this.watcher.close();
+  }
+}
 
 /**
  * Streams files from connector A to connector B through a TCP proxy while
  * faults hit every part: kill -9 of either connector, an edge restart on
  * its persisted state, connections cut and stalled (half-open). Then checks
- * at B: every file exactly once, in order, bytes equal; nothing left in A's
- * spool or outbox; no dead letters.
+ * at B: every file exactly once, bytes equal, arrived in the order written
+ * (observed exactly, see Arrivals); nothing left in A's spool or outbox; no
+ * dead letters.
  */
 export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
   const log = plan.log ?? (() => undefined);
@@ -69,6 +113,7 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
   const procs: Record<"a" | "b", ConnectorProcess | null> = { a: null, b: null };
   const history: ConnectorProcess[] = [];
   const faults: Record<string, number> = {};
+  let arrivals: Arrivals | null = null;
   try {
     for (const side of ["a", "b"] as const) {
       const add = ferry(["admin", "connector", "add", `chaos-${side}`, "--json"], env);
@@ -100,6 +145,10 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
       history.push(p);
       return p;
     };
+    // Watching before anything can arrive: every arrival is seen.
+    const inbox = join(dir, "b-in");
+    await mkdir(inbox, { recursive: true });
+    arrivals = new Arrivals(inbox);
     startSide("b");
     startSide("a");
     await Promise.all([procs.a?.connected(), procs.b?.connected()]);
@@ -156,7 +205,6 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
     await writer;
     log(`all ${plan.files} files written; waiting for delivery`);
 
-    const inbox = join(dir, "b-in");
     await waitFor(
       `${plan.files} files at B`,
       async () => (await readdir(inbox).catch(() => [] as string[])).filter((n) => !n.startsWith(".")).length >= plan.files,
@@ -173,15 +221,27 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
       const d = createHash("sha256").update(await readFile(join(inbox, n))).digest("hex");
       if (d !== digests.get(n)) corrupt.push(n);
     }
-    // Order: the stream position of each delivery must be its file's index + 1.
+    // Order, exactly: the files appeared in B's inbox in the order they were
+    // written to A's outbox (A captures in that order: oldest first, ties by
+    // name). Every file must have been seen arriving, or the check is incomplete.
+    const arrived = arrivals?.order.filter((n) => expected.has(n)) ?? [];
     let outOfOrder = 0;
-    let orderChecked = 0;
+    let latest = -1;
+    for (const n of arrived) {
+      const i = index(n) as number;
+      if (i < latest) outOfOrder++;
+      latest = Math.max(latest, i);
+    }
+    if (arrivals?.error) log(`inbox watcher error: ${arrivals.error}`);
+    // Sequence numbers too, where the log lines survived: position = index + 1 (nothing else goes on this stream).
+    let seqMismatch = 0;
+    let seqChecked = 0;
     for (const p of history) {
       for (const l of p.lines) {
         if (l.msg !== "delivered" || typeof l.path !== "string" || typeof l.dseq !== "number") continue;
-        orderChecked++;
-        const m = /m-(\d+)\.dat$/.exec(l.path);
-        if (!m || Number(m[1]) + 1 !== l.dseq) outOfOrder++;
+        seqChecked++;
+        const i = index(l.path.slice(l.path.lastIndexOf("/") + 1));
+        if (i === null || i + 1 !== l.dseq) seqMismatch++;
       }
     }
     // The sender may have been restarted last: its spool drains once the edge acknowledges the resends.
@@ -197,7 +257,9 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
       duplicates,
       corrupt,
       outOfOrder,
-      orderChecked,
+      orderChecked: arrived.length,
+      seqMismatch,
+      seqChecked,
       deadLetters: dead.deadLetters?.length ?? -1,
       senderBacklog,
       outboxLeft: (await readdir(join(dir, "a-out"))).filter((n) => !n.startsWith(".")).length,
@@ -205,6 +267,7 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
       elapsedMs: Date.now() - started,
     };
   } finally {
+    arrivals?.close();
     await Promise.all([procs.a?.stop(), procs.b?.stop()]);
     await proxy.close();
     await edge.close();
