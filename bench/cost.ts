@@ -51,9 +51,11 @@ export type Ops = {
  * Billable operations per message. `log`: the per-message event log
  * (captured, accepted, delivered; the receipt) staged in the channel
  * object's outbox and copied to D1. `queued`: messages held by the channel
- * object when an ack arrives (the collect step scans them all).
+ * object when an ack arrives (the collect step scans them all). `fields`:
+ * channel fields per message (a file carries its name): migration 0008's
+ * trigger writes one event_fields row per field of each logged event.
  */
-export function opsPerMessage(batch: number, log: boolean, queued = batch): Ops {
+export function opsPerMessage(batch: number, log: boolean, queued = batch, fields = 0): Ops {
   const b = Math.max(1, batch);
   const d = Math.min(b, DELIVER_BATCH);
   // Staging calls (one outbox row each): publish once per batch; ack once, plus once for its signed receipt.
@@ -89,7 +91,7 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch): Ops 
       stagings + flushWritten,
     // The log writes; nothing on the path reads D1 per message.
     d1RowsRead: 0,
-    d1RowsWritten: log ? (3 + 1 / d) * (D1_ROWS_PER_EVENT + D1_SEQUENCE_ROWS_PER_EVENT) : 0,
+    d1RowsWritten: log ? (3 + 1 / d) * (D1_ROWS_PER_EVENT + D1_SEQUENCE_ROWS_PER_EVENT) + 3 * fields : 0,
     // Inline payloads (<= 1 MiB) never touch R2 unless the route archives; no Worker request per message (one WebSocket per connection).
     r2ClassA: 0,
     r2ClassB: 0,

@@ -194,12 +194,13 @@ async function main(): Promise<void> {
   const serialRate = fig("small 1 KiB x " + config.serial, "Ferry (disk)")?.rate ?? 0;
   const paths = [
     { path: "windowed (1,024 per frame), full audit log", batch: 1024, log: true, rate: windowedRate, target: 1.1 },
+    { path: "windowed, full audit log, files (1 field: the name)", batch: 1024, log: true, rate: windowedRate, target: 1.1, fields: 1 },
     { path: "one at a time, full audit log", batch: 1, log: true, rate: serialRate, target: 1.1 },
     { path: "windowed, per-message log off (hypothetical)", batch: 1024, log: false, rate: windowedRate, target: 0.1 },
     { path: "one at a time, per-message log off (hypothetical)", batch: 1, log: false, rate: serialRate, target: 0.1 },
   ];
   const cost = paths.map((p) => {
-    const priced = price(opsPerMessage(p.batch, p.log), p.rate);
+    const priced = price(opsPerMessage(p.batch, p.log, p.batch, "fields" in p ? p.fields : 0), p.rate);
     return { ...p, ...priced, target: `<= ${p.target.toFixed(2)}`, met: priced.usdPerMillion <= p.target };
   });
   const idle = idleConnectorPerMonth();
