@@ -89,7 +89,6 @@ const base = `http://127.0.0.1:${port}`;
 function scheduleRetention() {
   const crons = parseToml(readFileSync(join(root, "wrangler.toml"), "utf8")).triggers?.crons ?? [];
   const cron = typeof crons[0] === "string" ? crons[0] : "17 * * * *";
-  const every = Number(process.env.FERRY_SCHEDULED_EVERY_MS ?? 3_600_000);
   const fire = async () => {
     try {
       const r = await fetch(`${base}/__scheduled?cron=${encodeURIComponent(cron)}`);
@@ -99,8 +98,9 @@ function scheduleRetention() {
     }
   };
   void fire();
-  setInterval(fire, every).unref();
+  setInterval(fire, 3_600_000).unref();
 }
+
 const deadline = Date.now() + 120_000;
 for (;;) {
   try {
