@@ -90,9 +90,9 @@ function suffixed(name: string, i: number): string {
 async function intoOutbox(ch: FileChannelConfig, outbox: string, what: Input, name: string): Promise<string> {
   checkOutboxName(name);
   const tmp = join(outbox, `.ferry-send-${randomBytes(6).toString("hex")}.tmp`);
-  if ("file" in what) await copyFile(what.file, tmp);
-  else await writeFile(tmp, what.body);
   try {
+    if ("file" in what) await copyFile(what.file, tmp);
+    else await writeFile(tmp, what.body);
     // Complete on disk before it has a name the connector picks up.
     await fsyncPath(tmp);
     for (let i = 0; i <= 10_000; i++) {
@@ -111,7 +111,7 @@ async function intoOutbox(ch: FileChannelConfig, outbox: string, what: Input, na
       if (ch.pickup === "done-marker") await writeFile(join(outbox, `${candidate}.done`), "");
       return candidate;
     }
-    throw new CliError(`'${name}' and its suffixed names up to (10000) all wait in ${outbox}; is the connector picking up files?`);
+    throw new CliError(`'${name}' and its suffixed names up to '${suffixed(name, 10_000)}' all wait in ${outbox}; is the connector picking up files?`);
   } finally {
     await unlink(tmp).catch(() => undefined);
     await fsyncPath(outbox).catch(() => undefined);
