@@ -1,4 +1,6 @@
-import { mkdir, mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { mkdir, mkdtemp, open, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
@@ -9,6 +11,27 @@ import { launch } from "../helpers/browser.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 const SHOTS = join(ROOT, "test", "artifacts");
+const MiB = 1024 * 1024;
+
+/** Writes `size` random bytes to `path` in pieces, returns the SHA-256. */
+async function makeFile(path: string, size: number): Promise<string> {
+  const hash = createHash("sha256");
+  const fh = await open(path, "w");
+  for (let done = 0; done < size; ) {
+    const piece = randomBytes(Math.min(4 * MiB, size - done));
+    hash.update(piece);
+    await fh.write(piece);
+    done += piece.byteLength;
+  }
+  await fh.close();
+  return hash.digest("hex");
+}
+
+async function sha256File(path: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const c of createReadStream(path)) hash.update(c as Buffer);
+  return hash.digest("hex");
+}
 
 /**
  * The portal in a real headless Chromium against the real local network and
@@ -76,6 +99,9 @@ describe("the portal", () => {
     await page.waitForSelector(".field-error:has-text('use 1-64 of a-z')");
     await page.fill("#f-name", "");
     await page.waitForSelector("tr[data-connector=web-b] >> text=active");
+    // "New enrolment token" says what it is; key rotation is the connector's.
+    await page.waitForSelector("tr[data-connector=web-a] >> button:has-text('New enrolment token')");
+    expect(await page.locator("[data-testid=rotation-note]").textContent()).toContain("ferry connector rotate-keys");
     await shot("connectors");
   });
 
@@ -98,8 +124,18 @@ describe("the portal", () => {
     await page.check("#f-archive");
     await page.click("text=Create route");
     await page.waitForSelector("tr >> text=web-late/docs");
+    // A third destination that stays offline with the default TTL: what it misses waits at the edge (the backlog).
+    await page.fill("#f-source", "web-a/docs");
+    await page.fill("#f-destination", "web-idle/docs");
+    await page.fill("#f-ttl", "7d");
+    await page.click("text=Create route");
+    await page.waitForSelector("tr >> text=web-idle/docs");
+    // What cannot be edited in place is said next to what can.
+    expect(await page.locator("[data-testid=routes-edit-note]").textContent()).toContain("remove the route and add it again");
     // Edit a route in place; a bad value is explained, a good one saved.
     await page.locator("tr:has-text('web-late/docs') >> text=Edit").click();
+    expect(await page.locator("[data-testid=route-edit-note]").textContent()).toContain("To change source, destination, protection or region, remove the route and add it again.");
+    await page.waitForSelector("tr:has-text('web-late/docs') >> button:has-text('Remove')");
     await page.fill("#f-edit-ttl", "soon");
     await page.click("button:has-text('Save')");
     await page.waitForSelector(".field-error:has-text('ttl')");
@@ -126,6 +162,14 @@ describe("the portal", () => {
       return (await page.locator("tbody tr:has-text('delivered')").count()) > 0;
     }, 30_000, 500);
     await shot("messages");
+    // Hosted egress attempts are an event type of their own (none here: the search answers, empty).
+    await page.selectOption("#f-type", "attempt");
+    await page.fill("#f-q", "");
+    await page.click("button:has-text('Search')");
+    await page.waitForSelector("text=No events match.");
+    await page.selectOption("#f-type", "");
+    await page.fill("#f-q", "contract-17.pdf");
+    await page.click("button:has-text('Search')");
     await page.locator("tbody a:has-text('contract-17.pdf')").first().click();
     await page.waitForSelector("h2:has-text('Timeline')");
     await page.waitForSelector(".timeline >> text=delivered");
@@ -147,6 +191,51 @@ describe("the portal", () => {
     await shot("dead-letters");
     await page.locator("tr[data-dead] >> text=Re-drive").first().click();
     await page.waitForSelector("text=Re-driven: 1");
+  });
+
+  it("follows a large file on the Transfers page while it travels, then finds it in Messages", async () => {
+    await page.click("nav >> text=Transfers");
+    await page.waitForSelector("h1:has-text('Transfers')");
+    await page.waitForSelector("[data-testid=transfers-empty], [data-testid=transfers-unsupported], [data-transfer]");
+    // 40 MiB: five 8 MiB parts through the edge's R2, uploaded by web-a, fetched by web-b (web-idle never comes).
+    const size = 40 * MiB;
+    const tmp = join(dir, "a-out", ".big-40.bin.tmp");
+    const sha = await makeFile(tmp, size);
+    await rename(tmp, join(dir, "a-out", "big-40.bin"));
+    // The only large file in this network (named once its message is sent: while it uploads, it is its id).
+    const row = page.locator("[data-transfer]");
+    const arrived = async () => (await stat(join(dir, "b-in", "big-40.bin")).catch(() => null))?.size === size;
+    // It shows while on its way; an edge without GET /api/transfers says so; a finished one has left the list.
+    const seen = await waitFor("big-40.bin on the Transfers page (or an edge without transfers, or it is done)", async () => {
+      if ((await row.count()) > 0) return "listed";
+      if ((await page.locator("[data-testid=transfers-unsupported]").count()) > 0) return "unsupported";
+      if ((await page.locator("[data-testid=transfers-empty]").count()) > 0 && (await arrived())) return "done";
+      return undefined;
+    }, 120_000, 100);
+    if (seen === "listed") {
+      await row.locator("[data-testid=upload] progress").waitFor();
+      expect(await row.locator("[data-testid=upload]").textContent()).toMatch(/of 5 parts/);
+      await shot("transfers");
+    }
+    await waitFor("big-40.bin (40 MiB) in B's inbox", arrived, 180_000, 100);
+    expect(await sha256File(join(dir, "b-in", "big-40.bin"))).toBe(sha);
+    if (seen === "listed") {
+      // Still listed while web-idle has not fetched it: named, uploaded in full, web-b done (100%, or gone from the list once it acknowledged).
+      await waitFor("the Transfers page to show big-40.bin uploaded and web-b's download done", async () => {
+        if ((await row.count()) === 0) return true; // or it has left the list altogether
+        if (!((await row.locator("h2").textContent()) ?? "").includes("big-40.bin")) return false;
+        if (!((await row.locator("[data-testid=upload]").textContent()) ?? "").includes("100%")) return false;
+        const b = row.locator("[data-testid='download-web-b/docs']");
+        return (await b.count()) === 0 || ((await b.textContent()) ?? "").includes("100%");
+      }, 30_000, 200);
+      await shot("transfers");
+    } else await shot("transfers");
+    await page.click("nav >> text=Messages");
+    await page.fill("#f-q", "big-40.bin");
+    await waitFor("the large file's delivery in search results", async () => {
+      await page.click("button:has-text('Search')");
+      return (await page.locator("tbody tr:has-text('delivered'):has-text('big-40.bin')").count()) > 0;
+    }, 30_000, 500);
   });
 
   it("shows the audit of admin actions and a live overview, without errors or external requests", async () => {
@@ -179,7 +268,22 @@ describe("the portal", () => {
     await shot("hosted");
     await page.click("nav >> text=Overview");
     await page.waitForSelector("text=2 of");
+    // The backlog: what web-idle has not fetched waits at the edge (contract-17.pdf, big-40.bin).
+    await page.waitForSelector("[data-testid=backlog] tr[data-destination='web-idle/docs']");
+    const waiting = Number(await page.locator("[data-testid=backlog] tr[data-destination='web-idle/docs'] td.queued span").textContent());
+    expect(waiting).toBeGreaterThanOrEqual(2);
+    expect(Number(await page.locator("[data-testid=backlog-total] .big").textContent())).toBeGreaterThanOrEqual(waiting);
     await shot("overview");
+    // A phone's width: the same pages, narrower, row buttons still there.
+    await page.setViewportSize({ width: 390, height: 844 });
+    await shot("overview-narrow");
+    await page.click("nav >> text=Transfers");
+    await page.waitForSelector("[data-transfer], [data-testid=transfers-empty], [data-testid=transfers-unsupported]");
+    await shot("transfers-narrow");
+    await page.click("nav >> text=Routes");
+    await page.waitForSelector("tr:has-text('web-idle/docs') >> button:has-text('Remove')");
+    await shot("routes-narrow");
+    await page.setViewportSize({ width: 1280, height: 860 });
     expect(errors).toEqual([]);
   });
 });

@@ -69,7 +69,7 @@ export function Transfers() {
                       label={`${d.fetched >= t.parts ? "Fetched by" : d.fetched === 0 ? "Waiting for" : "Fetching:"} ${d.destination}`}
                       value={d.fetched}
                       max={t.parts}
-                      detail={d.fetched === 0 && t.uploaded < t.parts ? "starts once the upload is complete" : `${bytes(partBytes(t, d.fetched))}`}
+                      detail={d.fetched > 0 ? bytes(partBytes(t, d.fetched)) : t.uploaded < t.parts ? "starts once the upload is complete" : "not started (is it online?)"}
                       testid={`download-${d.destination}`}
                     />
                   ))
