@@ -62,7 +62,8 @@ function Login(props: { onLogin: () => void }) {
     e.preventDefault();
     let base: string;
     try {
-      base = normaliseEdge(edgeValue);
+      // Empty: the edge this portal was built for (or, without one, the portal's own origin).
+      base = normaliseEdge(edgeValue) || BUILT_EDGE;
     } catch (err) {
       setEdgeError((err as Error).message);
       setError(null);
