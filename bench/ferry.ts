@@ -6,13 +6,13 @@
  * session object -> channel object (SQLite commit, puback) -> session
  * object -> receiving connector (delivery log, fsync) -> ack.
  */
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import { CallbackReceiver, Connector, enroll, silentLogger } from "../connector/index.ts";
 import type { LocalEdge } from "../test/helpers/edge.ts";
 import { latency, type Sample } from "./stats.ts";
 import { MIB } from "./config.ts";
-import { PeakWatch, workerdOf } from "./proc.ts";
+import { PeakWatch, removeQuietly, workerdOf } from "./proc.ts";
 
 export const CHANNEL = "bench";
 
@@ -150,7 +150,7 @@ export async function network(edge: LocalEdge, place: Place, tag: string, count:
     },
     close: async () => {
       await Promise.allSettled([src.stop(), ...(receiving ? net.destinations.map((d) => d.stop()) : [])]);
-      await rm(dir, { recursive: true, force: true });
+      await removeQuietly(dir);
     },
   };
   if (opts.startReceivers !== false) await net.startReceivers();

@@ -7,7 +7,7 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream, readdirSync, statSync } from "node:fs";
-import { mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { once } from "node:events";
 import type { LocalEdge } from "../test/helpers/edge.ts";
@@ -15,7 +15,7 @@ import { ROOT } from "../test/helpers/edge.ts";
 import { ConnectorProcess } from "../test/helpers/cli.ts";
 import { addConnector, api, type Place } from "./ferry.ts";
 import { MIB } from "./config.ts";
-import { PeakWatch, peakRssMiB, workerdOf } from "./proc.ts";
+import { PeakWatch, peakRssMiB, removeQuietly, workerdOf } from "./proc.ts";
 import type { Sample } from "./stats.ts";
 
 /** Writes `bytes` of random data to `file` in 1 MiB chunks; returns its SHA-256. */
@@ -98,6 +98,6 @@ export async function ferryLarge(edge: LocalEdge, place: Place, tag: string, meg
     return { rate: bytes / MIB / secs, rssMiB: rss, extra: { seconds: secs, megabytes } };
   } finally {
     await Promise.allSettled(procs.map((p) => p.stop()));
-    await rm(dir, { recursive: true, force: true });
+    await removeQuietly(dir);
   }
 }

@@ -4,6 +4,7 @@
  * long-lived process (workerd) is measured per case.
  */
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { rm } from "node:fs/promises";
 
 const MIB = 1024 * 1024;
 
@@ -137,4 +138,13 @@ export class PeakWatch {
     }
     return total;
   }
+}
+
+/**
+ * Removes a case's folder. A connector that was just stopped may still be
+ * finishing a write there (ENOTEMPTY): retry, and never let cleanup turn a
+ * measured case into a failure.
+ */
+export async function removeQuietly(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 }).catch((e: unknown) => console.error(`  (left ${dir}: ${(e as Error).message})`));
 }

@@ -8,7 +8,7 @@
  * measure and print; nothing here asserts.
  */
 import { cpus, release, tmpdir, totalmem } from "node:os";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { LocalEdge, ROOT } from "../test/helpers/edge.ts";
 import { config, MEDIUM_BYTES, MIB, SMALL_BYTES, wanted } from "./config.ts";
@@ -21,6 +21,7 @@ import { ferryBacklog, ferryScale } from "./scale.ts";
 import { startCeiling, startRelay } from "./services.ts";
 import { guarded, reduce, type Sample } from "./stats.ts";
 import { stream } from "./stream.ts";
+import { removeQuietly } from "./proc.ts";
 
 const SCALE_MESSAGES = Number(process.env.FERRY_BENCH_SCALE_MESSAGES ?? 10);
 
@@ -146,8 +147,8 @@ async function main(): Promise<void> {
     }
   } finally {
     for (const stop of stoppers.reverse()) await stop().catch((e: unknown) => console.error(`stopping: ${(e as Error).message}`));
-    await rm(disk.root, { recursive: true, force: true });
-    await rm(tmpfs.root, { recursive: true, force: true });
+    await removeQuietly(disk.root);
+    await removeQuietly(tmpfs.root);
   }
 
   // Medians, ratios, cost.

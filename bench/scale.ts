@@ -3,14 +3,14 @@
  * the edge's memory grows with them), and a channel holding a large backlog
  * queued while its receiver was away, then drained at full speed.
  */
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import { Agent, getGlobalDispatcher, setGlobalDispatcher } from "undici";
 import { CallbackReceiver, Connector, silentLogger } from "../connector/index.ts";
 import type { LocalEdge } from "../test/helpers/edge.ts";
 import { addConnector, api, CHANNEL, network, payload, SendClock, sendAll, Tally, type Place } from "./ferry.ts";
 import { MIB } from "./config.ts";
-import { PeakWatch, rssMiB, workerdOf } from "./proc.ts";
+import { PeakWatch, removeQuietly, rssMiB, workerdOf } from "./proc.ts";
 import { latency, type Sample } from "./stats.ts";
 
 /** Admin API budget: 600 requests a minute per tenant (wrangler.toml); 100 connectors and their routes fit in one. */
@@ -125,7 +125,7 @@ export async function ferryScale(edge: LocalEdge, place: Place, tag: string, cou
     };
   } finally {
     await Promise.allSettled(conns.map((c) => c.stop()));
-    await rm(dir, { recursive: true, force: true });
+    await removeQuietly(dir);
   }
 }
 
