@@ -24,6 +24,8 @@ export type RouteView = {
   source: string;
   destination: string;
   protection: string;
+  /** "gzip": large payloads travel compressed when it pays. */
+  compress?: string;
   ttl: number;
   archive: boolean;
   retention: number | null;

@@ -28,6 +28,8 @@ export const Duration = z.union(
 );
 
 export const Protection = z.enum(["none", "sign", "encrypt"]);
+/** How a route's large payloads may travel: gzip-compressed by the sender when a sample shows it pays. */
+export const Compression = z.enum(["none", "gzip"], { error: "compress is 'none' or 'gzip'" });
 
 export const ConnectorCreate = z.strictObject({
   name: Name,
@@ -40,6 +42,7 @@ export const RouteCreate = z.strictObject({
   source: Address,
   destination: Address,
   protection: Protection.default("none"),
+  compress: Compression.default("none"),
   /** Seconds a message may wait for delivery before it expires. */
   ttl: Duration.default(7 * 86400),
   archive: z.boolean().default(false),
@@ -105,7 +108,7 @@ export type EdgeConfigResponse = {
   edges: string[];
   heartbeat: number;
   refreshSeconds: number;
-  outgoing: { source: string; destination: string; protection: "none" | "sign" | "encrypt" }[];
+  outgoing: { source: string; destination: string; protection: "none" | "sign" | "encrypt"; compress?: "none" | "gzip" }[];
   incoming: { source: string; destination: string; protection: "none" | "sign" | "encrypt" }[];
   /** Public keys of the connectors at the other ends of those routes. */
   keys: Record<string, { sign: { kty: "OKP"; crv: "Ed25519"; x: string }; encrypt: X25519PublicJwk | null }>;

@@ -34,7 +34,28 @@ describe("wire frames", () => {
   });
 
   it("refuses to encode payloads that disagree with their declared sizes", () => {
-    expect(code(() => encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 5)] }, [new Uint8Array(4)]))).toMatch(/^BAD_FRAME: message 0 declares size 5/);
+    expect(code(() => encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 5)] }, [new Uint8Array(4)]))).toMatch(/^BAD_FRAME: payload 0 of a pub frame declares 5 bytes but has 4/);
+  });
+
+  it("carries claim checks without payload bytes, and chunks and parts with theirs", () => {
+    const MiB = 1024 * 1024;
+    const big: PubMessage = { ...msg(2, 20 * MiB), blob: { chunk: 8 * MiB, parts: 3 } };
+    const d = decodeFrame(encodeFrame({ t: "pub", ch: "files", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 2), big] }, [new Uint8Array([7, 8]), new Uint8Array(0)]));
+    expect(d.payloads.map((p) => p.byteLength)).toEqual([2, 0]);
+    expect(d.frame).toMatchObject({ msgs: [{ seq: 1 }, { seq: 2, size: 20 * MiB, blob: { chunk: 8 * MiB, parts: 3 } }] });
+    const part = new Uint8Array([1, 2, 3, 4]);
+    const c = decodeFrame(encodeFrame({ t: "chunk", ch: "files", id: "id-2-aaaaaaaa", part: 3, len: 4, sha256: "b".repeat(64) }, [part]));
+    expect([...(c.payloads[0] as Uint8Array)]).toEqual([1, 2, 3, 4]);
+    expect(decodeFrame(encodeFrame({ t: "get", src: "a/files", dst: "b/files", id: "id-2-aaaaaaaa", part: 1 })).frame).toMatchObject({ t: "get", part: 1 });
+  });
+
+  it("refuses large payloads inline, claim checks whose parts do not add up, and chunks of the wrong length", () => {
+    const MiB = 1024 * 1024;
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "files", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 2 * MiB)] })))).toMatch(/msgs\.0\.size: an inline payload is at most/);
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "files", epoch: "epoch-aaaaaaaa", msgs: [{ ...msg(1, 20 * MiB), blob: { chunk: 8 * MiB, parts: 2 } }] })))).toMatch(/blob\.parts: a payload of 20971520 bytes in chunks of 8388608 has 3 parts, not 2/);
+    expect(code(() => decodeFrame(header({ t: "pub", ch: "files", epoch: "epoch-aaaaaaaa", msgs: [{ ...msg(1, 20 * MiB), blob: { chunk: 1024, parts: 20480 } }] })))).toMatch(/blob\.chunk/);
+    expect(code(() => decodeFrame(header({ t: "chunk", ch: "files", id: "id-2-aaaaaaaa", part: 1, len: 4, sha256: "b".repeat(64) }, new Uint8Array(3))))).toMatch(/runs past the frame end/);
+    expect(code(() => decodeFrame(header({ t: "chunk", ch: "files", id: "id-2-aaaaaaaa", part: 0, len: 0, sha256: "b".repeat(64) })))).toMatch(/part/);
   });
 
   it("names what is wrong with untrusted bytes", () => {

@@ -82,6 +82,13 @@ const ChunkLen = z.number().int().nonnegative().max(Limits.MAX_CHUNK_BYTES);
 export const BlobRef = z.object({
   chunk: z.number().int().min(Limits.MIN_CHUNK_BYTES).max(Limits.MAX_CHUNK_BYTES),
   parts: Part,
+  /**
+   * "gzip": the stored bytes are the sender's gzip of the original, whose
+   * size and SHA-256 follow; the receiver inflates and checks them.
+   */
+  encoding: z.literal("gzip").optional(),
+  plainSize: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
+  plainSha256: Sha256Hex.optional(),
 });
 export type BlobRef = z.infer<typeof BlobRef>;
 

@@ -22,6 +22,7 @@ export type RouteRow = {
   source: string;
   destination: string;
   protection: string;
+  compress?: string | null;
   ttl_seconds: number;
   archive: number;
   retention_seconds: number | null;

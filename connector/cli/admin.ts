@@ -14,6 +14,7 @@ Usage:
   ferry admin connector revoke NAME     revoke (closes its open connection now)
   ferry admin route add SRC DST         route SRC (connector/channel) to DST
       [--protection none] [--ttl 7d] [--archive] [--retention 30d] [--region eu]
+      [--compress gzip]       large files travel gzip-compressed when it pays
       [--fields filename,partnerRef]    (channel fields to record in the log; default all)
   ferry admin route list                list routes
   ferry admin route remove ID           remove a route
@@ -64,6 +65,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       json: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
       protection: { type: "string" },
+      compress: { type: "string" },
       ttl: { type: "string" },
       archive: { type: "boolean" },
       retention: { type: "string" },
@@ -147,11 +149,12 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
   if (noun === "route" || noun === "routes") {
     switch (verb) {
       case "add": {
-        need(2, "route add SRC DST [--protection none|sign|encrypt] [--ttl 7d] [--archive] [--retention 30d] [--region eu]");
+        need(2, "route add SRC DST [--protection none|sign|encrypt] [--compress none|gzip] [--ttl 7d] [--archive] [--retention 30d] [--region eu]");
         const body = {
           source: rest[0],
           destination: rest[1],
           ...(values.protection ? { protection: values.protection } : {}),
+          ...(values.compress ? { compress: values.compress } : {}),
           ...(values.ttl ? { ttl: values.ttl } : {}),
           ...(values.archive ? { archive: true } : {}),
           ...(values.retention ? { retention: values.retention } : {}),

@@ -45,6 +45,16 @@ const ACK_TIMEOUT_MS = 30_000;
 const MAX_QUEUED_FRAMES = 8;
 
 /**
+ * What the receiver gets of a compressed payload: the original's size and
+ * digest (the fetch inflated and checked it); the wire's describe the gzip.
+ */
+function inflated(m: Incoming): Incoming {
+  const b = m.meta.blob;
+  if (!m.file || b?.encoding !== "gzip" || b.plainSize === undefined || !b.plainSha256) return m;
+  return { ...m, meta: { ...m.meta, size: b.plainSize, sha256: b.plainSha256 } };
+}
+
+/**
  * A message handed to a receiver, with its envelope. A large payload is not
  * in memory: `file` is the verified file on disk (`payload` is empty), which
  * the receiver may move (the connector deletes it if it is still there).
@@ -294,11 +304,13 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       const [rec] = await this.sendMany(channel, [{ ...opts, id, payload: await readFile(path) }], async (recs) => afterCapture?.(recs[0] as SpoolRecord));
       return rec as SpoolRecord;
     }
-    const kept = await this.spool.adoptBlob(path, id);
+    // Compressed when the route asks for it (as far as this connector knows its routes now) and a sample shows it pays.
+    const kept = await this.spool.adoptBlob(path, id, { gzip: this.policies.sending(this.identity.connector, channel)?.compress === "gzip" });
+    if (kept.gzip) this.log("info", "compressed for the route", { channel, id, size: kept.gzip.size, compressed: kept.size });
     const [rec] = await this.spool.append(channel, [
       {
         id, createdAt: Date.now(), contentType: opts.contentType ?? "application/octet-stream", payload: new Uint8Array(0), sha256: kept.sha256,
-        blob: { file: kept.file, size: kept.size },
+        blob: { file: kept.file, size: kept.size, ...(kept.gzip ? { gzip: kept.gzip } : {}) },
         ...(opts.fields ? { fields: opts.fields } : {}), ...(opts.origin ? { origin: opts.origin } : {}),
       },
     ]);
@@ -426,7 +438,10 @@ export class Connector extends EventEmitter<ConnectorEvents> {
             payloads.push(new Uint8Array(0));
             msgs.push({
               seq: r.seq, id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256,
-              blob: { chunk: Limits.CHUNK_BYTES, parts: partsOf(r.size, Limits.CHUNK_BYTES) },
+              blob: {
+                chunk: Limits.CHUNK_BYTES, parts: partsOf(r.size, Limits.CHUNK_BYTES),
+                ...(r.gzip ? { encoding: "gzip" as const, plainSize: r.gzip.size, plainSha256: r.gzip.sha256 } : {}),
+              },
               ...(r.fields ? { fields: r.fields } : {}),
               ...(p.protection !== "none" ? { protection: p.protection } : {}),
               ...(p.sig ? { sig: p.sig } : {}),
@@ -614,14 +629,14 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         continue;
       }
       if ((m.meta.protection ?? "none") === "none") {
-        ready.push(m);
+        ready.push(inflated(m));
         continue;
       }
       const senderJwk = this.policies.senderKey(splitAddress(m.meta.source).connector);
       try {
         const u = await unprotect(m.meta, m.payload, { senderJwk, decryptJwk: this.identity.encPrivateJwk ?? null, payloadVerified: m.file !== undefined });
         const { fields: _wire, ...rest } = m.meta;
-        ready.push({ meta: { ...rest, contentType: u.contentType, size: u.size, sha256: u.sha256, ...(u.fields ? { fields: u.fields } : {}) }, payload: u.payload, ...(m.file ? { file: m.file } : {}) });
+        ready.push(inflated({ meta: { ...rest, contentType: u.contentType, size: u.size, sha256: u.sha256, ...(u.fields ? { fields: u.fields } : {}) }, payload: u.payload, ...(m.file ? { file: m.file } : {}) }));
       } catch (e) {
         if (e instanceof ProtectionError && e.code === "NO_KEY") {
           // A peer this connector has not heard of yet: learn the keys, and let the edge push again.

@@ -9,7 +9,7 @@ import type { Protection } from "../protection/protection.ts";
 
 const FILE = "edge-config.json";
 
-export type SendPolicy = { protection: Protection; recipients: { name: string; jwk: JWK }[]; missingKeys: string[] };
+export type SendPolicy = { protection: Protection; compress: "none" | "gzip"; recipients: { name: string; jwk: JWK }[]; missingKeys: string[] };
 
 /**
  * What the edge told this connector about its routes and its peers' keys
@@ -70,7 +70,7 @@ export class Policies {
         else missingKeys.push(peer);
       }
     }
-    return { protection, recipients, missingKeys };
+    return { protection, compress: routes[0]?.compress ?? "none", recipients, missingKeys };
   }
 
   /** Checks an edge-signed statement for this connector; its claims, or null. */

@@ -1,19 +1,25 @@
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
+import { createReadStream, createWriteStream } from "node:fs";
 import { copyFile, link, mkdir, open, readdir, readFile, unlink, type FileHandle } from "node:fs/promises";
 import { fsyncPath, writeFileAtomic } from "../core/durable-fs.ts";
 import { join } from "node:path";
-import { crc32 } from "node:zlib";
+import { crc32, createGzip, gzipSync } from "node:zlib";
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
 
 export type Origin = { path: string; ino: number; size: number; mtimeMs: number };
-/** A large payload kept beside the journal, in `blobs/<file>` (see `adoptBlob`). */
-export type BlobFile = { file: string; size: number };
+/** A large payload kept beside the journal, in `blobs/<file>` (see `adoptBlob`); `gzip`: kept compressed, of an original this size and digest. */
+export type BlobFile = { file: string; size: number; gzip?: { size: number; sha256: string } };
+/** Compress only when a sample of the start shrinks below this ratio. */
+const GZIP_PAYS = 0.9;
 export type SpoolItem = { id: string; createdAt: number; contentType: string; payload: Uint8Array; sha256: string; fields?: Record<string, string>; origin?: Origin; blob?: BlobFile };
 export type SpoolRecord = {
   channel: string; seq: number; id: string; createdAt: number; contentType: string; size: number; sha256: string;
   fields?: Record<string, string>; origin?: Origin;
   /** Set for a large payload: its bytes are in `blobs/<blob>`, not in the journal. */
   blob?: string;
+  /** The blob is the gzip of an original of this size and SHA-256. */
+  gzip?: { size: number; sha256: string };
 };
 
 export class SpoolError extends Error {
@@ -136,9 +142,10 @@ export class Spool {
    * (no copy), otherwise a copy, fsynced. Its SHA-256 is read off the kept
    * bytes, so digest and content cannot disagree.
    */
-  async adoptBlob(path: string, id: string): Promise<BlobFile & { sha256: string }> {
+  async adoptBlob(path: string, id: string, opts: { gzip?: boolean } = {}): Promise<BlobFile & { sha256: string }> {
     const file = `${id}.blob`;
     const kept = join(this.dir, "blobs", file);
+    if (opts.gzip && (await gzipPays(path))) return this.adoptCompressed(path, file, kept);
     try {
       await link(path, kept);
     } catch (e) {
@@ -161,6 +168,33 @@ export class Spool {
       await unlink(kept).catch(() => undefined);
       throw e;
     }
+  }
+
+  /** Keeps the gzip of `path`, fsynced, with the digests of both the original and the kept bytes. */
+  private async adoptCompressed(path: string, file: string, kept: string): Promise<BlobFile & { sha256: string }> {
+    const plain = createHash("sha256");
+    const packed = createHash("sha256");
+    let plainSize = 0;
+    let size = 0;
+    const tap = (hash: ReturnType<typeof createHash>, count: (n: number) => void) =>
+      new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          hash.update(chunk);
+          count(chunk.byteLength);
+          done(null, chunk);
+        },
+      });
+    try {
+      // Level 1: most of gzip's gain on typical exports and logs, at a speed that keeps capture quick.
+      await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), tap(plain, (n) => (plainSize += n)), createGzip({ level: 1 }), tap(packed, (n) => (size += n)), createWriteStream(kept, { flags: "wx", mode: 0o600 }));
+      const fh = await open(kept, "r");
+      await fh.sync().finally(() => fh.close());
+      await fsyncPath(join(this.dir, "blobs"));
+    } catch (e) {
+      await unlink(kept).catch(() => undefined);
+      throw e;
+    }
+    return { file, size, sha256: packed.digest("hex"), gzip: { size: plainSize, sha256: plain.digest("hex") } };
   }
 
   /** Where a record's large payload is kept. */
@@ -232,6 +266,7 @@ export class Spool {
         const rec: SpoolRecord = {
           channel: p.channel, seq, id: it.id, createdAt: it.createdAt, contentType: it.contentType, size: it.blob ? it.blob.size : it.payload.byteLength, sha256: it.sha256,
           ...(it.fields ? { fields: it.fields } : {}), ...(it.origin ? { origin: it.origin } : {}), ...(it.blob ? { blob: it.blob.file } : {}),
+          ...(it.blob?.gzip ? { gzip: it.blob.gzip } : {}),
         };
         const meta = Buffer.from(JSON.stringify(rec));
         const body = Buffer.allocUnsafe(4 + meta.byteLength + it.payload.byteLength);
@@ -363,6 +398,18 @@ export class Spool {
     for (const fh of this.readers.values()) await fh.close();
     this.readers.clear();
     await unlink(join(this.dir, "lock")).catch(() => undefined);
+  }
+}
+
+/** Does gzip pay for this file? Judged on its first MiB (already-compressed data does not shrink). */
+async function gzipPays(path: string): Promise<boolean> {
+  const fh = await open(path, "r");
+  try {
+    const sample = Buffer.allocUnsafe(1024 * 1024);
+    const { bytesRead } = await fh.read(sample, 0, sample.byteLength, 0);
+    return bytesRead > 0 && gzipSync(sample.subarray(0, bytesRead), { level: 1 }).byteLength < bytesRead * GZIP_PAYS;
+  } finally {
+    await fh.close();
   }
 }
 

@@ -109,7 +109,13 @@ class Pair {
 
   async arrived(name: string, size: number, timeoutMs = 120_000): Promise<string> {
     const path = join(this.inbox, name);
-    await waitFor(`${name} (${size} bytes) in B's inbox`, async () => (await stat(path).catch(() => null))?.size === size, timeoutMs, 100);
+    try {
+      await waitFor(`${name} (${size} bytes) in B's inbox`, async () => (await stat(path).catch(() => null))?.size === size, timeoutMs, 100);
+    } catch (e) {
+      // What each side last said is what explains a transfer that did not finish.
+      const tail = (c: ConnectorProcess) => c.lines.filter((l) => !String(l.msg).endsWith("progress") && l.msg !== "chunk sent").slice(-8).map((l) => JSON.stringify(l)).join("\n");
+      throw new Error(`${(e as Error).message}\n--- A:\n${tail(this.a)}\n--- B:\n${tail(this.b)}`);
+    }
     return sha256File(path);
   }
 
@@ -240,6 +246,36 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
     expect(progress(p.a, "chunk sent").filter((l) => l.part === 1)).toHaveLength(1);
     expect(progress(p.b, "download progress").map((l) => l.have)).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
     expect(await p.inboxNames()).toEqual(["restarted.bin"]);
+  });
+
+  it("compresses for a route that asks for it, only when it pays, and delivers the original bytes", async () => {
+    const p = await pair("gzip", { route: ["--compress", "gzip"] });
+    // A CSV-like export compresses well; random bytes do not.
+    const rows: string[] = [];
+    for (let i = 0, length = 0; length < 40 * MiB; i++) {
+      const row = `${i},ACME-${i % 97},widget-${i % 13},${(i * 7919) % 100000},EUR,2026-11-${String((i % 28) + 1).padStart(2, "0")}\n`;
+      rows.push(row);
+      length += row.length;
+    }
+    const csv = Buffer.from(rows.join(""));
+    const tmp = join(p.dir, "a-out", ".export.csv.tmp");
+    await mkdir(join(p.dir, "a-out"), { recursive: true });
+    await writeFile(tmp, csv);
+    await rename(tmp, join(p.dir, "a-out", "export.csv"));
+    const random = await p.drop("random.bin", 20 * MiB);
+    expect(await p.arrived("export.csv", csv.byteLength)).toBe(createHash("sha256").update(csv).digest("hex"));
+    expect(await p.arrived("random.bin", 20 * MiB)).toBe(random);
+    // The export crossed the network compressed (a fraction of its parts); the random file as it is.
+    const compressed = p.a.lines.filter((l) => l.msg === "compressed for the route") as (Line & { size: number; compressed: number })[];
+    expect(compressed).toHaveLength(1);
+    expect(compressed[0]?.size).toBe(csv.byteLength);
+    expect(compressed[0]?.compressed).toBeLessThan(csv.byteLength / 3);
+    const accepted = JSON.parse(ferry(["admin", "messages", "--source", "gzip-a/files", "--type", "accepted", "--json"], env).stdout) as { events: { size: number; fields: { filename: string } }[] };
+    const bySize = new Map(accepted.events.map((e) => [e.fields.filename, e.size]));
+    expect(bySize.get("export.csv")).toBe(compressed[0]?.compressed);
+    expect(bySize.get("random.bin")).toBe(20 * MiB);
+    // A second route from the same source cannot disagree about compression.
+    expect(ferry(["admin", "route", "add", "gzip-a/files", "other/files", "--json"], env).stderr).toMatch(/shares its compression/);
   });
 
   it("refetches a chunk corrupted on the way, in each direction, and never delivers a wrong file", async () => {

@@ -14,6 +14,7 @@ export function presentRoute(r: RouteRow): RouteView {
     source: r.source,
     destination: r.destination,
     protection: r.protection,
+    compress: r.compress ?? "none",
     ttl: r.ttl_seconds,
     archive: r.archive === 1,
     retention: r.retention_seconds,
@@ -69,9 +70,12 @@ export const routes = new Hono<AppEnv>()
       if (hostedEnd) throw new ApiError(400, "Invalid request", `route: protection: ${hostedEnd.address} is hosted (no connector keys); use protection 'none'`);
     }
     // A message is stored once for all its destinations: one source, one protection.
-    const sameSource = await c.env.DB.prepare("SELECT protection FROM routes WHERE tenant = ? AND source = ? LIMIT 1").bind(tenant, body.source).first<{ protection: string }>();
+    const sameSource = await c.env.DB.prepare("SELECT protection, compress FROM routes WHERE tenant = ? AND source = ? LIMIT 1").bind(tenant, body.source).first<{ protection: string; compress: string }>();
     if (sameSource && sameSource.protection !== body.protection) {
       throw new ApiError(409, "Conflict", `route: protection: routes from ${body.source} use '${sameSource.protection}'; every route from one source shares its protection`);
+    }
+    if (sameSource && sameSource.compress !== body.compress) {
+      throw new ApiError(409, "Conflict", `route: compress: routes from ${body.source} use '${sameSource.compress}'; every route from one source shares its compression (a payload is stored once for all destinations)`);
     }
     // A source's messages live in one channel object, so every route from it shares one region.
     const pinned = await c.env.DB.prepare("SELECT region FROM routes WHERE tenant = ? AND source = ? LIMIT 1").bind(tenant, body.source).first<{ region: string | null }>();
@@ -91,8 +95,8 @@ export const routes = new Hono<AppEnv>()
     const id = `rte_${randomId(12)}`;
     const res = await c.env.DB.prepare(
       `INSERT INTO routes (id, tenant, source, destination, source_connector, destination_connector, protection,
-         ttl_seconds, archive, retention_seconds, region, created_at, fields)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, source, destination) DO NOTHING`,
+         ttl_seconds, archive, retention_seconds, region, created_at, fields, compress)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, source, destination) DO NOTHING`,
     )
       .bind(
         id,
@@ -108,6 +112,7 @@ export const routes = new Hono<AppEnv>()
         body.region ?? null,
         now(),
         body.fields ? JSON.stringify(body.fields) : null,
+        body.compress,
       )
       .run();
     if (res.meta.changes !== 1) throw new ApiError(409, "Conflict", `a route ${body.source} -> ${body.destination} exists`);

@@ -37,7 +37,7 @@ export const config = new Hono<AppEnv>().get("/", async (c) => {
   }
   const route = (r: RouteRow) => {
     const p = presentRoute(r);
-    return { source: p.source, destination: p.destination, protection: p.protection as "none" | "sign" | "encrypt" };
+    return { source: p.source, destination: p.destination, protection: p.protection as "none" | "sign" | "encrypt", compress: (p.compress ?? "none") as "none" | "gzip" };
   };
   const body: EdgeConfigResponse = {
     tenant: who.tenant,
