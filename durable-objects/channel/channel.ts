@@ -125,9 +125,9 @@ export class ChannelObject extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS dead_letters (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
     `);
     // Objects created before protection existed get its columns.
-    for (const col of ["protection TEXT", "sig TEXT", "blob TEXT"]) {
+    for (const [table, col] of [["messages", "protection TEXT"], ["messages", "sig TEXT"], ["messages", "blob TEXT"], ["ingest_keys", "sha256 TEXT"]]) {
       try {
-        this.sql.exec(`ALTER TABLE messages ADD COLUMN ${col}`);
+        this.sql.exec(`ALTER TABLE ${table} ADD COLUMN ${col}`);
       } catch {
         // the column exists
       }
@@ -200,8 +200,8 @@ export class ChannelObject extends DurableObject<Env> {
     const sha256 = toHex(await crypto.subtle.digest("SHA-256", req.body));
     this.identify(req.tenant, req.source);
     if (req.idempotencyKey) {
-      const prior = this.sql.exec<{ id: string; seq: number }>("SELECT id, seq FROM ingest_keys WHERE key = ?", req.idempotencyKey).toArray()[0];
-      if (prior) return { ok: true, id: prior.id, seq: prior.seq, duplicate: true };
+      const prior = this.sql.exec<{ id: string; seq: number; sha256: string | null }>("SELECT id, seq, sha256 FROM ingest_keys WHERE key = ?", req.idempotencyKey).toArray()[0];
+      if (prior) return { ok: true, id: prior.id, seq: prior.seq, duplicate: true, firstSha256: prior.sha256 };
     }
     const id = crypto.randomUUID().replace(/-/g, "");
     const seq = (this.epoch === HOSTED_EPOCH ? this.hwm : 0) + 1;
@@ -285,7 +285,7 @@ export class ChannelObject extends DurableObject<Env> {
           }
           this.hwm = m.seq;
           accepted++;
-          if (ingestKey) this.sql.exec("INSERT INTO ingest_keys VALUES (?, ?, ?, ?)", ingestKey, m.id, m.seq, now);
+          if (ingestKey) this.sql.exec("INSERT INTO ingest_keys (key, id, seq, at, sha256) VALUES (?, ?, ?, ?, ?)", ingestKey, m.id, m.seq, now, m.sha256);
           // Captured at the site before it was sent: its time and place come from the sender.
           logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
           logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
@@ -474,11 +474,13 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   async status(): Promise<{ source: string; epoch: string; hwm: number; streams: StreamStatus[] }> {
+    // What really waits: positions that expired (dead letters) left the queue without moving `acked`.
+    const queued = new Map(this.sql.exec<{ destination: string; n: number }>("SELECT destination, count(*) AS n FROM outq GROUP BY destination").toArray().map((r) => [r.destination, r.n]));
     const streams = [...this.cursors].map(([destination, c]) => ({
       destination,
       nextDseq: c.next,
       acked: c.acked,
-      queued: c.next - 1 - c.acked,
+      queued: queued.get(destination) ?? 0,
       online: !this.offline.has(destination),
     }));
     return { source: this.source, epoch: this.epoch, hwm: this.hwm, streams };

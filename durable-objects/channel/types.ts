@@ -37,7 +37,8 @@ export type IngestRequest = {
   idempotencyKey?: string;
 };
 
-export type IngestResult = { ok: true; id: string; seq: number; duplicate: boolean } | { ok: false; code: ErrorCode; message: string };
+/** `firstSha256`: for a duplicate, the digest of the body first sent with the key (null for keys kept before digests were). */
+export type IngestResult = { ok: true; id: string; seq: number; duplicate: boolean; firstSha256?: string | null } | { ok: false; code: ErrorCode; message: string };
 
 /**
  * `upTo` is the cumulative high-water mark after this call: everything at or

@@ -17,10 +17,8 @@ const SHOTS = join(ROOT, "test", "artifacts");
  * local edge started with PORTAL_ORIGIN set to that origin. The edge's URL
  * comes baked into the build, or from the sign-in screen, or from the link.
  *
- * PORTAL_ORIGIN reaches the Worker without touching scripts/start.mjs or
- * wrangler.toml: wrangler dev binds the process environment as vars when
- * CLOUDFLARE_INCLUDE_PROCESS_ENV=true (and no .dev.vars file exists), and
- * LocalEdge hands its environment to `npm start`'s script.
+ * PORTAL_ORIGIN reaches the Worker as `npm start` passes it: from the
+ * environment (LocalEdge hands its environment to `npm start`'s script).
  */
 describe("the portal from another origin (Cloudflare Pages)", () => {
   let edge: LocalEdge;
@@ -47,9 +45,8 @@ describe("the portal from another origin (Cloudflare Pages)", () => {
     plain = await serveStatic(sameOrigin);
     stranger = await serveStatic(sameOrigin);
     // The edge allows exactly one origin: the Pages site's.
-    const saved = { PORTAL_ORIGIN: process.env.PORTAL_ORIGIN, CLOUDFLARE_INCLUDE_PROCESS_ENV: process.env.CLOUDFLARE_INCLUDE_PROCESS_ENV };
+    const saved = { PORTAL_ORIGIN: process.env.PORTAL_ORIGIN };
     process.env.PORTAL_ORIGIN = pages.url;
-    process.env.CLOUDFLARE_INCLUDE_PROCESS_ENV = "true";
     try {
       edge = await LocalEdge.start({ port: edgePort });
     } finally {

@@ -49,7 +49,7 @@ export const hostedIngress = new Hono<AppEnv>().post("/:tenant/:connector/:chann
     ...(key ? { idempotencyKey: key } : {}),
   });
   if (!res.ok) throw new ApiError(res.code === "NO_ROUTE" ? 409 : 503, res.code === "NO_ROUTE" ? "No route" : "Not accepted", res.message);
-  if (res.duplicate && key) await sameBodyAsFirst(c.env, tenant, region, key, res.id, body);
+  if (res.duplicate && key) await sameBodyAsFirst(c.env, tenant, region, key, res.id, body, res.firstSha256 ?? null);
   return c.json({ id: res.id, seq: res.seq, duplicate: res.duplicate }, res.duplicate ? 200 : 202);
 });
 
@@ -58,18 +58,14 @@ export const hostedIngress = new Hono<AppEnv>().post("/:tenant/:connector/:chann
  * that first used the key; a different body under a used key is a client
  * bug that would otherwise be silently dropped (answered as a duplicate).
  *
- * The channel object remembers only the key's message id and sequence, so
- * the first body's SHA-256 is read from that message's `accepted` row in the
- * event log. The log is copied from the object in batches: a reuse within
- * moments of the first request (before its batch reached D1) cannot be told
- * apart here and is answered as a duplicate, as before. The exact check
- * belongs in the channel object (the key's digest kept with the key, compared
- * in the same transaction); until then this catches every later reuse.
+ * The channel object keeps the first body's SHA-256 with the key (stored in
+ * the transaction that accepted it), so the check is exact however soon the
+ * retry comes. Keys kept before digests were fall back to the message's
+ * `accepted` row in the event log.
  */
-async function sameBodyAsFirst(env: Env, tenant: string, region: string | null, key: string, id: string, body: Uint8Array): Promise<void> {
+async function sameBodyAsFirst(env: Env, tenant: string, region: string | null, key: string, id: string, body: Uint8Array, kept: string | null): Promise<void> {
   const db = eventDb(env, region);
-  if (!db) return;
-  const first = await db.prepare("SELECT sha256 FROM events WHERE tenant = ? AND message_id = ? AND type = 'accepted' LIMIT 1").bind(tenant, id).first<{ sha256: string | null }>();
+  const first = kept ? { sha256: kept } : await db?.prepare("SELECT sha256 FROM events WHERE tenant = ? AND message_id = ? AND type = 'accepted' LIMIT 1").bind(tenant, id).first<{ sha256: string | null }>();
   if (!first?.sha256) return;
   const sha256 = await sha256Hex(body);
   if (first.sha256 !== sha256) {
