@@ -89,6 +89,8 @@ export const BlobRef = z.object({
   encoding: z.literal("gzip").optional(),
   plainSize: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
   plainSha256: Sha256Hex.optional(),
+  /** On `encrypt` routes: the parts' content key and the original's envelope, as a JWE (JSON) to the destinations. */
+  key: z.string().max(16 * 1024).optional(),
 });
 export type BlobRef = z.infer<typeof BlobRef>;
 

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, randomBytes, randomUUID } from "node:crypto";
 import { writeFileAtomic } from "./durable-fs.ts";
 import { EventEmitter } from "node:events";
 import { join } from "node:path";
@@ -7,6 +7,7 @@ import {
   encodeFrame,
   ErrorCode,
   Limits,
+  partLength,
   partsOf,
   splitAddress,
   WireError,
@@ -19,17 +20,17 @@ import {
 } from "../../wire/index.ts";
 import { Spool, type SpoolItem, type SpoolRecord } from "../spool/spool.ts";
 import { connectAssertion, encryptionKeys, identityPath, loadIdentity, type Identity } from "../identity/identity.ts";
-import { protect, ProtectionError, unprotect } from "../protection/protection.ts";
+import { ENCRYPTED_CONTENT_TYPE, protect, ProtectionError, SEAL_OVERHEAD, sealPart, signEnvelope, unprotect, unwrapKey, wrapKey } from "../protection/protection.ts";
 import { Policies } from "./policies.ts";
 import { edgeFetch } from "./edge-http.ts";
 import { writeDeadLetter } from "./dead-letters.ts";
 import { ROTATE_PROOF_TYPE, signReceipt, verifyReceipt } from "../../wire/index.ts";
 import { CompactSign, exportJWK, generateKeyPair } from "jose";
-import { appendFile, readFile, stat } from "node:fs/promises";
+import { appendFile, open, readFile, stat } from "node:fs/promises";
 import { Transport } from "./transport.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { Backoff } from "./backoff.ts";
-import { Uploads } from "../transfer/uploads.ts";
+import { Uploads, type UploadPlan } from "../transfer/uploads.ts";
 import { Downloads, TransferError } from "../transfer/downloads.ts";
 import type { TransferProgress } from "../transfer/progress.ts";
 
@@ -53,6 +54,9 @@ function inflated(m: Incoming): Incoming {
   if (!m.file || b?.encoding !== "gzip" || b.plainSize === undefined || !b.plainSha256) return m;
   return { ...m, meta: { ...m.meta, size: b.plainSize, sha256: b.plainSha256 } };
 }
+
+/** What is kept beside a large payload sent on an `encrypt` route (its seal). */
+type SealFile = { cek: string; key: string; size: number; sha256: string };
 
 /**
  * A message handed to a receiver, with its envelope. A large payload is not
@@ -181,6 +185,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       limit: transfers,
       onReady: (ch) => this.kickSend(ch),
       onProgress: (p) => this.emit("transfer", p),
+      plan: (rec) => this.uploadPlan(rec),
     });
     this.downloads = new Downloads({
       dir: join(stateDir, "downloads"),
@@ -305,7 +310,9 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       return rec as SpoolRecord;
     }
     // Compressed when the route asks for it (as far as this connector knows its routes now) and a sample shows it pays.
-    const kept = await this.spool.adoptBlob(path, id, { gzip: this.policies.sending(this.identity.connector, channel)?.compress === "gzip" });
+    // Never on `encrypt` routes: a compressed size says something about the plaintext.
+    const policy = this.policies.sending(this.identity.connector, channel);
+    const kept = await this.spool.adoptBlob(path, id, { gzip: policy?.compress === "gzip" && policy.protection !== "encrypt" });
     if (kept.gzip) this.log("info", "compressed for the route", { channel, id, size: kept.gzip.size, compressed: kept.size });
     const [rec] = await this.spool.append(channel, [
       {
@@ -424,27 +431,27 @@ export class Connector extends EventEmitter<ConnectorEvents> {
               this.uploads.want();
               break;
             }
-            if (policy.protection === "encrypt") {
-              this.log("error", "large files cannot travel on an 'encrypt' route yet; the file stays in the spool. Use 'sign' or send it in parts of at most 1 MiB", { channel, id: r.id, file: r.fields?.filename, size: r.size });
+            const plan = this.uploads.planOf(r.id);
+            if (!plan) {
               blocked = true;
               break;
             }
-            const p = await protect({ id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256, ...(r.fields ? { fields: r.fields } : {}) }, new Uint8Array(0), {
-              protection: policy.protection,
-              source: `${this.identity.connector}/${channel}`,
-              signingJwk: this.identity.privateJwk,
-              recipients: policy.recipients,
-            });
+            // On `encrypt` the envelope describes the ciphertext and names no file; type and fields travel in the sealed key.
+            const sealed = plan.key !== undefined;
+            const env = sealed
+              ? { id: r.id, createdAt: r.createdAt, contentType: ENCRYPTED_CONTENT_TYPE, size: plan.size, sha256: plan.sha256 }
+              : { id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256, ...(r.fields ? { fields: r.fields } : {}) };
+            const sig = policy.protection === "none" ? undefined : await signEnvelope(env, { protection: policy.protection, source: `${this.identity.connector}/${channel}`, signingJwk: this.identity.privateJwk });
             payloads.push(new Uint8Array(0));
             msgs.push({
-              seq: r.seq, id: r.id, createdAt: r.createdAt, contentType: r.contentType, size: r.size, sha256: r.sha256,
+              seq: r.seq, ...env,
               blob: {
-                chunk: Limits.CHUNK_BYTES, parts: partsOf(r.size, Limits.CHUNK_BYTES),
-                ...(r.gzip ? { encoding: "gzip" as const, plainSize: r.gzip.size, plainSha256: r.gzip.sha256 } : {}),
+                chunk: plan.chunk, parts: plan.parts,
+                ...(plan.key ? { key: plan.key } : {}),
+                ...(r.gzip && !sealed ? { encoding: "gzip" as const, plainSize: r.gzip.size, plainSha256: r.gzip.sha256 } : {}),
               },
-              ...(r.fields ? { fields: r.fields } : {}),
-              ...(p.protection !== "none" ? { protection: p.protection } : {}),
-              ...(p.sig ? { sig: p.sig } : {}),
+              ...(policy.protection !== "none" ? { protection: policy.protection } : {}),
+              ...(sig ? { sig } : {}),
             });
             continue;
           }
@@ -476,6 +483,43 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       this.sending.delete(channel);
       if (this.sendAgain.delete(channel)) this.kickSend(channel);
     }
+  }
+
+  /**
+   * How a large payload is uploaded: as kept, or on an `encrypt` route
+   * sealed part by part. The seal (content key, wrapped key, ciphertext
+   * digest) is made once and kept beside the spool's copy, so a resume after
+   * a crash uploads the very same ciphertext. Null while the route's
+   * protection (or a destination's key) is not known yet.
+   */
+  private async uploadPlan(rec: SpoolRecord): Promise<UploadPlan | null> {
+    const parts = partsOf(rec.size, Limits.CHUNK_BYTES);
+    const policy = this.policies.sending(this.identity.connector, rec.channel);
+    if (!policy || policy.missingKeys.length > 0) return null;
+    if (policy.protection !== "encrypt") return { size: rec.size, sha256: rec.sha256, chunk: Limits.CHUNK_BYTES, parts };
+    const sidecar = `${this.spool.blobPath(rec)}.seal.json`;
+    let seal = await readFile(sidecar, "utf8").then((t) => JSON.parse(t) as SealFile, () => null);
+    if (!seal) {
+      const cek = randomBytes(32);
+      const key = await wrapKey(cek, { contentType: rec.contentType, fields: rec.fields ?? null, sha256: rec.sha256, size: rec.size, chunk: Limits.CHUNK_BYTES }, policy.recipients);
+      // One pass to learn the ciphertext's digest, which the upload and the signed envelope name.
+      const hash = createHash("sha256");
+      const fh = await open(this.spool.blobPath(rec), "r");
+      try {
+        const buf = Buffer.allocUnsafe(Limits.CHUNK_BYTES);
+        for (let part = 1; part <= parts; part++) {
+          const len = partLength(rec.size, Limits.CHUNK_BYTES, part);
+          await fh.read(buf, 0, len, (part - 1) * Limits.CHUNK_BYTES);
+          hash.update(sealPart(cek, part, buf.subarray(0, len)));
+        }
+      } finally {
+        await fh.close();
+      }
+      seal = { cek: cek.toString("base64url"), key, size: rec.size + SEAL_OVERHEAD * parts, sha256: hash.digest("hex") };
+      await writeFileAtomic(sidecar, JSON.stringify(seal));
+    }
+    const cek = Buffer.from(seal.cek, "base64url");
+    return { size: seal.size, sha256: seal.sha256, chunk: Limits.CHUNK_BYTES + SEAL_OVERHEAD, parts, key: seal.key, seal: (part, plain) => sealPart(cek, part, plain) };
   }
 
   private async onPubAck(f: PubAckFrame): Promise<void> {
@@ -635,6 +679,14 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       const senderJwk = this.policies.senderKey(splitAddress(m.meta.source).connector);
       try {
         const u = await unprotect(m.meta, m.payload, { senderJwk, decryptJwk: this.identity.encPrivateJwk ?? null, payloadVerified: m.file !== undefined });
+        if (m.file && m.meta.blob?.key && m.meta.protection === "encrypt") {
+          // The signature held for the ciphertext; now its parts are opened into the original, whose digest is checked.
+          const info = await unwrapKey(m.meta.blob.key, this.identity.encPrivateJwk ?? null);
+          const file = await this.downloads.open(m.meta.id, m.file, m.meta.blob, info);
+          const { fields: _sealed, blob: _b, ...rest } = m.meta;
+          ready.push({ meta: { ...rest, contentType: info.contentType, size: info.size, sha256: info.sha256, ...(info.fields ? { fields: info.fields } : {}) }, payload: new Uint8Array(0), file });
+          continue;
+        }
         const { fields: _wire, ...rest } = m.meta;
         ready.push(inflated({ meta: { ...rest, contentType: u.contentType, size: u.size, sha256: u.sha256, ...(u.fields ? { fields: u.fields } : {}) }, payload: u.payload, ...(m.file ? { file: m.file } : {}) }));
       } catch (e) {

@@ -1,4 +1,4 @@
-import { createHash } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash } from "node:crypto";
 import { CompactSign, compactVerify, generalDecrypt, GeneralEncrypt, importJWK, type JWK } from "jose";
 import type { DeliverMessage } from "../../wire/index.ts";
 
@@ -57,9 +57,13 @@ export async function protect(
     body = enc.encode(JSON.stringify(await jwe.encrypt()));
     out = { id: m.id, createdAt: m.createdAt, contentType: ENCRYPTED_CONTENT_TYPE, size: body.byteLength, sha256: sha256(body) };
   }
+  return { ...out, protection: opts.protection, sig: await signEnvelope(out, opts), payload: body };
+}
+
+/** The sender's JWS over an envelope as it travels (for `encrypt`, the ciphertext's). */
+export async function signEnvelope(out: Outgoing, opts: { protection: Protection; source: string; signingJwk: JWK }): Promise<string> {
   const signed: Signed = { ...out, source: opts.source, fields: out.fields ?? null, protection: opts.protection };
-  const sig = await new CompactSign(canonical(signed)).setProtectedHeader({ alg: "Ed25519", typ: SIG_TYPE }).sign(await importJWK(opts.signingJwk, "Ed25519"));
-  return { ...out, protection: opts.protection, sig, payload: body };
+  return new CompactSign(canonical(signed)).setProtectedHeader({ alg: "Ed25519", typ: SIG_TYPE }).sign(await importJWK(opts.signingJwk, "Ed25519"));
 }
 
 export type Unprotected = { payload: Uint8Array; contentType: string; fields: Record<string, string> | undefined; sha256: string; size: number };
@@ -85,7 +89,8 @@ export async function unprotect(
   }
   if (!opts.payloadVerified && sha256(payload) !== meta.sha256) throw new ProtectionError("FORGED", "the payload does not match the signed digest");
   if (protection === "sign") return plain;
-  if (meta.blob) throw new ProtectionError("UNDECRYPTABLE", "large payloads do not travel on 'encrypt' routes");
+  // A large payload's parts are opened by the fetch that holds them (see `openPart`).
+  if (meta.blob) return plain;
   if (!opts.decryptJwk) throw new ProtectionError("NO_KEY", "this connector has no decryption key");
   let inner: Uint8Array;
   try {
@@ -99,4 +104,55 @@ export async function unprotect(
   const body = inner.subarray(4 + metaLen);
   if (sha256(body) !== info.sha256) throw new ProtectionError("FORGED", "the decrypted payload does not match its digest");
   return { payload: body, contentType: info.contentType, fields: info.fields ?? undefined, sha256: info.sha256, size: body.byteLength };
+}
+
+/**
+ * Large payloads on `encrypt` routes: each part is sealed on its own with
+ * AES-256-GCM under a per-file content key (the nonce is the part number,
+ * so the ciphertext is the same on every resume), and the content key
+ * travels to the destinations in a JWE (ECDH-ES+A256KW, as for small
+ * messages) together with the original's type, fields, size and digest.
+ * The edge holds ciphertext parts and the JWE, nothing else.
+ */
+export const SEAL_OVERHEAD = 16;
+export type SealInfo = { contentType: string; fields: Record<string, string> | null; sha256: string; size: number; chunk: number };
+
+function nonce(part: number): Buffer {
+  const iv = Buffer.alloc(12);
+  iv.writeBigUInt64BE(BigInt(part), 4);
+  return iv;
+}
+
+export function sealPart(cek: Uint8Array, part: number, plain: Uint8Array): Buffer {
+  const c = createCipheriv("aes-256-gcm", cek, nonce(part));
+  return Buffer.concat([c.update(plain), c.final(), c.getAuthTag()]);
+}
+
+export function openPart(cek: Uint8Array, part: number, sealed: Uint8Array): Buffer {
+  const d = createDecipheriv("aes-256-gcm", cek, nonce(part));
+  d.setAuthTag(sealed.subarray(sealed.byteLength - SEAL_OVERHEAD));
+  try {
+    return Buffer.concat([d.update(sealed.subarray(0, sealed.byteLength - SEAL_OVERHEAD)), d.final()]);
+  } catch {
+    throw new ProtectionError("UNDECRYPTABLE", `part ${part} does not decrypt: it was altered, or sealed under another key`);
+  }
+}
+
+/** The content key and what the receiver must know of the original, encrypted to each destination. */
+export async function wrapKey(cek: Uint8Array, info: SealInfo, recipients: { name: string; jwk: JWK }[]): Promise<string> {
+  if (recipients.length === 0) throw new ProtectionError("NO_KEY", "no destination encryption key is known yet");
+  const jwe = new GeneralEncrypt(enc.encode(JSON.stringify({ cek: Buffer.from(cek).toString("base64url"), ...info }))).setProtectedHeader({ enc: "A256GCM", cty: "ferry-key" });
+  for (const r of recipients) jwe.addRecipient(await importJWK(r.jwk, "ECDH-ES+A256KW")).setUnprotectedHeader({ alg: "ECDH-ES+A256KW", kid: r.name });
+  return JSON.stringify(await jwe.encrypt());
+}
+
+export async function unwrapKey(key: string, decryptJwk: JWK | null): Promise<SealInfo & { cek: Buffer }> {
+  if (!decryptJwk) throw new ProtectionError("NO_KEY", "this connector has no decryption key");
+  try {
+    const { plaintext } = await generalDecrypt(JSON.parse(key) as Parameters<typeof generalDecrypt>[0], await importJWK(decryptJwk, "ECDH-ES+A256KW"));
+    const v = JSON.parse(new TextDecoder().decode(plaintext)) as SealInfo & { cek: string };
+    return { ...v, cek: Buffer.from(v.cek, "base64url") };
+  } catch (e) {
+    throw new ProtectionError("UNDECRYPTABLE", `cannot unwrap the content key: ${(e as Error).message}`);
+  }
 }

@@ -133,7 +133,9 @@ export class Spool {
     for (const n of segs) if (n !== this.segment && !this.live.get(n)) await this.dropSegment(n);
     await mkdir(join(this.dir, "blobs"), { recursive: true });
     const named = new Set([...this.index.values()].flat().flatMap((e) => (e.blob ? [e.blob] : [])));
-    for (const f of await readdir(join(this.dir, "blobs"))) if (!named.has(f)) await unlink(join(this.dir, "blobs", f)).catch(() => undefined);
+    for (const f of await readdir(join(this.dir, "blobs"))) {
+      if (!named.has(f) && !named.has(f.replace(/\.seal\.json$/, ""))) await unlink(join(this.dir, "blobs", f)).catch(() => undefined);
+    }
   }
 
   /**
@@ -352,7 +354,10 @@ export class Spool {
     // The watermark is durable before any segment goes, so seqs never restart.
     await writeFileAtomic(join(this.dir, "state.json"), JSON.stringify(this.state));
     for (const seg of touched) if (seg !== this.segment && !this.live.get(seg)) await this.dropSegment(seg);
-    for (const b of blobs) await unlink(join(this.dir, "blobs", b)).catch(() => undefined);
+    for (const b of blobs) {
+      await unlink(join(this.dir, "blobs", b)).catch(() => undefined);
+      await unlink(join(this.dir, "blobs", `${b}.seal.json`)).catch(() => undefined);
+    }
   }
 
   private async dropSegment(n: number): Promise<void> {

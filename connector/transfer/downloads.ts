@@ -9,6 +9,7 @@ import { encodeFrame, ErrorCode, partLength, type DeliverMessage, type ErrorFram
 import { writeFileAtomic } from "../core/durable-fs.ts";
 import type { Logger } from "../core/log.ts";
 import type { TransferProgress } from "./progress.ts";
+import { openPart, ProtectionError, SEAL_OVERHEAD } from "../protection/protection.ts";
 
 /** Parts asked for ahead of what is written. */
 const WINDOW = 3;
@@ -215,6 +216,40 @@ export class Downloads {
     } finally {
       x.writing = false;
     }
+  }
+
+  /**
+   * A payload sealed part by part (an `encrypt` route), fetched and verified
+   * as ciphertext: each part opened into `<id>.plain`, and the original's
+   * size and digest checked. A part that does not open is a forgery.
+   */
+  async open(id: string, sealed: string, blob: NonNullable<DeliverMessage["blob"]>, info: { cek: Buffer; chunk: number; size: number; sha256: string }): Promise<string> {
+    const out = this.paths(id).plain;
+    const hash = createHash("sha256");
+    const src = await open(sealed, "r");
+    const dst = await open(out, "w", 0o600);
+    try {
+      const buf = Buffer.allocUnsafe(blob.chunk);
+      let size = 0;
+      for (let part = 1; part <= blob.parts; part++) {
+        const len = partLength(info.size + SEAL_OVERHEAD * blob.parts, blob.chunk, part);
+        await src.read(buf, 0, len, (part - 1) * blob.chunk);
+        const plain = openPart(info.cek, part, buf.subarray(0, len));
+        await dst.write(plain, 0, plain.byteLength, size);
+        hash.update(plain);
+        size += plain.byteLength;
+      }
+      await dst.sync();
+      if (size !== info.size || hash.digest("hex") !== info.sha256) throw new ProtectionError("FORGED", `${id} decrypts to another file than its sender sealed`);
+    } catch (e) {
+      await unlink(out).catch(() => undefined);
+      throw e;
+    } finally {
+      await src.close();
+      await dst.close();
+    }
+    await unlink(sealed).catch(() => undefined);
+    return out;
   }
 
   /** A compressed payload, verified as sent: inflated beside it, and checked against the original's size and digest. */

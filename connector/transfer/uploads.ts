@@ -11,8 +11,17 @@ const MAX_INFLIGHT_CHUNKS = 4;
 /** Stop reading chunks while the socket holds this much unsent. */
 const MAX_BUFFERED = 24 * 1024 * 1024;
 
+/**
+ * What is uploaded for a record: its bytes as kept, or (on `encrypt`
+ * routes) each part sealed: then size, digest and chunk are the ciphertext's.
+ */
+export type UploadPlan = { size: number; sha256: string; chunk: number; parts: number; key?: string; seal?: (part: number, plain: Uint8Array) => Uint8Array };
+
 type Upload = {
   rec: SpoolRecord;
+  /** Known once the route's protection is (null: not yet). */
+  plan: UploadPlan | null;
+  planning: boolean;
   parts: number;
   /** Parts the edge holds (contiguously from 1), as it last said. */
   have: number;
@@ -38,6 +47,8 @@ export type UploadDeps = {
   limit: number;
   /** An upload completed: the channel's `pub` may now refer to it. */
   onReady: (channel: string) => void;
+  /** How to upload a record; null while its route's protection is not known. */
+  plan: (rec: SpoolRecord) => Promise<UploadPlan | null>;
   onProgress: (p: TransferProgress) => void;
 };
 
@@ -72,7 +83,7 @@ export class Uploads {
       if (this.uploads.has(rec.id)) continue;
       if ([...this.uploads.values()].filter((u) => !u.done).length >= this.d.limit) break;
       const parts = partsOf(rec.size, Limits.CHUNK_BYTES);
-      this.uploads.set(rec.id, { rec, parts, have: 0, next: 1, opened: false, asked: false, done: false, fh: null, lastProgress: Date.now(), retryAt: 0, backoff: new Backoff(500, 30_000) });
+      this.uploads.set(rec.id, { rec, plan: null, planning: false, parts, have: 0, next: 1, opened: false, asked: false, done: false, fh: null, lastProgress: Date.now(), retryAt: 0, backoff: new Backoff(500, 30_000) });
     }
     // Acknowledged records are gone from the spool: forget their uploads.
     for (const [id, u] of this.uploads) if (!live.has(id)) this.forget(id, u);
@@ -89,12 +100,36 @@ export class Uploads {
     const now = Date.now();
     for (const u of this.uploads.values()) {
       if (u.opened || u.done || u.retryAt > now) continue;
+      if (!u.plan) {
+        this.makePlan(u);
+        continue;
+      }
       u.opened = this.d.send(
-        encodeFrame({ t: "upload", ch: u.rec.channel, id: u.rec.id, size: u.rec.size, sha256: u.rec.sha256, chunk: Limits.CHUNK_BYTES, parts: u.parts }),
+        encodeFrame({ t: "upload", ch: u.rec.channel, id: u.rec.id, size: u.plan.size, sha256: u.plan.sha256, chunk: u.plan.chunk, parts: u.plan.parts }),
       );
       u.asked = u.opened;
       u.lastProgress = now;
     }
+  }
+
+  private makePlan(u: Upload): void {
+    if (u.planning) return;
+    u.planning = true;
+    this.d
+      .plan(u.rec)
+      .then((plan) => {
+        u.plan = plan;
+        if (plan) this.openAll();
+      })
+      .catch((e: unknown) => this.d.log("error", "cannot prepare a large payload for upload", { channel: u.rec.channel, id: u.rec.id, error: (e as Error).message }))
+      .finally(() => {
+        u.planning = false;
+      });
+  }
+
+  /** The plan a record was uploaded with (for its `pub`). */
+  planOf(id: string): UploadPlan | null {
+    return this.uploads.get(id)?.plan ?? null;
   }
 
   /** A new connection: every unfinished upload asks the edge where it stands. */
@@ -197,7 +232,7 @@ export class Uploads {
   private async sendChunks(): Promise<void> {
     const now = Date.now();
     for (const u of this.uploads.values()) {
-      while (this.d.connected() && u.opened && !u.done && u.retryAt <= now && u.next <= u.parts && this.inflight() < MAX_INFLIGHT_CHUNKS) {
+      while (u.plan && this.d.connected() && u.opened && !u.done && u.retryAt <= now && u.next <= u.parts && this.inflight() < MAX_INFLIGHT_CHUNKS) {
         if (this.d.buffered() > MAX_BUFFERED) {
           setTimeout(() => this.pump(), 20).unref();
           return;
@@ -205,11 +240,12 @@ export class Uploads {
         const part = u.next++;
         const len = partLength(u.rec.size, Limits.CHUNK_BYTES, part);
         u.fh ??= await open(this.d.spool.blobPath(u.rec), "r");
-        const bytes = Buffer.allocUnsafe(len);
-        const { bytesRead } = await u.fh.read(bytes, 0, len, (part - 1) * Limits.CHUNK_BYTES);
+        const plain = Buffer.allocUnsafe(len);
+        const { bytesRead } = await u.fh.read(plain, 0, len, (part - 1) * Limits.CHUNK_BYTES);
         if (bytesRead !== len) throw new Error(`the spool's copy of ${u.rec.id} is shorter than its record says`);
+        const bytes = u.plan.seal ? u.plan.seal(part, plain) : plain;
         const sha256 = createHash("sha256").update(bytes).digest("hex");
-        if (!this.d.send(encodeFrame({ t: "chunk", ch: u.rec.channel, id: u.rec.id, part, len, sha256 }, [bytes]))) {
+        if (!this.d.send(encodeFrame({ t: "chunk", ch: u.rec.channel, id: u.rec.id, part, len: bytes.byteLength, sha256 }, [bytes]))) {
           u.next = part;
           return;
         }

@@ -278,6 +278,36 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
     expect(ferry(["admin", "route", "add", "gzip-a/files", "other/files", "--json"], env).stderr).toMatch(/shares its compression/);
   });
 
+  it("encrypt: a large file is sealed part by part; the edge's storage, archive included, holds no byte of it in the clear", async () => {
+    const p = await pair("sealed", { route: ["--protection", "encrypt", "--archive"] });
+    const size = 2 * CHUNK + 12345;
+    const name = "payroll-2026-11-sealed.bin";
+    const sha = await p.drop(name, size);
+    expect(await p.arrived(name, size)).toBe(sha);
+    // Samples of the original, from each part, and its name and digest: none may be at the edge.
+    const original = await readFile(join(p.inbox, name));
+    const needles = [0, CHUNK + 5, 2 * CHUNK + 100].map((at) => original.subarray(at, at + 48));
+    needles.push(Buffer.from(name), Buffer.from(sha));
+    await waitFor("the archive event", () => (JSON.parse(ferry(["admin", "messages", "--source", "sealed-a/files", "--type", "archived", "--json"], env).stdout) as { events: unknown[] }).events.length > 0);
+    let scanned = 0;
+    const walk = async (dir: string): Promise<void> => {
+      for (const e of await readdir(dir, { withFileTypes: true })) {
+        const f = join(dir, e.name);
+        if (e.isDirectory()) await walk(f);
+        else if (e.isFile()) {
+          const bytes = await readFile(f);
+          scanned += bytes.byteLength;
+          for (const n of needles) expect(bytes.includes(n), `plaintext found in ${f}`).toBe(false);
+        }
+      }
+    };
+    await walk(join(edge.stateDir, "wrangler"));
+    // The archived ciphertext is there to be scanned (the payload is kept, sealed, for its retention).
+    expect(scanned).toBeGreaterThan(size);
+    const accepted = JSON.parse(ferry(["admin", "messages", "--source", "sealed-a/files", "--type", "accepted", "--json"], env).stdout) as { events: { fields: unknown; size: number }[] };
+    expect(accepted.events).toEqual([expect.objectContaining({ fields: null, size: size + 3 * 16 })]);
+  });
+
   it("refetches a chunk corrupted on the way, in each direction, and never delivers a wrong file", async () => {
     const p = await pair("corrupt");
     const size = 4 * CHUNK;
