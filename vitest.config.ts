@@ -39,6 +39,13 @@ export default defineConfig({
                 ACCESS_JWKS: JSON.stringify({ keys: [accessPublic] }),
                 TEST_ACCESS_PRIVATE_JWK: JSON.stringify(accessPrivate),
               },
+              // Small budgets, so a flood test needs a handful of requests, not thousands.
+              ratelimits: {
+                ADMIN_LIMITER: { namespace_id: "1001", simple: { limit: 600, period: 60 } },
+                ENROLL_LIMITER: { namespace_id: "1002", simple: { limit: 30, period: 60 } },
+                TENANT_LIMITER: { namespace_id: "1003", simple: { limit: 12, period: 60 } },
+                INGRESS_LIMITER: { namespace_id: "1004", simple: { limit: 5, period: 60 } },
+              },
             },
           })),
         ],

@@ -17,8 +17,8 @@ async function api(method: string, path: string, body?: unknown, headers: Record
 }
 
 /** Enrols a connector the way `ferry connector enroll` does, inside workerd. */
-async function enrolled(name: string) {
-  const add = await api("POST", "/api/connectors", { name });
+async function enrolled(name: string, admin: Record<string, string> = ADMIN) {
+  const add = await api("POST", "/api/connectors", { name }, admin);
   expect(add.status).toBe(201);
   const token = add.body.enrolToken as string;
   const { publicKey, privateKey } = await generateKeyPair("Ed25519", { extractable: true });
@@ -148,6 +148,37 @@ describe("edge: enrolment and connection", () => {
     ws.send(encodeFrame({ t: "ack", src: "ws-a/orders", dst: "ws-b/orders", upTo: 1 }));
     expect(await next((f) => f.t === "error")).toMatchObject({ code: "FORBIDDEN" });
     ws.close(1000, "done");
+  });
+
+  it("holds a tenant to its message budget across all its connectors, and no other tenant is affected", async () => {
+    const owner = { authorization: `Bearer ${(await api("POST", "/api/tenants", { id: "budget" })).body.ownerToken as string}` };
+    const conns: Awaited<ReturnType<typeof open>>[] = [];
+    for (const name of ["bud-a", "bud-b"]) {
+      const c = await enrolled(name, owner);
+      expect((await api("POST", "/api/routes", { source: `${name}/orders`, destination: "bud-z/orders" }, owner)).status).toBe(201);
+      const conn = await open(await c.assertion());
+      await conn.next((f) => f.t === "welcome");
+      conns.push(conn);
+    }
+    // The test budget is 12 units of 100 messages a minute: one-message frames cost a unit each.
+    const payload = new TextEncoder().encode("x");
+    const send = (i: number, seq: number) => {
+      const c = conns[i % 2] as Awaited<ReturnType<typeof open>>;
+      c.ws.send(encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-budget1", msgs: [{ seq, id: `bud-${i}-0000000`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "0".repeat(64) }] }, [payload]));
+      return c;
+    };
+    for (let i = 0; i < 12; i++) expect(await send(i, Math.floor(i / 2) + 1).next((f) => f.t === "puback" || f.t === "error")).toMatchObject({ t: "puback" });
+    // The thirteenth, from either connector, is refused with a clear error; nothing of it is taken.
+    const refused = await send(12, 7).next((f) => f.t === "puback" || f.t === "error");
+    expect(refused).toMatchObject({ t: "error", code: "RATE_LIMITED", message: expect.stringContaining("tenant budget") });
+    // Another tenant's connector still publishes.
+    const other = await enrolled("not-budget");
+    await api("POST", "/api/routes", { source: "not-budget/orders", destination: "ws-b/orders" });
+    const o = await open(await other.assertion());
+    await o.next((f) => f.t === "welcome");
+    o.ws.send(encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-other01", msgs: [{ seq: 1, id: "other-00000001", createdAt: 1, contentType: "text/plain", size: 1, sha256: "0".repeat(64) }] }, [payload]));
+    expect(await o.next((f) => f.t === "puback" || f.t === "error")).toMatchObject({ t: "puback", upTo: 1 });
+    for (const c of [...conns, o]) c.ws.close(1000, "done");
   });
 
   it("closes the open connection when the connector is revoked", async () => {

@@ -23,6 +23,10 @@ import { channelStub } from "../../workers/stubs.ts";
 
 const REGION_CACHE_MS = 60_000;
 
+/** The tenant's message budget is counted in units of this many messages (see wrangler.toml TENANT_LIMITER). */
+const TENANT_UNIT = 100;
+const TENANT_UNITS_PER_MINUTE = 6000;
+
 /** Seconds between the connector's pings; told to it in the welcome frame. */
 export const HEARTBEAT_SECONDS = 15;
 
@@ -216,11 +220,30 @@ export class ConnectorSession extends DurableObject<Env> {
     return true;
   }
 
+  /**
+   * The tenant's budget, shared by all its connectors (the rate-limiting
+   * binding, keyed by tenant): one unit per started hundred messages, so a
+   * frame costs one call, not one per message.
+   */
+  private async tenantAllows(tenant: string, messages: number): Promise<boolean> {
+    const limiter = this.env.TENANT_LIMITER;
+    if (!limiter) return true;
+    for (let i = 0; i < Math.ceil(messages / TENANT_UNIT); i++) {
+      if (!(await limiter.limit({ key: tenant })).success) return false;
+    }
+    return true;
+  }
+
   private async onPub(ws: WebSocket, att: Attachment, frame: PubFrame, payloads: Uint8Array[]): Promise<void> {
     // A connector publishes only from its own addresses.
     const source = `${att.connector}/${frame.ch}`;
     if (!this.allow(frame.msgs.length)) {
       ws.send(errorFrame(ErrorCode.RATE_LIMITED, `${att.connector} sends faster than ${Number(this.env.CONNECTOR_MSGS_PER_SECOND) || 20_000} messages a second; nothing of this frame was accepted, resend after a pause`, { ch: frame.ch }));
+      return;
+    }
+    if (!(await this.tenantAllows(att.tenant, frame.msgs.length))) {
+      console.warn(JSON.stringify({ event: "refused", status: 429, path: "/v1/connect", reason: "tenant message budget", tenant: att.tenant, connector: att.connector }));
+      ws.send(errorFrame(ErrorCode.RATE_LIMITED, `tenant budget: ${att.tenant} sends more than ${TENANT_UNITS_PER_MINUTE * TENANT_UNIT} messages a minute across its connectors; nothing of this frame was accepted, resend after a pause`, { ch: frame.ch }));
       return;
     }
     let res;

@@ -173,6 +173,26 @@ describe("bad input", () => {
   });
 });
 
+describe("hosted ingress: floods", () => {
+  it("slows a flood at one hosted address with 429s naming the limit; the tenant's other addresses go on", async () => {
+    const made = await call("POST", "/api/hosted/ingress", PLATFORM, { address: "saas-flood/events" });
+    const calm = await call("POST", "/api/hosted/ingress", PLATFORM, { address: "saas-calm/events" });
+    for (const s of ["saas-flood/events", "saas-calm/events"]) expect((await call("POST", "/api/routes", PLATFORM, { source: s, destination: "plant-flood/in" })).status).toBe(201);
+    const post = (address: string, secret: string, i: number) =>
+      SELF.fetch(`http://edge.test/v1/hosted/default/${address}`, { method: "POST", headers: { authorization: `Bearer ${secret}`, "content-type": "text/plain" }, body: `event ${i}` });
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) statuses.push((await post("saas-flood/events", made.body.secret as string, i)).status);
+    // The test budget is five a minute per address.
+    expect(statuses).toEqual([202, 202, 202, 202, 202, 429]);
+    const problem = (await (await post("saas-flood/events", made.body.secret as string, 7)).json()) as { detail: string };
+    expect(problem.detail).toMatch(/saas-flood\/events takes at most .* messages a minute/);
+    expect((await post("saas-calm/events", calm.body.secret as string, 1)).status).toBe(202);
+    // What was refused was not taken: five messages from the flooded address, no more.
+    const stub = env.CHANNEL.get(env.CHANNEL.idFromName("default:saas-flood/events"));
+    expect((await stub.status()).hwm).toBe(5);
+  });
+});
+
 describe("hosted ingress: idempotency keys", () => {
   it("refuses a reused Idempotency-Key with a different body, naming the key", async () => {
     const made = await call("POST", "/api/hosted/ingress", PLATFORM, { address: "saas-idem/events" });

@@ -23,6 +23,9 @@ export const hostedIngress = new Hono<AppEnv>().post("/:tenant/:connector/:chann
   const row = await c.env.DB.prepare("SELECT secret FROM hosted_channels WHERE tenant = ? AND address = ? AND kind = 'ingress'").bind(tenant, address).first<{ secret: string }>();
   const deny = new ApiError(401, "Unauthorized", "send the channel's secret as 'Authorization: Bearer <secret>' or a 'Ferry-Signature: t=…,v1=…' HMAC header");
   if (!row) throw deny;
+  // A flood at one hosted address (a misbehaving SaaS) must not crowd out the tenant's other traffic.
+  const allowed = await c.env.INGRESS_LIMITER?.limit({ key: `${tenant}:${address}` });
+  if (allowed && !allowed.success) throw new ApiError(429, "Too many requests", `${address} takes at most 6,000 messages a minute; retry after a pause (with the same Idempotency-Key, nothing is taken twice)`);
   const length = Number(c.req.header("content-length") ?? 0);
   if (length > Limits.MAX_INLINE_PAYLOAD) throw new ApiError(413, "Payload too large", `a message is at most ${Limits.MAX_INLINE_PAYLOAD} bytes`);
   const body = new Uint8Array(await c.req.arrayBuffer());
