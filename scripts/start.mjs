@@ -6,7 +6,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parse as parseToml } from "smol-toml";
 import { localEnv } from "./local-env.mjs";
@@ -117,7 +117,7 @@ for (;;) {
   connector endpoint ${base.replace("http", "ws")}/v1/connect
   health             ${base}/healthz
   admin token        ${tokenFile}
-                     (ferry admin … finds it; for curl: Authorization: Bearer $(cat .state/admin-token))
+                     (ferry admin … finds it; for curl: Authorization: Bearer $(cat ${relative(process.cwd(), tokenFile) || tokenFile}))
 
   Try the tour in another terminal:  npm run demo
   Stop with Ctrl-C.

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { writeFile } from "node:fs/promises";
 import { parseArgs } from "node:util";
 import { RouteCreate } from "../../wire/index.ts";
@@ -265,6 +266,9 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
     if (values.output) {
       await writeFile(values.output, bytes);
       out.stdout(json ? JSON.stringify({ messageId: verb, output: values.output, bytes: bytes.byteLength }) : `wrote ${bytes.byteLength} bytes to ${values.output}`);
+    } else if (json && !values.envelope) {
+      // --json promises JSON on stdout: the payload comes base64-encoded with its size and digest.
+      out.stdout(JSON.stringify({ messageId: verb, bytes: bytes.byteLength, sha256: createHash("sha256").update(bytes).digest("hex"), base64: Buffer.from(bytes).toString("base64") }));
     } else process.stdout.write(bytes);
     return 0;
   }
