@@ -6,7 +6,13 @@ export function pct(xs: number[], q: number): number {
   return s[Math.min(s.length - 1, Math.floor(q * s.length))] as number;
 }
 
-export const median = (xs: number[]): number => pct(xs.filter((x) => Number.isFinite(x)), 0.5);
+/** The middle value; with an even count (a run failed), the mean of the two middle ones. */
+export function median(xs: number[]): number {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+  if (s.length === 0) return Number.NaN;
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
+}
 
 /** A latency sample set, in milliseconds. */
 export type Latency = { p50: number; p99: number };
