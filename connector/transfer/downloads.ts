@@ -12,7 +12,9 @@ import type { TransferProgress } from "./progress.ts";
 import { openPart, ProtectionError, SEAL_OVERHEAD } from "../protection/protection.ts";
 
 /** Parts asked for ahead of what is written. */
-const WINDOW = 3;
+const WINDOW = 2;
+/** Parts written between two fsyncs of the partial file (and of the count beside it). */
+const SYNC_EVERY = 4;
 /** A part that fails its digest this often in a row fails the transfer (it is corrupt at rest, not on the way). */
 const MAX_PART_RETRIES = 5;
 
@@ -178,8 +180,12 @@ export class Downloads {
         x.arrived.delete(part);
         try {
           await x.fh.write(bytes, 0, bytes.byteLength, (part - 1) * x.meta.blob.chunk);
-          await x.fh.sync();
-          await writeFileAtomic(this.paths(x.meta.id).progress, JSON.stringify({ have: part, size: x.meta.size, sha256: x.meta.sha256, chunk: x.meta.blob.chunk } satisfies Progress));
+          // The count on disk moves only after an fsync of what it counts; every few parts, not each
+          // (three fsyncs per 8 MiB cost more than the write): a crash re-fetches at most SYNC_EVERY - 1 parts.
+          if (part % SYNC_EVERY === 0 || part === x.meta.blob.parts) {
+            await x.fh.sync();
+            await writeFileAtomic(this.paths(x.meta.id).progress, JSON.stringify({ have: part, size: x.meta.size, sha256: x.meta.sha256, chunk: x.meta.blob.chunk } satisfies Progress));
+          }
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           const why = code === "ENOSPC" ? `the disk holding ${this.d.dir} is full` : (e as Error).message;

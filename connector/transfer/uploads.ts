@@ -7,9 +7,9 @@ import { Backoff } from "../core/backoff.ts";
 import type { TransferProgress } from "./progress.ts";
 
 /** Chunks sent and not yet answered, across all uploads: bounds the edge's memory and ours. */
-const MAX_INFLIGHT_CHUNKS = 4;
-/** Stop reading chunks while the socket holds this much unsent. */
-const MAX_BUFFERED = 24 * 1024 * 1024;
+const MAX_INFLIGHT_CHUNKS = 2;
+/** Stop reading chunks while the socket holds this much unsent (about one chunk). */
+const MAX_BUFFERED = 8 * 1024 * 1024;
 
 /**
  * What is uploaded for a record: its bytes as kept, or (on `encrypt`
@@ -32,6 +32,8 @@ type Upload = {
   asked: boolean;
   done: boolean;
   fh: FileHandle | null;
+  /** One read buffer per upload, reused for every chunk (the frame is a copy of it). */
+  buf: Buffer | null;
   lastProgress: number;
   retryAt: number;
   backoff: Backoff;
@@ -83,7 +85,7 @@ export class Uploads {
       if (this.uploads.has(rec.id)) continue;
       if ([...this.uploads.values()].filter((u) => !u.done).length >= this.d.limit) break;
       const parts = partsOf(rec.size, Limits.CHUNK_BYTES);
-      this.uploads.set(rec.id, { rec, plan: null, planning: false, parts, have: 0, next: 1, opened: false, asked: false, done: false, fh: null, lastProgress: Date.now(), retryAt: 0, backoff: new Backoff(500, 30_000) });
+      this.uploads.set(rec.id, { rec, plan: null, planning: false, parts, have: 0, next: 1, opened: false, asked: false, done: false, fh: null, buf: null, lastProgress: Date.now(), retryAt: 0, backoff: new Backoff(500, 30_000) });
     }
     // Acknowledged records are gone from the spool: forget their uploads.
     for (const [id, u] of this.uploads) if (!live.has(id)) this.forget(id, u);
@@ -156,6 +158,7 @@ export class Uploads {
       u.done = true;
       void u.fh?.close().catch(() => undefined);
       u.fh = null;
+      u.buf = null;
       this.d.log("info", "uploaded", { channel: u.rec.channel, id: u.rec.id, file: u.rec.fields?.filename, size: u.rec.size });
       this.d.onReady(u.rec.channel);
       this.want();
@@ -240,7 +243,8 @@ export class Uploads {
         const part = u.next++;
         const len = partLength(u.rec.size, Limits.CHUNK_BYTES, part);
         u.fh ??= await open(this.d.spool.blobPath(u.rec), "r");
-        const plain = Buffer.allocUnsafe(len);
+        u.buf ??= Buffer.allocUnsafe(Limits.CHUNK_BYTES);
+        const plain = u.buf.subarray(0, len);
         const { bytesRead } = await u.fh.read(plain, 0, len, (part - 1) * Limits.CHUNK_BYTES);
         if (bytesRead !== len) throw new Error(`the spool's copy of ${u.rec.id} is shorter than its record says`);
         const bytes = u.plan.seal ? u.plan.seal(part, plain) : plain;

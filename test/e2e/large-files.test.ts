@@ -172,7 +172,11 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
     expect(delivered).toEqual(captured);
 
     // Never whole in memory at either connector, whatever the file size.
-    for (const c of [p.a, p.b]) expect(await peakRssMiB(c.proc.pid as number)).toBeLessThan(150);
+    for (const c of [p.a, p.b]) {
+      const peak = await peakRssMiB(c.proc.pid as number);
+      if (process.env.FERRY_E2E_REPORT) console.log(`peak RSS ${c.config}: ${peak.toFixed(1)} MiB`);
+      expect(peak).toBeLessThan(150);
+    }
     // No partial files left anywhere; the sender's spool let go of its copies.
     expect(await readdir(join(p.inbox, ".ferry-tmp")).catch(() => [])).toEqual([]);
     await waitFor("A's spool to drop its copies of the files", async () => (await readdir(join(p.dir, "a-state", "spool", "blobs"))).length === 0);
@@ -351,7 +355,7 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
       expect(await p.arrived("too-big-for-now.bin", size)).toBe(sha);
       // Resumed from the parts already on disk, not from the start.
       const written = progress(p.b, "download progress").map((l) => l.have);
-      expect(new Set(written).size).toBe(written.length);
+      expect(written.filter((h) => h === 1)).toHaveLength(1);
     } finally {
       await Promise.all(pairs.filter((x) => x.inbox.startsWith(fsDir)).map((x) => x.close()));
       spawnSync("umount", ["-l", fsDir]);
