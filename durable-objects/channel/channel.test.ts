@@ -32,6 +32,18 @@ async function stored(stub: DurableObjectStub<ChannelObject>): Promise<number[]>
   );
 }
 
+describe("channel object: storage plans", () => {
+  it("finds the messages every destination is done with through an index, never by scanning rows that carry payloads", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    const plan = await runInDurableObject(stub, (_obj, state) =>
+      state.storage.sql.exec<{ detail: string }>("EXPLAIN QUERY PLAN DELETE FROM messages WHERE pending <= 0 AND mseq NOT IN (SELECT mseq FROM dead_letters)").toArray().map((r) => r.detail),
+    );
+    expect(plan.join("\n")).toMatch(/messages_done/);
+    expect(plan.join("\n")).not.toMatch(/SCAN messages\b(?! USING)/);
+  });
+});
+
 describe("channel object: accepting", () => {
   it("refuses to accept without a route, stores nothing, and logs each refused message once", async () => {
     const { source, stub } = fresh();
