@@ -160,6 +160,19 @@ describe("bad input", () => {
     expect(extra.body.detail).toMatch(/admin/);
   });
 
+  it("refuses oversized credentials and headers with a clear problem, and changes nothing", async () => {
+    const before = (await call("GET", "/api/connectors", acme)).body.connectors as unknown[];
+    const huge = `Bearer fat_${"x".repeat(64 * 1024)}`;
+    const r1 = await call("POST", "/api/connectors", { authorization: huge }, { name: "from-huge-token" });
+    expect(r1.status).toBe(401);
+    const r2 = await call("POST", "/api/connectors", { authorization: PLATFORM, "x-ferry-tenant": "t".repeat(16 * 1024) }, { name: "from-huge-tenant" });
+    expect([400, 403]).toContain(r2.status);
+    expect(typeof r2.body.detail).toBe("string");
+    const conn = await SELF.fetch("http://edge.test/v1/connect", { headers: { upgrade: "websocket", authorization: `Bearer ${"e".repeat(64 * 1024)}` } });
+    expect(conn.status).toBe(401);
+    expect((await call("GET", "/api/connectors", acme)).body.connectors).toEqual(before);
+  });
+
   it("slows a flood of admin requests with 429s, per tenant", async () => {
     const flood = `Bearer ${(await call("POST", "/api/tenants", PLATFORM, { id: "flood" })).body.ownerToken as string}`;
     let limited = 0;
