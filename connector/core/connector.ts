@@ -682,7 +682,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         if (m.file && m.meta.blob?.key && m.meta.protection === "encrypt") {
           // The signature held for the ciphertext; now its parts are opened into the original, whose digest is checked.
           const info = await unwrapKey(m.meta.blob.key, this.identity.encPrivateJwk ?? null);
-          const file = await this.downloads.open(m.meta.id, m.file, m.meta.blob, info);
+          const file = await this.downloads.open(f.dst, m.meta.id, m.file, m.meta.blob, info);
           const { fields: _sealed, blob: _b, ...rest } = m.meta;
           ready.push({ meta: { ...rest, contentType: info.contentType, size: info.size, sha256: info.sha256, ...(info.fields ? { fields: info.fields } : {}) }, payload: new Uint8Array(0), file });
           continue;
@@ -705,7 +705,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       await this.commitDelivered(stream, f, receiver, ready);
     } finally {
       // Delivered large payloads were moved or copied by the receiver; refused ones were kept as dead letters.
-      for (const m of fresh) if (m.meta.blob && receiver.hwm(stream) >= m.meta.dseq) await this.downloads.discard(m.meta.id);
+      for (const m of fresh) if (m.meta.blob && receiver.hwm(stream) >= m.meta.dseq) await this.downloads.discard(f.dst, m.meta.id);
     }
   }
 

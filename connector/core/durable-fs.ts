@@ -1,4 +1,4 @@
-import { open, rename } from "node:fs/promises";
+import { open, rename, type FileHandle } from "node:fs/promises";
 import { dirname } from "node:path";
 
 /**
@@ -28,4 +28,18 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
   }
   await rename(tmp, path);
   await fsyncPath(dirname(path));
+}
+
+/**
+ * Writes all of `data` at `position` (the file's end when null). A single
+ * write(2) may write fewer bytes than asked, e.g. on a nearly full disk,
+ * without an error; the next one then fails with ENOSPC. Counting the short
+ * write as whole would record bytes that are not there.
+ */
+export async function writeAll(fh: FileHandle, data: Uint8Array, position: number | null = null): Promise<void> {
+  for (let done = 0; done < data.byteLength; ) {
+    const { bytesWritten } = await fh.write(data, done, data.byteLength - done, position === null ? null : position + done);
+    if (bytesWritten <= 0) throw Object.assign(new Error(`wrote nothing of ${data.byteLength - done} bytes`), { code: "EIO" });
+    done += bytesWritten;
+  }
 }

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { copyFile, link, mkdir, open, readdir, readFile, unlink, type FileHandle } from "node:fs/promises";
-import { fsyncPath, writeFileAtomic } from "../core/durable-fs.ts";
+import { fsyncPath, writeAll, writeFileAtomic } from "../core/durable-fs.ts";
 import { join } from "node:path";
 import { crc32, createGzip, gzipSync } from "node:zlib";
 import { Transform } from "node:stream";
@@ -287,7 +287,7 @@ export class Spool {
     }
     const data = Buffer.concat(chunks);
     try {
-      await fh.write(data, 0, data.byteLength);
+      await writeAll(fh, data);
       await fh.sync();
     } catch (e) {
       // Never leave a partial record in front of later appends (a full disk,

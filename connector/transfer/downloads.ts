@@ -6,15 +6,29 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { encodeFrame, ErrorCode, partLength, type DeliverMessage, type ErrorFrame, type PartFrame } from "../../wire/index.ts";
-import { writeFileAtomic } from "../core/durable-fs.ts";
+import { writeAll, writeFileAtomic } from "../core/durable-fs.ts";
 import type { Logger } from "../core/log.ts";
 import type { TransferProgress } from "./progress.ts";
+import { keepMemoryUnder, TRANSFER_RSS_LIMIT } from "../core/memory.ts";
 import { openPart, ProtectionError, SEAL_OVERHEAD } from "../protection/protection.ts";
 
 /** Parts asked for ahead of what is written. */
 const WINDOW = 2;
+/** Bytes of the progress record (JSON padded with spaces). */
+const PROGRESS_RECORD = 256;
+
+function progressRecord(p: Progress): Buffer {
+  const buf = Buffer.alloc(PROGRESS_RECORD, " ");
+  buf.write(JSON.stringify(p));
+  return buf;
+}
 /** Parts written between two fsyncs of the partial file (and of the count beside it). */
 const SYNC_EVERY = 4;
+/** The name of a payload's files: one source's message may reach two channels of this connector. */
+function keyOf(dst: string, id: string): string {
+  return `${id}-${createHash("sha256").update(dst).digest("hex").slice(0, 12)}`;
+}
+
 /** A part that fails its digest this often in a row fails the transfer (it is corrupt at rest, not on the way). */
 const MAX_PART_RETRIES = 5;
 
@@ -32,6 +46,10 @@ export class TransferError extends Error {
 type Progress = { have: number; size: number; sha256: string; chunk: number };
 
 type Download = {
+  /** The progress record, open for updates in place. */
+  progressFh?: FileHandle;
+  /** Names its files: the message id and the destination (one source may fan out to two channels here). */
+  key: string;
   src: string;
   dst: string;
   meta: DeliverMessage & { blob: NonNullable<DeliverMessage["blob"]> };
@@ -75,8 +93,8 @@ export class Downloads {
 
   constructor(private readonly d: DownloadDeps) {}
 
-  private paths(id: string): { part: string; progress: string; plain: string } {
-    return { part: join(this.d.dir, `${id}.part`), progress: join(this.d.dir, `${id}.json`), plain: join(this.d.dir, `${id}.plain`) };
+  private paths(key: string): { part: string; progress: string; plain: string } {
+    return { part: join(this.d.dir, `${key}.part`), progress: join(this.d.dir, `${key}.json`), plain: join(this.d.dir, `${key}.plain`) };
   }
 
   list(): TransferProgress[] {
@@ -87,20 +105,22 @@ export class Downloads {
   async fetch(src: string, dst: string, meta: DeliverMessage): Promise<string> {
     const blob = meta.blob;
     if (!blob) throw new TransferError(`message ${meta.id} has no large payload`, false);
-    if (this.active.has(meta.id)) throw new TransferError(`message ${meta.id} is already being fetched`, true);
+    const key = keyOf(dst, meta.id);
+    if (this.active.has(key)) throw new TransferError(`message ${meta.id} is already being fetched for ${dst}`, true);
     while (this.active.size >= this.d.limit) await new Promise<void>((r) => this.waiting.push(r));
     try {
-      return await this.run(src, dst, { ...meta, blob });
+      return await this.run(key, src, dst, { ...meta, blob });
     } finally {
       this.waiting.shift()?.();
     }
   }
 
-  private async run(src: string, dst: string, meta: Download["meta"]): Promise<string> {
+  private async run(key: string, src: string, dst: string, meta: Download["meta"]): Promise<string> {
     await mkdir(this.d.dir, { recursive: true });
-    const { part: path, progress } = this.paths(meta.id);
+    const { part: path, progress } = this.paths(key);
     // Resume from what an earlier run wrote, if it was fetching this very payload.
-    const prior = JSON.parse(await readFile(progress, "utf8").catch(() => "null")) as Progress | null;
+    // A torn record (power lost mid-write) reads as none: the download starts over, never resumes wrongly.
+    const prior = await readFile(progress, "utf8").then((t) => JSON.parse(t) as Progress, () => null);
     let have = prior && prior.size === meta.size && prior.sha256 === meta.sha256 && prior.chunk === meta.blob.chunk ? prior.have : 0;
     const fh = await open(path, have > 0 ? "r+" : "w", 0o600).catch(async () => {
       have = 0;
@@ -114,16 +134,19 @@ export class Downloads {
         for await (const c of createReadStream(path, { start: 0, end: have * meta.blob.chunk - 1, highWaterMark: 1024 * 1024 })) hash.update(c as Buffer);
         this.d.log("info", "resuming a large payload", { id: meta.id, file: meta.fields?.filename, parts: `${have}/${meta.blob.parts}` });
       }
+      // The progress record's space is taken now, while there is some: updates then overwrite it in place.
+      if (!prior || have === 0) await writeFileAtomic(progress, progressRecord({ have: 0, size: meta.size, sha256: meta.sha256, chunk: meta.blob.chunk }));
     } catch (e) {
       await fh.close();
-      throw new TransferError(`cannot prepare ${path}: ${(e as Error).message}`, true);
+      const full = (e as NodeJS.ErrnoException).code === "ENOSPC";
+      throw new TransferError(full ? `the disk holding ${this.d.dir} is full; it is tried again` : `cannot prepare ${path}: ${(e as Error).message}`, true);
     }
     return new Promise<string>((resolve, reject) => {
       const x: Download = {
-        src, dst, meta, path, fh, hash, have, next: have + 1, arrived: new Map(), retries: new Map(), writing: false, lastProgress: Date.now(),
+        key, src, dst, meta, path, fh, hash, have, next: have + 1, arrived: new Map(), retries: new Map(), writing: false, lastProgress: Date.now(),
         resolve, reject,
       };
-      this.active.set(meta.id, x);
+      this.active.set(key, x);
       this.d.onProgress(this.progress(x));
       if (have >= meta.blob.parts) void this.drain(x);
       else this.ask(x);
@@ -149,7 +172,7 @@ export class Downloads {
   }
 
   onPart(f: PartFrame, bytes: Uint8Array): void {
-    const x = this.active.get(f.id);
+    const x = this.active.get(keyOf(f.dst, f.id));
     if (!x || f.src !== x.src || f.part <= x.have || x.arrived.has(f.part)) return;
     const want = partLength(x.meta.size, x.meta.blob.chunk, f.part);
     const digest = createHash("sha256").update(bytes).digest("hex");
@@ -179,22 +202,25 @@ export class Downloads {
         const part = x.have + 1;
         x.arrived.delete(part);
         try {
-          await x.fh.write(bytes, 0, bytes.byteLength, (part - 1) * x.meta.blob.chunk);
+          await writeAll(x.fh, bytes, (part - 1) * x.meta.blob.chunk);
           // The count on disk moves only after an fsync of what it counts; every few parts, not each
           // (three fsyncs per 8 MiB cost more than the write): a crash re-fetches at most SYNC_EVERY - 1 parts.
           if (part % SYNC_EVERY === 0 || part === x.meta.blob.parts) {
             await x.fh.sync();
-            await writeFileAtomic(this.paths(x.meta.id).progress, JSON.stringify({ have: part, size: x.meta.size, sha256: x.meta.sha256, chunk: x.meta.blob.chunk } satisfies Progress));
+            await this.record(x, part);
           }
         } catch (e) {
           const code = (e as NodeJS.ErrnoException).code;
           const why = code === "ENOSPC" ? `the disk holding ${this.d.dir} is full` : (e as Error).message;
+          // Keep what was written whole: cut the torn part, fsync, count it (best effort: the disk may refuse even that).
+          await this.checkpoint(x).catch(() => undefined);
           this.fail(x, new TransferError(`cannot write part ${part} of ${x.meta.id}: ${why}; it resumes from part ${x.have + 1} when retried`, true));
           return;
         }
         x.hash.update(bytes);
         x.have = part;
         x.retries.delete(part);
+        keepMemoryUnder(TRANSFER_RSS_LIMIT);
         this.d.onProgress(this.progress(x));
         this.d.log("debug", "download progress", { id: x.meta.id, have: part, parts: x.meta.blob.parts });
         this.ask(x);
@@ -202,7 +228,7 @@ export class Downloads {
       if (x.have >= x.meta.blob.parts) {
         const digest = x.hash.digest("hex");
         if (digest !== x.meta.sha256) {
-          await this.discard(x.meta.id);
+          await this.remove(x.key);
           this.fail(x, new TransferError(`the payload of ${x.meta.id} has SHA-256 ${digest}, not the ${x.meta.sha256} its sender computed`, false));
           return;
         }
@@ -216,7 +242,8 @@ export class Downloads {
             return;
           }
         }
-        this.active.delete(x.meta.id);
+        this.active.delete(x.key);
+        await x.progressFh?.close().catch(() => undefined);
         x.resolve(path);
       }
     } finally {
@@ -229,38 +256,57 @@ export class Downloads {
    * as ciphertext: each part opened into `<id>.plain`, and the original's
    * size and digest checked. A part that does not open is a forgery.
    */
-  async open(id: string, sealed: string, blob: NonNullable<DeliverMessage["blob"]>, info: { cek: Buffer; chunk: number; size: number; sha256: string }): Promise<string> {
-    const out = this.paths(id).plain;
+  async open(dst: string, id: string, sealed: string, blob: NonNullable<DeliverMessage["blob"]>, info: { cek: Buffer; chunk: number; size: number; sha256: string }): Promise<string> {
+    const out = this.paths(keyOf(dst, id)).plain;
     const hash = createHash("sha256");
-    const src = await open(sealed, "r");
-    const dst = await open(out, "w", 0o600);
+    const from = await open(sealed, "r");
+    const to = await open(out, "w", 0o600);
     try {
       const buf = Buffer.allocUnsafe(blob.chunk);
       let size = 0;
       for (let part = 1; part <= blob.parts; part++) {
         const len = partLength(info.size + SEAL_OVERHEAD * blob.parts, blob.chunk, part);
-        await src.read(buf, 0, len, (part - 1) * blob.chunk);
+        await from.read(buf, 0, len, (part - 1) * blob.chunk);
         const plain = openPart(info.cek, part, buf.subarray(0, len));
-        await dst.write(plain, 0, plain.byteLength, size);
+        await writeAll(to, plain, size);
         hash.update(plain);
         size += plain.byteLength;
       }
-      await dst.sync();
+      await to.sync();
       if (size !== info.size || hash.digest("hex") !== info.sha256) throw new ProtectionError("FORGED", `${id} decrypts to another file than its sender sealed`);
     } catch (e) {
       await unlink(out).catch(() => undefined);
       throw e;
     } finally {
-      await src.close();
-      await dst.close();
+      await from.close();
+      await to.close();
     }
     await unlink(sealed).catch(() => undefined);
     return out;
   }
 
+  /**
+   * Records how many parts are durably written, in place: a record of fixed
+   * size in a file made when the download began, so recording never needs
+   * new disk space (it must work on a full disk) and costs one fsync.
+   */
+  private async record(x: Download, have: number): Promise<void> {
+    const buf = progressRecord({ have, size: x.meta.size, sha256: x.meta.sha256, chunk: x.meta.blob.chunk });
+    x.progressFh ??= await open(this.paths(x.key).progress, "r+");
+    await writeAll(x.progressFh, buf, 0);
+    await x.progressFh.sync();
+  }
+
+  /** Makes the parts written so far durable and records their count (after a failed write). */
+  private async checkpoint(x: Download): Promise<void> {
+    await x.fh.truncate(x.have * x.meta.blob.chunk);
+    await x.fh.sync();
+    await this.record(x, x.have);
+  }
+
   /** A compressed payload, verified as sent: inflated beside it, and checked against the original's size and digest. */
   private async inflate(x: Download): Promise<string> {
-    const out = this.paths(x.meta.id).plain;
+    const out = this.paths(x.key).plain;
     const hash = createHash("sha256");
     let size = 0;
     const tap = new Transform({
@@ -281,7 +327,7 @@ export class Downloads {
     }
     const digest = hash.digest("hex");
     if (digest !== x.meta.blob.plainSha256 || size !== x.meta.blob.plainSize) {
-      await this.discard(x.meta.id);
+      await this.remove(x.key);
       throw new TransferError(`${x.meta.id} inflates to ${size} bytes with SHA-256 ${digest}, not the original its sender described`, false);
     }
     // The compressed copy is no longer needed; its progress file stays until delivery (discard), so a crash here resumes quickly.
@@ -290,19 +336,20 @@ export class Downloads {
   }
 
   private fail(x: Download, e: TransferError): void {
-    if (this.active.get(x.meta.id) !== x) return;
-    this.active.delete(x.meta.id);
+    if (this.active.get(x.key) !== x) return;
+    this.active.delete(x.key);
+    void x.progressFh?.close().catch(() => undefined);
     void x.fh.close().catch(() => undefined);
     x.reject(e);
   }
 
   /** An error frame about a fetch; false if it is not about one of ours. */
   onError(f: ErrorFrame): boolean {
-    const x = f.id ? this.active.get(f.id) : undefined;
+    const x = f.id && f.dst ? this.active.get(keyOf(f.dst, f.id)) : undefined;
     if (!x || f.src !== x.src) return false;
     if (f.code === ErrorCode.STORAGE && f.part) {
       setTimeout(() => {
-        if (this.active.get(x.meta.id) === x) this.d.send(encodeFrame({ t: "get", src: x.src, dst: x.dst, id: x.meta.id, part: f.part as number }));
+        if (this.active.get(x.key) === x) this.d.send(encodeFrame({ t: "get", src: x.src, dst: x.dst, id: x.meta.id, part: f.part as number }));
       }, 1000).unref();
       return true;
     }
@@ -321,9 +368,13 @@ export class Downloads {
     return false;
   }
 
-  /** Forgets a payload's partial or finished file (after delivery, or when it is refused). */
-  async discard(id: string): Promise<void> {
-    const p = this.paths(id);
+  /** Forgets a payload's partial or finished files for `dst` (after delivery, or when it is refused). */
+  discard(dst: string, id: string): Promise<void> {
+    return this.remove(keyOf(dst, id));
+  }
+
+  private async remove(key: string): Promise<void> {
+    const p = this.paths(key);
     await unlink(p.part).catch(() => undefined);
     await unlink(p.plain).catch(() => undefined);
     await unlink(p.progress).catch(() => undefined);

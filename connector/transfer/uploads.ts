@@ -5,6 +5,7 @@ import type { Spool, SpoolRecord } from "../spool/spool.ts";
 import type { Logger } from "../core/log.ts";
 import { Backoff } from "../core/backoff.ts";
 import type { TransferProgress } from "./progress.ts";
+import { keepMemoryUnder, TRANSFER_RSS_LIMIT } from "../core/memory.ts";
 
 /** Chunks sent and not yet answered, across all uploads: bounds the edge's memory and ours. */
 const MAX_INFLIGHT_CHUNKS = 2;
@@ -254,6 +255,7 @@ export class Uploads {
           return;
         }
         this.d.log("debug", "chunk sent", { channel: u.rec.channel, id: u.rec.id, part });
+        keepMemoryUnder(TRANSFER_RSS_LIMIT);
       }
     }
   }

@@ -1,6 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
-import { createReadStream } from "node:fs";
-import { mkdir, mkdtemp, open, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { BrowserContext, Page } from "playwright-core";
@@ -9,29 +7,11 @@ import { LocalEdge, ROOT } from "../helpers/edge.ts";
 import { ConnectorProcess, ferry } from "../helpers/cli.ts";
 import { launch } from "../helpers/browser.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { makeFile, sha256File } from "../helpers/files.ts";
 
 const SHOTS = join(ROOT, "test", "artifacts");
 const MiB = 1024 * 1024;
 
-/** Writes `size` random bytes to `path` in pieces, returns the SHA-256. */
-async function makeFile(path: string, size: number): Promise<string> {
-  const hash = createHash("sha256");
-  const fh = await open(path, "w");
-  for (let done = 0; done < size; ) {
-    const piece = randomBytes(Math.min(4 * MiB, size - done));
-    hash.update(piece);
-    await fh.write(piece);
-    done += piece.byteLength;
-  }
-  await fh.close();
-  return hash.digest("hex");
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const c of createReadStream(path)) hash.update(c as Buffer);
-  return hash.digest("hex");
-}
 
 /**
  * The portal in a real headless Chromium against the real local network and

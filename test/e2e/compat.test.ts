@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LocalEdge, ROOT } from "../helpers/edge.ts";
-import { CLI, cliEnv, ferry } from "../helpers/cli.ts";
+import { cliEnv, ConnectorProcess, ferry } from "../helpers/cli.ts";
 import { waitFor } from "../helpers/wait.ts";
 
 /**
@@ -18,70 +18,6 @@ import { waitFor } from "../helpers/wait.ts";
  */
 const PREVIOUS = join(ROOT, "test/fixtures/connector-previous/ferry.mjs");
 
-type Line = Record<string, unknown>;
-
-/** `ferry connector run` of a given CLI (the current one or the previous release), with its JSON log lines. */
-class Connector {
-  readonly lines: Line[] = [];
-  private buf = "";
-  private proc: ChildProcess | null = null;
-
-  constructor(
-    readonly name: string,
-    readonly cli: string,
-    readonly config: string,
-  ) {}
-
-  start(): this {
-    this.buf = "";
-    // The machine's own Node (>= 20), as at a site: cliEnv drops the project's Node 22 from PATH.
-    const proc = spawn("node", [this.cli, "connector", "run", "--config", this.config], { env: cliEnv({ FERRY_LOG_LEVEL: "debug" }), stdio: ["ignore", "pipe", "pipe"] });
-    const onData = (d: Buffer) => {
-      this.buf += d.toString();
-      let i: number;
-      while ((i = this.buf.indexOf("\n")) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        try {
-          this.lines.push(JSON.parse(line) as Line);
-        } catch {
-          this.lines.push({ msg: line, raw: true });
-        }
-      }
-    };
-    proc.stdout?.on("data", onData);
-    proc.stderr?.on("data", onData);
-    this.proc = proc;
-    return this;
-  }
-
-  count(msg: string): number {
-    return this.lines.filter((l) => l.msg === msg).length;
-  }
-
-  /** Waits until the connector has connected `times` times in all (a reconnect is the second). */
-  async connected(times = 1): Promise<void> {
-    await waitFor(`${this.name} to be connected (${times})`, () => {
-      if (this.proc && this.proc.exitCode !== null) throw new Error(`${this.name} exited ${this.proc.exitCode}: ${JSON.stringify(this.lines.slice(-8))}`);
-      return this.count("connected") >= times;
-    }, 60_000);
-  }
-
-  /** `ferry connector status --json` of the same CLI: the previous release reads its own status file. */
-  status(): { connected: boolean; receipts: { count: number }[]; channels: Record<string, { backlog: { count: number } }> } {
-    const r = spawnSync("node", [this.cli, "connector", "status", "--config", this.config, "--json"], { env: cliEnv(), encoding: "utf8", timeout: 30_000 });
-    if (r.status !== 0) throw new Error(`${this.name} status failed: ${r.stderr}`);
-    return JSON.parse(r.stdout) as ReturnType<Connector["status"]>;
-  }
-
-  async stop(): Promise<void> {
-    const proc = this.proc;
-    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
-    const exited = new Promise((r) => proc.once("exit", r));
-    proc.kill("SIGTERM");
-    await exited;
-  }
-}
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
@@ -116,9 +52,9 @@ describe("a connector one release older keeps working with this edge", () => {
   let dir: string;
   let env: Record<string, string>;
   /** The previous release: sends on `up`, receives on `down`. */
-  let old: Connector;
+  let old: ConnectorProcess;
   /** Today's connector: receives on `up`, sends on `down`. */
-  let cur: Connector;
+  let cur: ConnectorProcess;
 
   /** The edge's log of one route's messages of one type. */
   const logged = (source: string, type: string) => {
@@ -151,9 +87,9 @@ describe("a connector one release older keeps working with this edge", () => {
       `[[channels]]\nname = "${receive}"\nprotocol = "file"\ninbox = "./${name}-${receive}-in"\n`;
     await writeFile(join(dir, "old.toml"), config("old-site", "up", "down"));
     await writeFile(join(dir, "new.toml"), config("new-site", "down", "up"));
-    old = new Connector("old-site (previous release)", PREVIOUS, join(dir, "old.toml")).start();
-    cur = new Connector("new-site (current)", CLI, join(dir, "new.toml")).start();
-    await Promise.all([old.connected(), cur.connected()]);
+    old = new ConnectorProcess(join(dir, "old.toml"), {}, PREVIOUS);
+    cur = new ConnectorProcess(join(dir, "new.toml"));
+    await Promise.all([old.connected(1, 60_000), cur.connected(1, 60_000)]);
   });
 
   afterAll(async () => {
@@ -209,7 +145,7 @@ describe("a connector one release older keeps working with this edge", () => {
     await drop(join(dir, "old-site-up-out"), up);
     await drop(join(dir, "new-site-down-out"), down);
     await edge.up();
-    await Promise.all([old.connected(oldConnects + 1), cur.connected(curConnects + 1)]);
+    await Promise.all([old.connected(oldConnects + 1, 60_000), cur.connected(curConnects + 1, 60_000)]);
     await arrived(join(dir, "new-site-up-in"), up);
     await arrived(join(dir, "old-site-down-in"), down);
     // Exactly once across the restart: one acceptance and one delivery per file, nothing more.

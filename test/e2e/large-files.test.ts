@@ -1,7 +1,6 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
-import { createReadStream } from "node:fs";
-import { mkdir, mkdtemp, open, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -9,31 +8,12 @@ import { LocalEdge } from "../helpers/edge.ts";
 import { ConnectorProcess, ferry } from "../helpers/cli.ts";
 import { ChaosProxy } from "../helpers/proxy.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { makeFile, sha256File } from "../helpers/files.ts";
 
 const MiB = 1024 * 1024;
 const CHUNK = 8 * MiB;
 /** "Hundreds of MiB": big enough that holding it in memory would show in a connector's peak RSS. */
 const BIG = Number(process.env.FERRY_E2E_BIG_MB ?? 256) * MiB;
-
-/** Writes `size` random bytes to `path` in pieces (never whole in this process), returns the SHA-256. */
-async function makeFile(path: string, size: number): Promise<string> {
-  const hash = createHash("sha256");
-  const fh = await open(path, "w");
-  for (let done = 0; done < size; ) {
-    const piece = randomBytes(Math.min(4 * MiB, size - done));
-    hash.update(piece);
-    await fh.write(piece);
-    done += piece.byteLength;
-  }
-  await fh.close();
-  return hash.digest("hex");
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash("sha256");
-  for await (const c of createReadStream(path)) hash.update(c as Buffer);
-  return hash.digest("hex");
-}
 
 /** Peak resident memory of a process, in MiB. */
 async function peakRssMiB(pid: number): Promise<number> {
@@ -355,6 +335,7 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
       expect(await p.arrived("too-big-for-now.bin", size)).toBe(sha);
       // Resumed from the parts already on disk, not from the start.
       const written = progress(p.b, "download progress").map((l) => l.have);
+      if (process.env.FERRY_E2E_REPORT) console.log(JSON.stringify(p.b.lines.filter((l) => /progress|resum|full|retry/.test(String(l.msg) + String(l.error ?? "")))));
       expect(written.filter((h) => h === 1)).toHaveLength(1);
     } finally {
       await Promise.all(pairs.filter((x) => x.inbox.startsWith(fsDir)).map((x) => x.close()));

@@ -25,7 +25,10 @@ export function ferry(args: string[], env: Record<string, string> = {}, cwd = RO
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** A running `ferry connector run --config FILE` process, with its JSON log lines. */
+/**
+ * A running `ferry connector run --config FILE` process, with its JSON log
+ * lines; `cli` runs another build of the CLI (e.g. a previous release).
+ */
 export class ConnectorProcess {
   readonly lines: Record<string, unknown>[] = [];
   private buf = "";
@@ -34,8 +37,9 @@ export class ConnectorProcess {
   constructor(
     readonly config: string,
     env: Record<string, string> = {},
+    readonly cli: string = CLI,
   ) {
-    this.proc = spawn("node", [CLI, "connector", "run", "--config", config], { env: cliEnv({ FERRY_LOG_LEVEL: "debug", ...env }), stdio: ["ignore", "pipe", "pipe"] });
+    this.proc = spawn("node", [cli, "connector", "run", "--config", config], { env: cliEnv({ FERRY_LOG_LEVEL: "debug", ...env }), stdio: ["ignore", "pipe", "pipe"] });
     const onData = (d: Buffer) => {
       this.buf += d.toString();
       let i: number;
@@ -57,11 +61,19 @@ export class ConnectorProcess {
     return this.lines.filter((l) => l.msg === msg).length;
   }
 
-  async connected(): Promise<void> {
-    await waitFor(`${this.config} to connect`, () => {
+  /** Waits until the connector has connected `times` times in all (a reconnect is the second). */
+  async connected(times = 1, timeoutMs = 30_000): Promise<void> {
+    await waitFor(`${this.config} to connect (${times})`, () => {
       if (this.proc.exitCode !== null) throw new Error(`connector exited ${this.proc.exitCode}: ${JSON.stringify(this.lines.slice(-5))}`);
-      return this.count("connected") > 0;
-    });
+      return this.count("connected") >= times;
+    }, timeoutMs);
+  }
+
+  /** `ferry connector status --json` of the same CLI (each release reads its own status file). */
+  status<T = { connected: boolean; receipts: { count: number }[]; channels: Record<string, { backlog: { count: number } }> }>(): T {
+    const r = spawnSync("node", [this.cli, "connector", "status", "--config", this.config, "--json"], { env: cliEnv(), encoding: "utf8", timeout: 30_000 });
+    if (r.status !== 0) throw new Error(`status of ${this.config} failed: ${r.stderr}`);
+    return JSON.parse(r.stdout) as T;
   }
 
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<number | null> {

@@ -1,0 +1,29 @@
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
+
+let collect: (() => void) | null | undefined;
+
+/**
+ * Large transfers allocate chunk buffers of 8 MiB outside V8's heap, which
+ * V8 collects only once about 64 MiB more of them have piled up since the
+ * last collection: on a connector that idles near 75 MiB, that alone nears
+ * the memory bound we promise (150 MiB whatever the file size). Above
+ * `limitBytes` of resident memory, this asks for a collection now. Cheap
+ * when under the limit (one RSS read); a no-op where collection cannot be
+ * requested.
+ */
+export function keepMemoryUnder(limitBytes: number): void {
+  if (process.memoryUsage.rss() < limitBytes) return;
+  if (collect === undefined) {
+    try {
+      setFlagsFromString("--expose-gc");
+      collect = runInNewContext("gc") as () => void;
+    } catch {
+      collect = null;
+    }
+  }
+  collect?.();
+}
+
+/** The resident-memory level above which a transfer asks for a collection. */
+export const TRANSFER_RSS_LIMIT = 104 * 1024 * 1024;
