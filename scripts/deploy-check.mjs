@@ -11,7 +11,7 @@
 // is loaded from or sent to anywhere else, the security headers), and
 // `wrangler pages project validate` (Pages' file count and size limits).
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { localEnv } from "./local-env.mjs";
@@ -80,6 +80,8 @@ export function checkPagesOutput(dir, api) {
 export async function pagesCheck(envName) {
   const out = [];
   const env = { ...localEnv(root), PAGES_ENVIRONMENT: envName };
+  // .tmp is git-ignored: a clean checkout does not have it, and wrangler does not make the outfile's folder.
+  mkdirSync(join(root, ".tmp"), { recursive: true });
   const buildEnvFile = join(root, ".tmp", `pages-${envName}-build-env.json`);
   const cfg = spawnSync(wrangler, ["pages", "functions", "build-env", join(root, "portal"), "--outfile", buildEnvFile], { cwd: root, env, encoding: "utf8" });
   out.push(`${cfg.stdout}${cfg.stderr}`);
