@@ -25,7 +25,7 @@ const REGION_CACHE_MS = 60_000;
 
 /** The tenant's message budget is counted in units of this many messages (see wrangler.toml TENANT_LIMITER). */
 const TENANT_UNIT = 100;
-const TENANT_UNITS_PER_MINUTE = 6000;
+const TENANT_UNITS_PER_MINUTE = 60_000;
 
 /** Seconds between the connector's pings; told to it in the welcome frame. */
 export const HEARTBEAT_SECONDS = 15;
