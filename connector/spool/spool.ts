@@ -2,9 +2,9 @@ import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { copyFile, link, mkdir, open, readdir, readFile, unlink, type FileHandle } from "node:fs/promises";
 import { fsyncPath, writeAll, writeFileAtomic } from "../core/durable-fs.ts";
+import { hashTap } from "../core/hash-tap.ts";
 import { join } from "node:path";
 import { crc32, createGzip, gzipSync } from "node:zlib";
-import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 
 export type Origin = { path: string; ino: number; size: number; mtimeMs: number };
@@ -162,8 +162,7 @@ export class Spool {
         hash.update(chunk as Buffer);
         size += (chunk as Buffer).byteLength;
       }
-      const fh = await open(kept, "r");
-      await fh.sync().finally(() => fh.close());
+      await fsyncPath(kept);
       await fsyncPath(join(this.dir, "blobs"));
       return { file, size, sha256: hash.digest("hex") };
     } catch (e) {
@@ -178,19 +177,10 @@ export class Spool {
     const packed = createHash("sha256");
     let plainSize = 0;
     let size = 0;
-    const tap = (hash: ReturnType<typeof createHash>, count: (n: number) => void) =>
-      new Transform({
-        transform(chunk: Buffer, _enc, done) {
-          hash.update(chunk);
-          count(chunk.byteLength);
-          done(null, chunk);
-        },
-      });
     try {
       // Level 1: most of gzip's gain on typical exports and logs, at a speed that keeps capture quick.
-      await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), tap(plain, (n) => (plainSize += n)), createGzip({ level: 1 }), tap(packed, (n) => (size += n)), createWriteStream(kept, { flags: "wx", mode: 0o600 }));
-      const fh = await open(kept, "r");
-      await fh.sync().finally(() => fh.close());
+      await pipeline(createReadStream(path, { highWaterMark: 1024 * 1024 }), hashTap(plain, (n) => (plainSize += n)), createGzip({ level: 1 }), hashTap(packed, (n) => (size += n)), createWriteStream(kept, { flags: "wx", mode: 0o600 }));
+      await fsyncPath(kept);
       await fsyncPath(join(this.dir, "blobs"));
     } catch (e) {
       await unlink(kept).catch(() => undefined);
@@ -280,7 +270,6 @@ export class Spool {
         head.writeUInt32BE(crc32(body), 4);
         chunks.push(head, body);
         recs.push({ ...rec, loc: { segment: this.segment, offset: off + HEADER + 4 + meta.byteLength, length: it.payload.byteLength } });
-        if (it.blob && it.payload.byteLength > 0) throw new SpoolError("IO", "a record with a large payload carries no inline bytes");
         off += HEADER + body.byteLength;
       }
       entries.push(recs);

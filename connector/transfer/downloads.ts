@@ -2,11 +2,11 @@ import { createHash, type Hash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { mkdir, open, readFile, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
-import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { encodeFrame, ErrorCode, partLength, type DeliverMessage, type ErrorFrame, type PartFrame } from "../../wire/index.ts";
-import { writeAll, writeFileAtomic } from "../core/durable-fs.ts";
+import { fsyncPath, writeAll, writeFileAtomic } from "../core/durable-fs.ts";
+import { hashTap } from "../core/hash-tap.ts";
 import type { Logger } from "../core/log.ts";
 import type { TransferProgress } from "./progress.ts";
 import { keepMemoryUnder, TRANSFER_RSS_LIMIT } from "../core/memory.ts";
@@ -14,23 +14,25 @@ import { openPart, ProtectionError, SEAL_OVERHEAD } from "../protection/protecti
 
 /** Parts asked for ahead of what is written. */
 const WINDOW = 2;
+/** Parts written between two fsyncs of the partial file (and of the count beside it). */
+const SYNC_EVERY = 4;
+/** A part that fails its digest this often in a row fails the transfer (it is corrupt at rest, not on the way). */
+const MAX_PART_RETRIES = 5;
 /** Bytes of the progress record (JSON padded with spaces). */
 const PROGRESS_RECORD = 256;
+
+type Progress = { have: number; size: number; sha256: string; chunk: number };
 
 function progressRecord(p: Progress): Buffer {
   const buf = Buffer.alloc(PROGRESS_RECORD, " ");
   buf.write(JSON.stringify(p));
   return buf;
 }
-/** Parts written between two fsyncs of the partial file (and of the count beside it). */
-const SYNC_EVERY = 4;
+
 /** The name of a payload's files: one source's message may reach two channels of this connector. */
 function keyOf(dst: string, id: string): string {
   return `${id}-${createHash("sha256").update(dst).digest("hex").slice(0, 12)}`;
 }
-
-/** A part that fails its digest this often in a row fails the transfer (it is corrupt at rest, not on the way). */
-const MAX_PART_RETRIES = 5;
 
 /** Why a large payload could not be fetched; `retry` says whether trying later can help. */
 export class TransferError extends Error {
@@ -42,8 +44,6 @@ export class TransferError extends Error {
     super(message);
   }
 }
-
-type Progress = { have: number; size: number; sha256: string; chunk: number };
 
 type Download = {
   /** The progress record, open for updates in place. */
@@ -82,9 +82,9 @@ export type DownloadDeps = {
  * The receiver's half of large payloads: parts are fetched a few ahead,
  * each checked against the digest the edge took on upload (a corrupt one is
  * fetched again, not the whole file), written in order to
- * `downloads/<id>.part` and fsynced, with the number of parts written kept
- * beside it, so a cut connection or a restart resumes from the last part
- * on disk. The whole payload's SHA-256 is checked before it is handed on:
+ * `downloads/<key>.part` and fsynced every SYNC_EVERY parts, with the count
+ * of parts durably written kept beside it, so a cut connection or a restart
+ * resumes from there. The whole payload's SHA-256 is checked before it is handed on:
  * a wrong file is never delivered.
  */
 export class Downloads {
@@ -204,7 +204,7 @@ export class Downloads {
         try {
           await writeAll(x.fh, bytes, (part - 1) * x.meta.blob.chunk);
           // The count on disk moves only after an fsync of what it counts; every few parts, not each
-          // (three fsyncs per 8 MiB cost more than the write): a crash re-fetches at most SYNC_EVERY - 1 parts.
+          // (two fsyncs per 8 MiB part cost more than the write): a crash re-fetches at most SYNC_EVERY - 1 parts.
           if (part % SYNC_EVERY === 0 || part === x.meta.blob.parts) {
             await x.fh.sync();
             await this.record(x, part);
@@ -309,18 +309,10 @@ export class Downloads {
     const out = this.paths(x.key).plain;
     const hash = createHash("sha256");
     let size = 0;
-    const tap = new Transform({
-      transform(chunk: Buffer, _enc, done) {
-        hash.update(chunk);
-        size += chunk.byteLength;
-        done(null, chunk);
-      },
-    });
     try {
-      await pipeline(createReadStream(x.path), createGunzip(), tap, createWriteStream(out, { mode: 0o600 }));
+      await pipeline(createReadStream(x.path), createGunzip(), hashTap(hash, (n) => (size += n)), createWriteStream(out, { mode: 0o600 }));
       // fsync through a handle of its own: on Node 20 a handle whose stream was piped into never answers sync().
-      const fh = await open(out, "r");
-      await fh.sync().finally(() => fh.close());
+      await fsyncPath(out);
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new TransferError(code === "ENOSPC" ? `the disk holding ${this.d.dir} is full (inflating ${x.meta.id})` : `cannot inflate ${x.meta.id}: ${(e as Error).message}`, code === "ENOSPC");

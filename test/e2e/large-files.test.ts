@@ -9,17 +9,12 @@ import { ConnectorProcess, ferry } from "../helpers/cli.ts";
 import { ChaosProxy } from "../helpers/proxy.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { makeFile, sha256File } from "../helpers/files.ts";
+import { peakRssMiB } from "../../bench/proc.ts";
 
 const MiB = 1024 * 1024;
 const CHUNK = 8 * MiB;
 /** "Hundreds of MiB": big enough that holding it in memory would show in a connector's peak RSS. */
 const BIG = Number(process.env.FERRY_E2E_BIG_MB ?? 256) * MiB;
-
-/** Peak resident memory of a process, in MiB. */
-async function peakRssMiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, "utf8");
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) / 1024;
-}
 
 type Line = Record<string, unknown>;
 const progress = (p: ConnectorProcess, msg: string, id?: string) => p.lines.filter((l) => l.msg === msg && (!id || l.id === id)) as (Line & { have: number; parts: number; part: number })[];
@@ -153,7 +148,7 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
 
     // Never whole in memory at either connector, whatever the file size.
     for (const c of [p.a, p.b]) {
-      const peak = await peakRssMiB(c.proc.pid as number);
+      const peak = peakRssMiB(c.proc.pid as number);
       if (process.env.FERRY_E2E_REPORT) console.log(`peak RSS ${c.config}: ${peak.toFixed(1)} MiB`);
       expect(peak).toBeLessThan(150);
     }

@@ -39,8 +39,7 @@ async function moveDurably(from: string, to: string): Promise<void> {
     if ((e as NodeJS.ErrnoException).code !== "EXDEV") throw e;
   }
   await copyFile(from, to);
-  const fh = await open(to, "r");
-  await fh.sync().finally(() => fh.close());
+  await fsyncPath(to);
   await unlink(from);
 }
 
