@@ -50,10 +50,12 @@ for (const db of ["ferry", "ferry-eu"]) {
 }
 
 // A portal served from another origin (e.g. `npm run build:portal` output on a static server) may call this edge.
+// Profiling workerd (docs/performance.md): DevTools on this port instead of none.
+const inspector = process.env.FERRY_INSPECTOR_PORT ? ["--inspector-port", process.env.FERRY_INSPECTOR_PORT] : [];
 const portalOrigin = process.env.PORTAL_ORIGIN ? ["--var", `PORTAL_ORIGIN:${process.env.PORTAL_ORIGIN}`] : [];
 const dev = spawn(
   wrangler,
-  ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persist, "--var", `ADMIN_TOKEN:${adminToken}`, "--var", `EDGE_SIGNING_KEYS:${edgeKeys}`, ...portalOrigin, "--show-interactive-dev-session=false", "--test-scheduled", "--log-level", process.env.FERRY_WRANGLER_LOG ?? "warn"],
+  ["dev", "--ip", "127.0.0.1", "--port", String(port), "--persist-to", persist, "--var", `ADMIN_TOKEN:${adminToken}`, "--var", `EDGE_SIGNING_KEYS:${edgeKeys}`, ...portalOrigin, ...inspector, "--show-interactive-dev-session=false", "--test-scheduled", "--log-level", process.env.FERRY_WRANGLER_LOG ?? "warn"],
   { cwd: root, env, stdio: ["ignore", "inherit", "inherit"], detached: true },
 );
 

@@ -26,6 +26,8 @@ export type RouteView = {
   protection: string;
   /** "gzip": large payloads travel compressed when it pays. */
   compress?: string;
+  /** "full": every message's lifecycle is logged; "exceptions": only what went wrong. */
+  log?: string;
   ttl: number;
   archive: boolean;
   retention: number | null;

@@ -30,6 +30,13 @@ export const Duration = z.union(
 export const Protection = z.enum(["none", "sign", "encrypt"]);
 /** How a route's large payloads may travel: gzip-compressed by the sender when a sample shows it pays. */
 export const Compression = z.enum(["none", "gzip"], { error: "compress is 'none' or 'gzip'" });
+/**
+ * What the event log records of a route's messages: "full", every message's
+ * lifecycle (the audit trail); "exceptions", only what went wrong or was done
+ * by hand (rejections, expiries, dead letters, failed attempts, redrives,
+ * discards, purges).
+ */
+export const LogLevel = z.enum(["full", "exceptions"], { error: "log is 'full' (every message's lifecycle) or 'exceptions' (only what went wrong)" });
 
 export const ConnectorCreate = z.strictObject({
   name: Name,
@@ -43,6 +50,7 @@ export const RouteCreate = z.strictObject({
   destination: Address,
   protection: Protection.default("none"),
   compress: Compression.default("none"),
+  log: LogLevel.default("full"),
   /** Seconds a message may wait for delivery before it expires. */
   ttl: Duration.default(7 * 86400),
   archive: z.boolean().default(false),

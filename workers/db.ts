@@ -23,6 +23,7 @@ export type RouteRow = {
   destination: string;
   protection: string;
   compress?: string | null;
+  log?: string | null;
   ttl_seconds: number;
   archive: number;
   retention_seconds: number | null;

@@ -17,6 +17,10 @@ Usage:
       [--protection none] [--ttl 7d] [--archive] [--retention 30d] [--region eu]
       [--compress gzip]       large files travel gzip-compressed when it pays
       [--fields filename,partnerRef]    (channel fields to record in the log; default all)
+      [--log full|exceptions] the log records every message's lifecycle (full, the default)
+                              or only what went wrong (exceptions: far cheaper, see docs/performance.md)
+  ferry admin route set ID              change a route: [--log full|exceptions] [--ttl 7d] [--retention 30d]
+      [--fields a,b]
   ferry admin route list                list routes
   ferry admin route remove ID           remove a route
   ferry admin route hold ID [--off]     legal hold: suspend purging of the route's archives and log
@@ -49,7 +53,7 @@ Options (all commands):
 `;
 
 type Connector = { id: string; name: string; status: string; createdAt: number; enrolledAt: number | null; lastSeenAt: number | null; online?: boolean };
-type Route = { id: string; source: string; destination: string; protection: string; ttl: number; archive: boolean; retention: number | null; region: string | null };
+type Route = { id: string; source: string; destination: string; protection: string; ttl: number; archive: boolean; retention: number | null; region: string | null; log?: string };
 type Event = { id: number; messageId: string; type: string; at: number; place: string; source: string; destination: string | null; seq: number | null; size: number | null; sha256: string | null; detail: unknown };
 
 const iso = (t: number | null) => (t === null ? "-" : new Date(t).toISOString());
@@ -67,6 +71,7 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
       help: { type: "boolean", short: "h", default: false },
       protection: { type: "string" },
       compress: { type: "string" },
+      log: { type: "string" },
       ttl: { type: "string" },
       archive: { type: "boolean" },
       retention: { type: "string" },
@@ -150,12 +155,13 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
   if (noun === "route" || noun === "routes") {
     switch (verb) {
       case "add": {
-        need(2, "route add SRC DST [--protection none|sign|encrypt] [--compress none|gzip] [--ttl 7d] [--archive] [--retention 30d] [--region eu]");
+        need(2, "route add SRC DST [--protection none|sign|encrypt] [--compress none|gzip] [--log full|exceptions] [--ttl 7d] [--archive] [--retention 30d] [--region eu]");
         const body = {
           source: rest[0],
           destination: rest[1],
           ...(values.protection ? { protection: values.protection } : {}),
           ...(values.compress ? { compress: values.compress } : {}),
+          ...(values.log ? { log: values.log } : {}),
           ...(values.ttl ? { ttl: values.ttl } : {}),
           ...(values.archive ? { archive: true } : {}),
           ...(values.retention ? { retention: values.retention } : {}),
@@ -171,13 +177,31 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
           throw new CliError(`${flag}: ${i?.message ?? "invalid"}`, 2);
         }
         const r = await api.request<{ route: Route }>("POST", "/api/routes", body);
-        printJsonOr(out, json, r, () => `route ${r.route.id}: ${r.route.source} -> ${r.route.destination} (protection ${r.route.protection}, ttl ${r.route.ttl}s)`);
+        printJsonOr(out, json, r, () => `route ${r.route.id}: ${r.route.source} -> ${r.route.destination} (protection ${r.route.protection}, ttl ${r.route.ttl}s, log ${r.route.log ?? "full"})`);
+        return 0;
+      }
+      case "set": {
+        need(1, "route set ID [--log full|exceptions] [--ttl 7d] [--retention 30d] [--fields a,b]");
+        const body = {
+          ...(values.log ? { log: values.log } : {}),
+          ...(values.ttl ? { ttl: values.ttl } : {}),
+          ...(values.retention ? { retention: values.retention } : {}),
+          ...(values.fields ? { fields: values.fields.split(",").map((f) => f.trim()).filter(Boolean) } : {}),
+        };
+        if (Object.keys(body).length === 0) throw new CliError("route set: name what to change: --log, --ttl, --retention or --fields", 2);
+        const check = RouteCreate.pick({ log: true, ttl: true, retention: true, fields: true }).partial().safeParse(body);
+        if (!check.success) {
+          const i = check.error.issues[0];
+          throw new CliError(`--${String(i?.path[0] ?? "route")}: ${i?.message ?? "invalid"}`, 2);
+        }
+        const r = await api.request<{ route: Route }>("PATCH", `/api/routes/${encodeURIComponent(rest[0] as string)}`, body);
+        printJsonOr(out, json, r, () => `route ${r.route.id}: ${r.route.source} -> ${r.route.destination} (ttl ${r.route.ttl}s, log ${r.route.log ?? "full"})`);
         return 0;
       }
       case "list":
       case undefined: {
         const r = await api.request<{ routes: Route[] }>("GET", "/api/routes");
-        printJsonOr(out, json, r, () => table(["ID", "SOURCE", "DESTINATION", "PROTECTION", "TTL"], r.routes.map((x) => [x.id, x.source, x.destination, x.protection, `${x.ttl}s`])));
+        printJsonOr(out, json, r, () => table(["ID", "SOURCE", "DESTINATION", "PROTECTION", "TTL", "LOG"], r.routes.map((x) => [x.id, x.source, x.destination, x.protection, `${x.ttl}s`, x.log ?? "full"])));
         return 0;
       }
       case "hold": {

@@ -240,6 +240,8 @@ export class ChannelObject extends DurableObject<Env> {
     let gap: { expected: number } | undefined;
     let incomplete: { id: string; message: string } | undefined;
     const logged: LoggedEvent[] = [];
+    // Captured and accepted are logged unless every route from here logs exceptions only.
+    const lifecycle = this.routes.some((r) => r.log !== "exceptions");
     try {
       this.ctx.storage.transactionSync(() => {
         if (req.epoch !== this.epoch) {
@@ -289,8 +291,8 @@ export class ChannelObject extends DurableObject<Env> {
           accepted++;
           if (ingestKey) this.sql.exec("INSERT INTO ingest_keys (key, id, seq, at, sha256) VALUES (?, ?, ?, ?, ?)", ingestKey, m.id, m.seq, now, m.sha256);
           // Captured at the site before it was sent: its time and place come from the sender.
-          logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
-          logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
+          if (lifecycle) logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
+          if (lifecycle) logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
         }
         this.sql.exec(
           "INSERT OR REPLACE INTO meta (k, v) VALUES ('epoch', ?), ('hwm', ?), ('next_mseq', ?)",
@@ -404,6 +406,8 @@ export class ChannelObject extends DurableObject<Env> {
     const now = Date.now();
     // The receiver's signed receipt is kept in the (hash-chained) log; its
     // delivered events point to it. It is verified when someone asks (the API).
+    // A route that logs exceptions only records no delivered events (the receipt still travels to the sender).
+    const lifecycle = this.routes.find((r) => r.destination === destination)?.log !== "exceptions";
     const receiptHash = receipt ? toHex(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(receipt))) : null;
     const rows = this.sql
       .exec<{ id: string; seq: number; size: number; sha256: string; fields: string | null }>(
@@ -419,8 +423,8 @@ export class ChannelObject extends DurableObject<Env> {
       this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?", destination, from, upTo);
       this.collect();
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
-      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: parseFields(r.fields), detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) })));
-      if (receipt && receiptHash) this.events.stage([{ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } }]);
+      if (lifecycle) this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: parseFields(r.fields), detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) })));
+      if (lifecycle && receipt && receiptHash) this.events.stage([{ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } }]);
     });
     cur.acked = upTo;
     this.collectPayloads();

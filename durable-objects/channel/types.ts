@@ -14,6 +14,8 @@ export type ChannelRoute = {
   legalHold?: boolean;
   /** Channel fields this route records in the event log (null or absent: all). */
   fields?: string[] | null;
+  /** "exceptions": no per-message lifecycle events (captured, accepted, delivered, receipts) for this route. */
+  log?: "full" | "exceptions";
   /** A hosted destination: the edge itself delivers by HTTPS POST. */
   egress?: { url: string; secret: string | null } | null;
 };

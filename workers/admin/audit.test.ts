@@ -233,3 +233,44 @@ describe("event log: retention per route", () => {
     expect(JSON.parse(logged?.detail ?? "{}")).toMatchObject({ longer: [{ chain: "default:rr-long/out" }] });
   });
 });
+
+describe("event log: routes that log exceptions only", () => {
+  const post = (body: unknown) => SELF.fetch("http://edge.test/api/routes", { method: "POST", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify(body) });
+  const flush = (stub: DurableObjectStub) => runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+  const message = (source: string, seq: number, extra: Partial<PubMessage> = {}): PubMessage => ({ seq, id: `${source.replace(/\W/g, "")}-${seq}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64), ...extra });
+  const types = async (source: string) =>
+    (await env.DB.prepare("SELECT type, destination FROM events WHERE source = ? ORDER BY chain_seq").bind(source).all<{ type: string; destination: string | null }>()).results.map((r) => `${r.type}${r.destination ? `>${r.destination}` : ""}`);
+
+  it("names the accepted values, and can be set on a route and changed", async () => {
+    const bad = await post({ source: "quiet-x/out", destination: "sink/in", log: "none" });
+    expect(bad.status).toBe(400);
+    expect(await bad.text()).toContain("log is 'full' (every message's lifecycle) or 'exceptions'");
+    const res = await post({ source: "quiet-x/out", destination: "sink/in", log: "exceptions" });
+    const route = ((await res.json()) as { route: { id: string; log: string } }).route;
+    expect(route.log).toBe("exceptions");
+    const patched = await SELF.fetch(`http://edge.test/api/routes/${route.id}`, { method: "PATCH", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify({ log: "full" }) });
+    expect(((await patched.json()) as { route: { log: string } }).route.log).toBe("full");
+  });
+
+  it("logs no lifecycle of its messages, but every exception, and leaves full routes from the same source complete", async () => {
+    // One source, a full route and a quiet one: captured and accepted once, delivered only where the route is full.
+    expect((await post({ source: "quiet-a/out", destination: "sink/full" })).status).toBe(201);
+    expect((await post({ source: "quiet-a/out", destination: "sink/quiet", log: "exceptions" })).status).toBe(201);
+    const mixed = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:quiet-a/out`));
+    const p = new TextEncoder().encode("x");
+    expect(await mixed.publish({ tenant: TENANT, source: "quiet-a/out", epoch: "epoch-aaaaaaaa", msgs: [message("quiet-a/out", 1), message("quiet-a/out", 2)], payloads: [p, p] })).toMatchObject({ ok: true, accepted: 2 });
+    expect(await mixed.ack(TENANT, "quiet-a/out", "sink/full", 2)).toMatchObject({ ok: true });
+    expect(await mixed.ack(TENANT, "quiet-a/out", "sink/quiet", 2)).toMatchObject({ ok: true });
+    await flush(mixed);
+    expect(await types("quiet-a/out")).toEqual(["captured", "accepted", "captured", "accepted", "delivered>sink/full", "delivered>sink/full"]);
+
+    // Every route quiet: nothing per message, but a refused message is still logged.
+    expect((await post({ source: "quiet-b/out", destination: "sink/quiet", log: "exceptions", protection: "sign" })).status).toBe(201);
+    const quiet = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:quiet-b/out`));
+    expect(await quiet.publish({ tenant: TENANT, source: "quiet-b/out", epoch: "epoch-aaaaaaaa", msgs: [message("quiet-b/out", 1, { protection: "sign", sig: "x.y.z" })], payloads: [p] })).toMatchObject({ ok: true, accepted: 1 });
+    expect(await quiet.ack(TENANT, "quiet-b/out", "sink/quiet", 1)).toMatchObject({ ok: true });
+    expect(await quiet.publish({ tenant: TENANT, source: "quiet-b/out", epoch: "epoch-aaaaaaaa", msgs: [message("quiet-b/out", 2)], payloads: [p] })).toMatchObject({ ok: false, code: "FORBIDDEN" });
+    await flush(quiet);
+    expect(await types("quiet-b/out")).toEqual(["rejected"]);
+  });
+});

@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { Duration, RouteCreate, splitAddress, type RouteView } from "../../wire/index.ts";
+import { Duration, LogLevel, RouteCreate, splitAddress, type RouteView } from "../../wire/index.ts";
 import { ApiError, parseBody } from "../http/problem.ts";
 import { now, randomId, type AppEnv } from "../env.ts";
 import { audit, ensureTenant, routesFrom, type RouteRow } from "../db.ts";
@@ -15,6 +15,7 @@ export function presentRoute(r: RouteRow): RouteView {
     destination: r.destination,
     protection: r.protection,
     compress: r.compress ?? "none",
+    log: r.log ?? "full",
     ttl: r.ttl_seconds,
     archive: r.archive === 1,
     retention: r.retention_seconds,
@@ -26,7 +27,7 @@ export function presentRoute(r: RouteRow): RouteView {
 }
 
 function toChannelRoute(r: RouteRow): ChannelRoute {
-  return { destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1, retentionSeconds: r.retention_seconds, region: r.region, legalHold: r.legal_hold === 1, fields: r.fields === null ? null : (JSON.parse(r.fields) as string[]) };
+  return { destination: r.destination, ttlSeconds: r.ttl_seconds, protection: r.protection, archive: r.archive === 1, retentionSeconds: r.retention_seconds, region: r.region, legalHold: r.legal_hold === 1, fields: r.fields === null ? null : (JSON.parse(r.fields) as string[]), log: r.log === "exceptions" ? "exceptions" : "full" };
 }
 
 /** The channel object keeps its own copy of its routes (and hosted egress targets) so publishing never reads D1. */
@@ -51,6 +52,7 @@ const RouteUpdate = z.strictObject({
   archive: z.boolean().optional(),
   retention: Duration.nullable().optional(),
   fields: RouteCreate.shape.fields.unwrap().nullable().optional(),
+  log: LogLevel.optional(),
 });
 
 export const routes = new Hono<AppEnv>()
@@ -95,8 +97,8 @@ export const routes = new Hono<AppEnv>()
     const id = `rte_${randomId(12)}`;
     const res = await c.env.DB.prepare(
       `INSERT INTO routes (id, tenant, source, destination, source_connector, destination_connector, protection,
-         ttl_seconds, archive, retention_seconds, region, created_at, fields, compress)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, source, destination) DO NOTHING`,
+         ttl_seconds, archive, retention_seconds, region, created_at, fields, compress, log)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, source, destination) DO NOTHING`,
     )
       .bind(
         id,
@@ -113,6 +115,7 @@ export const routes = new Hono<AppEnv>()
         now(),
         body.fields ? JSON.stringify(body.fields) : null,
         body.compress,
+        body.log,
       )
       .run();
     if (res.meta.changes !== 1) throw new ApiError(409, "Conflict", `a route ${body.source} -> ${body.destination} exists`);
@@ -128,12 +131,13 @@ export const routes = new Hono<AppEnv>()
     const row = await c.env.DB.prepare("SELECT * FROM routes WHERE tenant = ? AND id = ?").bind(tenant, c.req.param("id")).first<RouteRow>();
     if (!row) throw new ApiError(404, "Not found", `no route with id '${c.req.param("id")}'`);
     if (body.archive && !archiveBinding(row.region)) throw new ApiError(400, "Invalid request", `route: archive: no archive bucket is configured in region '${row.region}'`);
-    await c.env.DB.prepare("UPDATE routes SET ttl_seconds = ?, archive = ?, retention_seconds = ?, fields = ? WHERE id = ?")
+    await c.env.DB.prepare("UPDATE routes SET ttl_seconds = ?, archive = ?, retention_seconds = ?, fields = ?, log = ? WHERE id = ?")
       .bind(
         body.ttl ?? row.ttl_seconds,
         body.archive === undefined ? row.archive : body.archive ? 1 : 0,
         body.retention === undefined ? row.retention_seconds : body.retention,
         body.fields === undefined ? row.fields : body.fields === null ? null : JSON.stringify(body.fields),
+        body.log ?? row.log ?? "full",
         row.id,
       )
       .run();

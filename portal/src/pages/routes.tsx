@@ -3,8 +3,8 @@ import type { RouteView } from "../../../wire/admin-types.ts";
 import { api, ApiProblem } from "../api.ts";
 import { Badge, duration, Field, State, useLoad, TableHead } from "../ui.tsx";
 
-type Form = { source: string; destination: string; protection: string; ttl: string; archive: boolean; retention: string; region: string; fields: string };
-const empty: Form = { source: "", destination: "", protection: "none", ttl: "7d", archive: false, retention: "", region: "", fields: "" };
+type Form = { source: string; destination: string; protection: string; ttl: string; archive: boolean; retention: string; region: string; fields: string; log: string };
+const empty: Form = { source: "", destination: "", protection: "none", ttl: "7d", archive: false, retention: "", region: "", fields: "", log: "full" };
 
 export function Routes() {
   const { data, error, reload } = useLoad(() => api<{ routes: RouteView[] }>("GET", "/api/routes"), []);
@@ -25,6 +25,7 @@ export function Routes() {
         protection: form.protection,
         ttl: form.ttl,
         archive: form.archive,
+        log: form.log,
         ...(form.retention ? { retention: form.retention } : {}),
         ...(form.region ? { region: form.region } : {}),
         ...(form.fields.trim() ? { fields: form.fields.split(",").map((f) => f.trim()).filter(Boolean) } : {}),
@@ -41,7 +42,7 @@ export function Routes() {
     }
   };
   const fieldError = (name: string) => problem?.field(name);
-  const general = problem && !["source", "destination", "ttl", "retention", "region", "protection", "archive", "fields"].some((f) => problem.field(f)) ? problem.problem.detail : null;
+  const general = problem && !["source", "destination", "ttl", "retention", "region", "protection", "archive", "fields", "log"].some((f) => problem.field(f)) ? problem.problem.detail : null;
   const edit = async (r: RouteView, patch: Record<string, unknown>) => {
     await api("PATCH", `/api/routes/${r.id}`, patch);
     reload();
@@ -88,6 +89,12 @@ export function Routes() {
         <Field label="Fields to log" name="fields" error={fieldError("fields")} hint="e.g. filename, partnerRef (empty: all)">
           <input id="f-fields" value={form.fields} onInput={set("fields")} />
         </Field>
+        <Field label="Event log" name="log" error={fieldError("log")} hint="exceptions: only what went wrong is logged">
+          <select id="f-log" value={form.log} onChange={set("log")}>
+            <option value="full">every message</option>
+            <option value="exceptions">exceptions only</option>
+          </select>
+        </Field>
         <div class="field checkbox">
           <input id="f-archive" type="checkbox" checked={form.archive} onChange={set("archive")} />
           <label for="f-archive">Archive payloads and envelopes</label>
@@ -124,7 +131,7 @@ export function Routes() {
                 <td>{duration(r.ttl)}</td>
                 <td>{r.archive ? `yes, ${duration(r.retention ?? 30 * 86400)}` : "no"}</td>
                 <td>{r.region ?? "—"}</td>
-                <td>{r.fields ? r.fields.join(", ") : "all"}</td>
+                <td>{r.log === "exceptions" ? "exceptions only" : r.fields ? r.fields.join(", ") : "all"}</td>
                 <td class="actions">
                   {editing?.id === r.id ? (
                     <form class="inline" onSubmit={saveEdit} aria-label={`Edit ${r.source} → ${r.destination}`}>
