@@ -15,6 +15,8 @@ import { MIB } from "./config.ts";
 import { PeakWatch, removeQuietly, workerdOf } from "./proc.ts";
 
 export const CHANNEL = "bench";
+/** The route's event log: every message's lifecycle, or only what went wrong. */
+export type LogLevel = "full" | "exceptions";
 
 /** Where an edge and its connectors keep their state: on disk, or on tmpfs. */
 export type Place = { name: "disk" | "tmpfs"; root: string };
@@ -113,12 +115,12 @@ const connected = (c: Connector) => new Promise<void>((r) => c.once("connected",
  * per edge (`tag`). `startReceivers: false` leaves destinations offline so
  * messages queue at the edge.
  */
-export async function network(edge: LocalEdge, place: Place, tag: string, count: number, fanout = 1, opts: { startReceivers?: boolean; tenant?: string } = {}): Promise<Net> {
+export async function network(edge: LocalEdge, place: Place, tag: string, count: number, fanout = 1, opts: { startReceivers?: boolean; tenant?: string; log?: LogLevel } = {}): Promise<Net> {
   await mkdir(place.root, { recursive: true });
   const dir = await mkdtemp(join(place.root, `${tag}-`));
   const names = [`${tag}-src`, ...Array.from({ length: fanout }, (_, i) => `${tag}-dst${i}`)];
   for (const n of names) await addConnector(edge, n, join(dir, n), opts.tenant);
-  for (const d of names.slice(1)) await api(edge, "POST", "/api/routes", { source: `${names[0]}/${CHANNEL}`, destination: `${d}/${CHANNEL}` }, opts.tenant);
+  for (const d of names.slice(1)) await api(edge, "POST", "/api/routes", { source: `${names[0]}/${CHANNEL}`, destination: `${d}/${CHANNEL}`, log: opts.log ?? "full" }, opts.tenant);
   const [source, ...destinations] = await Promise.all(names.map((n) => Connector.open({ stateDir: join(dir, n), log: silentLogger })));
   const clock = new SendClock(count);
   const tallies = destinations.map(() => new Tally(clock));
@@ -181,8 +183,8 @@ const bound = (count: number, size: number) => 120_000 + count * 2 + (count * si
  * messages in flight. Rate counts source messages delivered to every
  * destination; latency is capture to delivery at the destination.
  */
-export async function ferryWindowed(edge: LocalEdge, place: Place, tag: string, size: number, count: number, fanout = 1): Promise<Sample> {
-  const net = await network(edge, place, tag, count, fanout);
+export async function ferryWindowed(edge: LocalEdge, place: Place, tag: string, size: number, count: number, fanout = 1, log: LogLevel = "full"): Promise<Sample> {
+  const net = await network(edge, place, tag, count, fanout, { log });
   const watchEdge = new PeakWatch(() => workerdOf(edge.stateDir));
   const watchSelf = new PeakWatch(() => [process.pid]);
   try {
@@ -207,8 +209,8 @@ export async function ferryWindowed(edge: LocalEdge, place: Place, tag: string, 
 }
 
 /** One at a time: the next message is sent once the previous one was delivered. */
-export async function ferrySerial(edge: LocalEdge, place: Place, tag: string, size: number, count: number): Promise<Sample> {
-  const net = await network(edge, place, tag, count);
+export async function ferrySerial(edge: LocalEdge, place: Place, tag: string, size: number, count: number, log: LogLevel = "full"): Promise<Sample> {
+  const net = await network(edge, place, tag, count, 1, { log });
   const tally = net.tallies[0] as Tally;
   try {
     const t0 = performance.now();

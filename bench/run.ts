@@ -23,6 +23,8 @@ import { guarded, reduce, type Sample } from "./stats.ts";
 import { stream } from "./stream.ts";
 import { removeQuietly } from "./proc.ts";
 
+/** Ferry on disk, on a route that logs exceptions only. */
+const QUIET = "Ferry (disk, --log exceptions)";
 const SCALE_MESSAGES = Number(process.env.FERRY_BENCH_SCALE_MESSAGES ?? 10);
 
 type Key = `${string}|${string}`;
@@ -79,6 +81,7 @@ async function main(): Promise<void> {
       ["DO forward + SQLite", ceiling ? `${ceiling.url}/forward-sql` : null],
     ];
     const ferries = [disk, tmpfs].map((p) => ({ place: p, edge: edges[p.name] as LocalEdge, system: `Ferry (${p.name})` }));
+    const [onDisk] = ferries as [(typeof ferries)[number]];
 
     const jetstream = async (kase: string, unit: string, fn: (j: JetStream) => Promise<Sample>) =>
       record(kase, "JetStream", unit, js ? await guarded(`${kase} JetStream`, () => fn(js)) : { skipped: skipNats as string });
@@ -91,12 +94,15 @@ async function main(): Promise<void> {
       if (wanted("small")) {
         const k = `small 1 KiB x ${config.small.toLocaleString("en-US")}, windowed`;
         for (const f of ferries) record(k, f.system, "msg/s", await guarded(k, () => ferryWindowed(f.edge, f.place, `w${r}${f.place.name[0]}`, SMALL_BYTES, config.small)));
+        // The same on a route that logs exceptions only (no per-message event rows: docs/compliance.md).
+        record(k, QUIET, "msg/s", await guarded(k, () => ferryWindowed(onDisk.edge, onDisk.place, `wq${r}`, SMALL_BYTES, config.small, 1, "exceptions")));
         await jetstream(k, "msg/s", (j) => j.run(SMALL_BYTES, config.small));
         await ceilingRuns(k, "msg/s", (u, t) => stream(`${u}/${t}`, { size: SMALL_BYTES, count: config.small, mode: "windowed" }), r);
       }
       if (wanted("serial")) {
         const k = `small 1 KiB x ${config.serial}, one at a time`;
         for (const f of ferries) record(k, f.system, "msg/s", await guarded(k, () => ferrySerial(f.edge, f.place, `s${r}${f.place.name[0]}`, SMALL_BYTES, config.serial)));
+        record(k, QUIET, "msg/s", await guarded(k, () => ferrySerial(onDisk.edge, onDisk.place, `sq${r}`, SMALL_BYTES, config.serial, "exceptions")));
         await jetstream(k, "msg/s", (j) => j.run(SMALL_BYTES, config.serial, { serial: true }));
         await ceilingRuns(k, "msg/s", (u, t) => stream(`${u}/${t}`, { size: SMALL_BYTES, count: config.serial, mode: "serial" }), r);
       }
@@ -166,6 +172,7 @@ async function main(): Promise<void> {
   for (const [p, label] of [["disk", "on disk"], ["tmpfs", "on tmpfs"]] as const) {
     const f = `Ferry (${p})`;
     ratio(`small windowed msg/s, ${label} / JetStream`, fig("small", f)?.rate, fig("small", "JetStream")?.rate, { op: ">=", x: p === "disk" ? 1 : 1.5 });
+    if (p === "disk") ratio(`small windowed msg/s, on disk, --log exceptions / JetStream`, fig("small", QUIET)?.rate, fig("small", "JetStream")?.rate);
     ratio(`one at a time p50, ${label} / JetStream (lower is better)`, fig("small 1 KiB x " + config.serial, f)?.p50, fig("small 1 KiB x " + config.serial, "JetStream")?.p50, p === "disk" ? { op: "<=", x: 2 } : undefined);
     ratio(`medium MB/s, ${label} / JetStream`, fig("medium", f)?.rate, fig("medium", "JetStream")?.rate);
     ratio(`fan-out msg/s, ${label} / JetStream`, fig("fan-out", f)?.rate, fig("fan-out", "JetStream")?.rate);

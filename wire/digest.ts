@@ -1,8 +1,10 @@
 /** Lower-case hex of bytes (SHA-256 digests travel as hex in envelopes). */
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
 export function toHex(bytes: ArrayBuffer | Uint8Array): string {
   const b = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   let s = "";
-  for (let i = 0; i < b.length; i++) s += (b[i] as number).toString(16).padStart(2, "0");
+  for (let i = 0; i < b.length; i++) s += HEX[b[i] as number];
   return s;
 }
 

@@ -1,4 +1,5 @@
-import { eventHash, GENESIS_HASH } from "../../wire/index.ts";
+import { createHash } from "node:crypto";
+import { canonicalEvent, GENESIS_HASH } from "../../wire/index.ts";
 import { eventDb } from "../../workers/region.ts";
 
 /** One lifecycle event as the channel object records it. */
@@ -17,10 +18,16 @@ export type LoggedEvent = {
 
 /** Outbox rows (each one staging call, often hundreds of events) copied per D1 batch. */
 const FLUSH_ROWS = 8;
-const INSERT_EVENTS =
-  "INSERT OR IGNORE INTO events (tenant, message_id, type, at, place, source, destination, seq, size, sha256, fields, detail, chain, chain_seq, prev_hash, hash) VALUES";
-const ROW_PLACEHOLDERS = `(${Array.from({ length: 16 }, () => "?").join(", ")})`;
-const ROWS_PER_STATEMENT = 6;
+const COLUMNS = ["tenant", "message_id", "type", "at", "place", "source", "destination", "seq", "size", "sha256", "fields", "detail", "chain", "chain_seq", "prev_hash", "hash"];
+/**
+ * The events of a flush travel as ONE parameter per statement, a JSON array
+ * of rows that SQLite unpacks itself (json_each, in array order): binding
+ * sixteen parameters per event cost more CPU in the object than everything
+ * else a message does (docs/performance.md), and D1 binds at most 100.
+ */
+const INSERT_EVENTS = `INSERT OR IGNORE INTO events (${COLUMNS.join(", ")}) SELECT ${COLUMNS.map((_, i) => `json_extract(value, '$[${i}]')`).join(", ")} FROM json_each(?) ORDER BY key`;
+/** Characters of JSON per statement: well under D1's 2 MB per value. */
+const STATEMENT_CHARS = 512 * 1024;
 
 /**
  * The object's own outbox for the D1 event log. Events are staged in the
@@ -100,7 +107,8 @@ export class EventOutbox {
       let head = this.head();
       const db = eventDb(this.env, this.region());
       if (!db) throw new Error(`no event-log store for region '${this.region()}'`);
-      const values: (string | number | null)[][] = [];
+      const statements: string[][] = [[]];
+      let chars = 0;
       for (const r of rows) {
         const parsed = JSON.parse(r.event) as LoggedEvent | LoggedEvent[];
         for (const e of Array.isArray(parsed) ? parsed : [parsed]) {
@@ -109,18 +117,19 @@ export class EventOutbox {
             source: this.source, destination: e.destination, seq: e.seq, size: e.size, sha256: e.sha256,
             fields: e.fields ? JSON.stringify(e.fields) : null, detail: e.detail === null || e.detail === undefined ? null : JSON.stringify(e.detail),
           };
-          const hash = await eventHash(linked);
-          values.push([linked.tenant, linked.messageId, linked.type, linked.at, place, linked.source, linked.destination, linked.seq, linked.size, linked.sha256, linked.fields, linked.detail, chain, linked.chainSeq, linked.prevHash, hash]);
+          // wire's eventHash, synchronously: one awaited WebCrypto digest per event cost more than the rest of the flush.
+          const hash = createHash("sha256").update(canonicalEvent(linked)).digest("hex");
+          const row = JSON.stringify([linked.tenant, linked.messageId, linked.type, linked.at, place, linked.source, linked.destination, linked.seq, linked.size, linked.sha256, linked.fields, linked.detail, chain, linked.chainSeq, linked.prevHash, hash]);
+          if (chars + row.length > STATEMENT_CHARS && chars > 0) {
+            statements.push([]);
+            chars = 0;
+          }
+          statements[statements.length - 1]?.push(row);
+          chars += row.length + 1;
           head = { seq: linked.chainSeq, hash };
         }
       }
-      // Several rows per statement (D1 binds at most 100 parameters): far fewer statements per batch.
-      const stmts: D1PreparedStatement[] = [];
-      for (let i = 0; i < values.length; i += ROWS_PER_STATEMENT) {
-        const chunk = values.slice(i, i + ROWS_PER_STATEMENT);
-        stmts.push(db.prepare(`${INSERT_EVENTS} ${chunk.map(() => ROW_PLACEHOLDERS).join(", ")}`).bind(...chunk.flat()));
-      }
-      await db.batch(stmts);
+      await db.batch(statements.map((rows) => db.prepare(INSERT_EVENTS).bind(`[${rows.join(",")}]`)));
       const last = rows[rows.length - 1] as { id: number };
       const h = head;
       this.ctx.storage.transactionSync(() => {
