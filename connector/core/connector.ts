@@ -128,6 +128,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private readonly sendAgain = new Set<string>();
   private readonly streamChains = new Map<string, Promise<void>>();
   private readonly streamQueued = new Map<string, number>();
+  /** Streams that dropped a push while busy (asked for again once drained). */
+  private readonly streamDropped = new Map<string, { src: string; dst: string }>();
   private readonly resendAsked = new Map<string, { from: number; at: number }>();
   private readonly lastDelivery = new Map<string, { at: number; upTo: number }>();
   private readonly receipts: ReceiptFrame[] = [];
@@ -597,14 +599,27 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     // redelivers from the last acknowledged position).
     const queued = this.streamQueued.get(stream) ?? 0;
     if (queued >= MAX_QUEUED_FRAMES) {
-      this.log("debug", "stream busy; a push was left for the edge to redeliver", { stream, queued });
+      // Asked for again once the queue has drained: when nothing follows the
+      // dropped push, no gap would ever show, and the edge's redelivery timer
+      // is 30 seconds away.
+      this.log("debug", "stream busy; a push was dropped and will be asked for again", { stream, queued });
+      this.streamDropped.set(stream, { src: f.src, dst: f.dst });
       return Promise.resolve();
     }
     this.streamQueued.set(stream, queued + 1);
     const run = (this.streamChains.get(stream) ?? Promise.resolve()).then(() => this.deliverStream(stream, f, payloads));
     const tail = run
       .catch((e: unknown) => this.log("error", "delivery failed; the edge will redeliver", { stream, error: (e as Error).message }))
-      .finally(() => this.streamQueued.set(stream, (this.streamQueued.get(stream) ?? 1) - 1));
+      .finally(() => {
+        const left = (this.streamQueued.get(stream) ?? 1) - 1;
+        this.streamQueued.set(stream, left);
+        const dropped = this.streamDropped.get(stream);
+        if (left === 0 && dropped) {
+          this.streamDropped.delete(stream);
+          const receiver = this.receivers.get(splitAddress(dropped.dst).channel);
+          if (receiver) this.askResend(stream, dropped.src, dropped.dst, receiver.hwm(stream) + 1, true);
+        }
+      });
     this.streamChains.set(stream, tail);
     return tail;
   }

@@ -17,8 +17,11 @@ export async function fsyncPath(path: string): Promise<void> {
 }
 
 /** Temp file, fsync, rename, fsync the folder: after a crash the old or the new content is there, whole. */
+let tmpCounter = 0;
+
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
-  const tmp = `${path}.tmp-${process.pid}`;
+  // Unique per call: two writes of one file in flight must not rename each other's temporary file away.
+  const tmp = `${path}.tmp-${process.pid}-${++tmpCounter}`;
   const fh = await open(tmp, "w", mode);
   try {
     await fh.writeFile(data);

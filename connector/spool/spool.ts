@@ -33,19 +33,28 @@ export class SpoolError extends Error {
 }
 
 type Loc = { segment: number; offset: number; length: number };
-type Entry = SpoolRecord & { loc: Loc };
+/** `bytes`: the payload as just written (a view of the commit's buffer), while the spool's cache allows. */
+type Entry = SpoolRecord & { loc: Loc; bytes?: Buffer };
 type ChannelState = { acked: number; lastSeq: number };
 type StateFile = { epoch: string; channels: Record<string, ChannelState> };
 type Pending = { channel: string; items: SpoolItem[]; resolve: (r: SpoolRecord[]) => void; reject: (e: unknown) => void };
 
 const HEADER = 8;
+/**
+ * Payloads appended recently are kept in memory (views of the buffer that
+ * was written, no copy) up to this many bytes, so the sender does not read
+ * back what it has just written: one read per message cost more than the
+ * rest of the send path. Older ones, and all after a restart, come from disk.
+ */
+const CACHE_BYTES = 32 * 1024 * 1024;
 const segName = (n: number) => `${String(n).padStart(8, "0")}.seg`;
 
 /**
  * The durable send spool: an append-only journal of CRC-checked records in
  * segment files, with group commit (one write + fsync for all appends that
  * arrive while the previous commit is in flight). Only an index is kept in
- * memory; payloads are read back from disk when sent.
+ * memory, with the payloads of recent appends (CACHE_BYTES); the rest are
+ * read back from disk when sent.
  *
  * Record: [u32 body length][u32 crc32(body)][body], body = [u32 meta length][meta JSON][payload].
  *
@@ -66,6 +75,10 @@ export class Spool {
   private closed = false;
   /** Records per segment not yet acknowledged; a segment at 0 (and not active) is deleted. */
   private readonly live = new Map<number, number>();
+  private stateChain: Promise<void> = Promise.resolve();
+  private stateQueued: Promise<void> | null = null;
+  /** Bytes of payload held in entries' `bytes`. */
+  private cached = 0;
 
   private constructor(
     private readonly dir: string,
@@ -246,9 +259,12 @@ export class Spool {
   private async write(batch: Pending[]): Promise<SpoolRecord[][]> {
     if (this.size >= this.segmentBytes) await this.openActive(this.segment + 1);
     const fh = this.fh as FileHandle;
-    const chunks: Buffer[] = [];
+    const chunks: Uint8Array[] = [];
+    /** Per record (in order): where its payload starts in the buffer written. */
+    const at: number[] = [];
     const entries: Entry[][] = [];
-    let off = this.size;
+    const base = this.size;
+    let off = base;
     const next = new Map<string, number>();
     for (const p of batch) {
       const recs: Entry[] = [];
@@ -260,17 +276,20 @@ export class Spool {
           ...(it.fields ? { fields: it.fields } : {}), ...(it.origin ? { origin: it.origin } : {}), ...(it.blob ? { blob: it.blob.file } : {}),
           ...(it.blob?.gzip ? { gzip: it.blob.gzip } : {}),
         };
-        const meta = Buffer.from(JSON.stringify(rec));
-        const body = Buffer.allocUnsafe(4 + meta.byteLength + it.payload.byteLength);
-        body.writeUInt32BE(meta.byteLength, 0);
-        meta.copy(body, 4);
-        body.set(it.payload, 4 + meta.byteLength);
-        const head = Buffer.allocUnsafe(HEADER);
-        head.writeUInt32BE(body.byteLength, 0);
-        head.writeUInt32BE(crc32(body), 4);
-        chunks.push(head, body);
-        recs.push({ ...rec, loc: { segment: this.segment, offset: off + HEADER + 4 + meta.byteLength, length: it.payload.byteLength } });
-        off += HEADER + body.byteLength;
+        const json = JSON.stringify(rec);
+        const metaLength = Buffer.byteLength(json);
+        // Header, meta and payload go to Buffer.concat as they are: one copy of the payload, not two.
+        const prefix = Buffer.allocUnsafe(HEADER + 4 + metaLength);
+        prefix.writeUInt32BE(4 + metaLength + it.payload.byteLength, 0);
+        prefix.writeUInt32BE(metaLength, HEADER);
+        prefix.write(json, HEADER + 4);
+        const metaCrc = crc32(prefix.subarray(HEADER));
+        // (zlib.crc32 of an empty TextEncoder output with a start value returns 0, not the start value.)
+        prefix.writeUInt32BE(it.payload.byteLength > 0 ? crc32(it.payload, metaCrc) : metaCrc, 4);
+        chunks.push(prefix, it.payload);
+        recs.push({ ...rec, loc: { segment: this.segment, offset: off + prefix.byteLength, length: it.payload.byteLength } });
+        at.push(off - base + prefix.byteLength);
+        off += prefix.byteLength + it.payload.byteLength;
       }
       entries.push(recs);
     }
@@ -285,13 +304,19 @@ export class Spool {
       throw e;
     }
     this.size = off;
+    let r = 0;
     for (const recs of entries) {
       for (const e of recs) {
+        const start = at[r++] as number;
+        if (e.loc.length > 0 && this.cached + e.loc.length <= CACHE_BYTES) {
+          e.bytes = data.subarray(start, start + e.loc.length);
+          this.cached += e.loc.length;
+        }
         this.addEntry(e);
         this.channelState(e.channel).lastSeq = e.seq;
       }
     }
-    return entries.map((recs) => recs.map(({ loc: _loc, ...r }) => r));
+    return entries.map((recs) => recs.map(({ loc: _loc, bytes: _bytes, ...r }) => r));
   }
 
   pending(channel: string, fromSeq?: number, limit?: number): SpoolRecord[] {
@@ -310,7 +335,9 @@ export class Spool {
 
   async readPayload(rec: SpoolRecord): Promise<Uint8Array> {
     const e = rec as Partial<Entry>;
-    const loc = e.loc ?? this.index.get(rec.channel)?.find((x) => x.seq === rec.seq)?.loc;
+    const entry = e.loc ? e : this.index.get(rec.channel)?.find((x) => x.seq === rec.seq);
+    if (entry?.bytes) return entry.bytes;
+    const loc = entry?.loc;
     if (!loc) throw new SpoolError("IO", `record ${rec.channel}#${rec.seq} is not in the spool`);
     let fh = this.readers.get(loc.segment);
     if (!fh) {
@@ -334,6 +361,7 @@ export class Spool {
     while (n < list.length && (list[n] as Entry).seq <= upTo) {
       const blob = (list[n] as Entry).blob;
       if (blob) blobs.push(blob);
+      if ((list[n] as Entry).bytes) this.cached -= (list[n] as Entry).loc.length;
       const seg = (list[n] as Entry).loc.segment;
       this.live.set(seg, (this.live.get(seg) ?? 1) - 1);
       touched.add(seg);
@@ -341,12 +369,28 @@ export class Spool {
     }
     list.splice(0, n);
     // The watermark is durable before any segment goes, so seqs never restart.
-    await writeFileAtomic(join(this.dir, "state.json"), JSON.stringify(this.state));
+    await this.saveState();
     for (const seg of touched) if (seg !== this.segment && !this.live.get(seg)) await this.dropSegment(seg);
     for (const b of blobs) {
       await unlink(join(this.dir, "blobs", b)).catch(() => undefined);
       await unlink(join(this.dir, "blobs", `${b}.seal.json`)).catch(() => undefined);
     }
+  }
+
+  /**
+   * Writes state.json, one write at a time (an older state must never land
+   * after a newer one), and calls that arrive while one waits share it: it
+   * serialises the state as it is when it starts.
+   */
+  private saveState(): Promise<void> {
+    if (this.stateQueued) return this.stateQueued;
+    const run = this.stateChain.then(() => {
+      this.stateQueued = null;
+      return writeFileAtomic(join(this.dir, "state.json"), JSON.stringify(this.state));
+    });
+    this.stateQueued = run;
+    this.stateChain = run.catch(() => undefined);
+    return run;
   }
 
   private async dropSegment(n: number): Promise<void> {

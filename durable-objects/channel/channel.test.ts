@@ -1,6 +1,6 @@
 import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import type { PubMessage } from "../../wire/index.ts";
+import { decodeFrame, type DeliverFrame, type PubMessage } from "../../wire/index.ts";
 import type { ChannelObject } from "./channel.ts";
 
 const TENANT = "t1";
@@ -192,5 +192,37 @@ describe("channel object: time to live and dead letters", () => {
     expect(await stub.deadLetters(TENANT, source)).toEqual([]);
     expect(await stub.ack(TENANT, source, "b/orders", 3)).toEqual({ ok: true, acked: 3 });
     expect(await stored(stub)).toEqual([]);
+  });
+});
+
+describe("channel object: pushing", () => {
+  it("honours a resend that arrives while a push is on its way (the pump does not run past the rewind)", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    const pushes = await runInDurableObject(stub, async (obj) => {
+      // The destination's session, held at its second push until the resend is in.
+      const pushed: [number, number][] = [];
+      let release = () => {};
+      const held = new Promise<void>((r) => (release = r));
+      (obj as unknown as { session: () => unknown }).session = () => ({
+        deliver: async (bytes: Uint8Array) => {
+          const f = decodeFrame(bytes).frame as DeliverFrame;
+          pushed.push([f.msgs[0]?.dseq ?? 0, f.msgs[f.msgs.length - 1]?.dseq ?? 0]);
+          if (pushed.length === 2) await held;
+          return true;
+        },
+        notify: async () => true,
+      });
+      await obj.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 1100) });
+      for (let i = 0; i < 500 && pushed.length < 2; i++) await new Promise((r) => setTimeout(r, 2));
+      expect(pushed.length).toBe(2);
+      // The receiver lost the first push: it asks again from 100 while the second is still on its way.
+      await obj.resend(TENANT, source, "b/orders", 100);
+      release();
+      for (let i = 0; i < 500 && !pushed.some(([from]) => from === 100); i++) await new Promise((r) => setTimeout(r, 2));
+      return pushed;
+    });
+    expect(pushes.slice(0, 2)).toEqual([[1, 512], [513, 1024]]);
+    expect(pushes.map(([from]) => from)).toContain(100);
   });
 });

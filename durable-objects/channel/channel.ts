@@ -95,6 +95,12 @@ export class ChannelObject extends DurableObject<Env> {
   // In memory only: what was pushed and not yet acknowledged. Lost on
   // eviction, which only means a harmless redelivery the receiver dedups.
   private sent = new Map<string, number>();
+  /**
+   * Per destination: bumped whenever `sent` is moved back (a resend, an
+   * attach, a redelivery). A pump that was awaiting a push meanwhile must not
+   * move `sent` past the rewind, or the frames asked for again never go.
+   */
+  private rewinds = new Map<string, number>();
   private lastProgress = new Map<string, number>();
   private offline = new Set<string>();
   private pumping = new Set<string>();
@@ -461,7 +467,7 @@ export class ChannelObject extends DurableObject<Env> {
     this.identify(tenant, source);
     const cur = this.cursors.get(destination);
     if (!cur) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `no stream ${source} -> ${destination}` };
-    this.sent.set(destination, Math.max(cur.acked, Math.min(from - 1, cur.next - 1)));
+    this.rewind(destination, Math.max(cur.acked, Math.min(from - 1, cur.next - 1)));
     this.offline.delete(destination);
     this.kick(destination);
     return { ok: true, acked: cur.acked };
@@ -473,7 +479,7 @@ export class ChannelObject extends DurableObject<Env> {
     for (const d of destinations) {
       const cur = this.cursors.get(d);
       if (!cur) continue;
-      this.sent.set(d, cur.acked);
+      this.rewind(d, cur.acked);
       this.offline.delete(d);
       this.kick(d);
     }
@@ -490,6 +496,11 @@ export class ChannelObject extends DurableObject<Env> {
       online: !this.offline.has(destination),
     }));
     return { source: this.source, epoch: this.epoch, hwm: this.hwm, streams };
+  }
+
+  private rewind(destination: string, to: number): void {
+    this.sent.set(destination, to);
+    this.rewinds.set(destination, (this.rewinds.get(destination) ?? 0) + 1);
   }
 
   private session(connector: string) {
@@ -555,6 +566,7 @@ export class ChannelObject extends DurableObject<Env> {
           .one().d;
         const after = Math.max(prev ?? 0, cur.acked);
         const frame = encodeFrame({ t: "deliver", src: this.source, dst: destination, gen: this.incarnation, after, msgs }, payloads);
+        const rewound = this.rewinds.get(destination) ?? 0;
         const delivered = await this.session(connector).deliver(frame);
         if (!delivered) {
           // Store and forward: it stays queued until the destination attaches again.
@@ -562,7 +574,8 @@ export class ChannelObject extends DurableObject<Env> {
           return;
         }
         const last = msgs[msgs.length - 1] as DeliverMessage;
-        this.sent.set(destination, Math.max(this.sent.get(destination) ?? 0, last.dseq));
+        // Rewound while this push was on its way: go on from the rewind, not from here.
+        if ((this.rewinds.get(destination) ?? 0) === rewound) this.sent.set(destination, Math.max(this.sent.get(destination) ?? 0, last.dseq));
         if (!this.lastProgress.has(destination)) this.lastProgress.set(destination, Date.now());
       }
     } finally {
@@ -792,7 +805,7 @@ export class ChannelObject extends DurableObject<Env> {
       if (c.next - 1 <= c.acked) continue;
       const since = this.lastProgress.get(d) ?? 0;
       if (now - since >= REDELIVER_AFTER_MS) {
-        this.sent.set(d, c.acked);
+        this.rewind(d, c.acked);
         this.offline.delete(d);
         this.lastProgress.set(d, now);
         this.kick(d);
