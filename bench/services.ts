@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { freePort, ROOT } from "../test/helpers/edge.ts";
 import { waitFor } from "../test/helpers/wait.ts";
+import { MIB } from "./config.ts";
+import type { Sample } from "./stats.ts";
 
 type LocalEnv = (root: string, extra?: Record<string, string>) => NodeJS.ProcessEnv;
 
@@ -73,6 +75,14 @@ export async function startRelay(): Promise<{ url: string; service: Service }> {
 }
 
 /** The minimal Durable Objects, on the same local workerd as Ferry, state on disk. */
+/** The local R2 ceiling (bench/ceiling/worker.ts): MB/s for `mb` MiB written, then read back. */
+export async function r2Ceiling(wsUrl: string, name: string, mb: number): Promise<Sample> {
+  const res = await fetch(`${wsUrl.replace(/^ws/, "http")}/r2/${name}?mb=${mb}`);
+  if (!res.ok) throw new Error(`the R2 ceiling answered ${res.status}: ${await res.text()}`);
+  const r = (await res.json()) as { bytes: number; writeSeconds: number; readSeconds: number };
+  return { rate: r.bytes / MIB / (r.writeSeconds + r.readSeconds), extra: { writeMBps: r.bytes / MIB / r.writeSeconds, readMBps: r.bytes / MIB / r.readSeconds } };
+}
+
 export async function startCeiling(): Promise<{ url: string; service: Service; close(): Promise<void> }> {
   const persist = await mkdtemp(join(tmpdir(), "ferry-bench-ceiling-"));
   const port = await freePort();

@@ -7,7 +7,37 @@
 import { DurableObject } from "cloudflare:workers";
 import { HEADER, readAck, readHeader } from "../frame.ts";
 
-type Env = { FORWARD: DurableObjectNamespace<Forward>; FORWARD_SQL: DurableObjectNamespace<ForwardSql> };
+type Env = { FORWARD: DurableObjectNamespace<Forward>; FORWARD_SQL: DurableObjectNamespace<ForwardSql>; BUCKET: R2Bucket };
+
+const PART = 8 * 1024 * 1024;
+
+/**
+ * What local R2 allows a large payload stored and forwarded (Ferry's claim
+ * check): `mb` MiB written as a multipart upload in 8 MiB parts (Ferry's
+ * chunk), completed, then read back part by part. Local R2 runs on the same
+ * workerd thread as the objects, so this is the most a transfer through it
+ * can reach on this machine, before any socket, hashing or bookkeeping.
+ */
+async function r2StoreAndForward(bucket: R2Bucket, name: string, mb: number): Promise<Response> {
+  const part = new Uint8Array(PART);
+  crypto.getRandomValues(part.subarray(0, 65536));
+  const parts = Math.ceil(mb / 8);
+  const key = `ceiling/${name}`;
+  const t0 = Date.now();
+  const mpu = await bucket.createMultipartUpload(key);
+  const uploaded: R2UploadedPart[] = [];
+  for (let i = 1; i <= parts; i++) uploaded.push(await mpu.uploadPart(i, part));
+  await mpu.complete(uploaded);
+  const t1 = Date.now();
+  let bytes = 0;
+  for (let i = 0; i < parts; i++) {
+    const o = await bucket.get(key, { range: { offset: i * PART, length: PART } });
+    bytes += (await (o as R2ObjectBody).arrayBuffer()).byteLength;
+  }
+  const t2 = Date.now();
+  await bucket.delete(key);
+  return Response.json({ bytes, writeSeconds: (t1 - t0) / 1000, readSeconds: (t2 - t1) / 1000 });
+}
 
 export class Forward extends DurableObject<Env> {
   override async fetch(request: Request): Promise<Response> {
@@ -65,6 +95,7 @@ export default {
     if (!name) return new Response("/forward/NAME or /forward-sql/NAME", { status: 404 });
     if (kind === "forward") return env.FORWARD.get(env.FORWARD.idFromName(name)).fetch(request);
     if (kind === "forward-sql") return env.FORWARD_SQL.get(env.FORWARD_SQL.idFromName(name)).fetch(request);
+    if (kind === "r2") return r2StoreAndForward(env.BUCKET, name, Number(url.searchParams.get("mb") ?? 1024));
     return new Response("not found", { status: 404 });
   },
 } satisfies ExportedHandler<Env>;
