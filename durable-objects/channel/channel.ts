@@ -39,6 +39,11 @@ const DEFAULT_RETENTION_S = 30 * 86400;
 
 type Cursor = { next: number; acked: number };
 
+/** Durable Object SQL binds at most 100 parameters per statement. */
+const MAX_BOUND_PARAMETERS = 100;
+const MESSAGE_COLUMNS = 15;
+const INSERT_MESSAGES = "INSERT INTO messages (mseq, id, seq, created_at, accepted_at, expires_at, content_type, size, sha256, fields, payload, pending, protection, sig, blob) VALUES";
+
 type MessageRow = {
   dseq: number;
   id: string;
@@ -246,6 +251,10 @@ export class ChannelObject extends DurableObject<Env> {
     let gap: { expected: number } | undefined;
     let incomplete: { id: string; message: string } | undefined;
     const logged: LoggedEvent[] = [];
+    const ttl = Math.min(...this.routes.map((r) => r.ttlSeconds));
+    // Rows gathered in the loop and written many per statement at its end (same transaction).
+    const messageRows: SqlStorageValue[] = [];
+    const queueRows: SqlStorageValue[] = [];
     // Captured and accepted are logged unless every route from here logs exceptions only.
     const lifecycle = this.routes.some((r) => r.log !== "exceptions");
     try {
@@ -279,10 +288,7 @@ export class ChannelObject extends DurableObject<Env> {
             }
           }
           this.nextMseq++;
-          const ttl = Math.min(...this.routes.map((r) => r.ttlSeconds));
-          this.sql.exec(
-            `INSERT INTO messages (mseq, id, seq, created_at, accepted_at, expires_at, content_type, size, sha256, fields, payload, pending, protection, sig, blob)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          messageRows.push(
             mseq, m.id, m.seq, m.createdAt, now, now + ttl * 1000, m.contentType, m.size, m.sha256,
             m.fields ? JSON.stringify(m.fields) : null, asBuffer(payload), this.routes.length + (archiving.length > 0 ? 1 : 0),
             m.protection ?? "none", m.sig ?? null, m.blob ? JSON.stringify(m.blob) : null,
@@ -290,7 +296,7 @@ export class ChannelObject extends DurableObject<Env> {
           if (archiving.length > 0) this.archiver.stage(mseq, retainUntil, this.region, this.routes.map((r) => r.destination));
           for (const r of this.routes) {
             const cur = this.cursorFor(r.destination);
-            this.sql.exec("INSERT INTO outq VALUES (?, ?, ?, ?)", r.destination, cur.next, mseq, now + r.ttlSeconds * 1000);
+            queueRows.push(r.destination, cur.next, mseq, now + r.ttlSeconds * 1000);
             cur.next++;
           }
           this.hwm = m.seq;
@@ -300,6 +306,8 @@ export class ChannelObject extends DurableObject<Env> {
           if (lifecycle) logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
           if (lifecycle) logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
         }
+        this.insertRows(INSERT_MESSAGES, MESSAGE_COLUMNS, messageRows);
+        this.insertRows("INSERT INTO outq (destination, dseq, mseq, expires_at) VALUES", 4, queueRows);
         this.sql.exec(
           "INSERT OR REPLACE INTO meta (k, v) VALUES ('epoch', ?), ('hwm', ?), ('next_mseq', ?)",
           this.epoch, String(this.hwm), String(this.nextMseq),
@@ -387,6 +395,20 @@ export class ChannelObject extends DurableObject<Env> {
     if (this.routes.length === 0 || this.routes.some((r) => !r.fields)) return f;
     const keep = new Set(this.routes.flatMap((r) => r.fields ?? []));
     return Object.fromEntries(Object.entries(f).filter(([k]) => keep.has(k)));
+  }
+
+  /**
+   * Inserts `values` (rows of `columns` values, flat) with as many rows per
+   * statement as the 100 bound parameters allow: one statement per message
+   * cost more than everything else the object does to accept it.
+   */
+  private insertRows(insert: string, columns: number, values: SqlStorageValue[]): void {
+    const perStatement = Math.floor(MAX_BOUND_PARAMETERS / columns) * columns;
+    const row = `(${Array.from({ length: columns }, () => "?").join(", ")})`;
+    for (let i = 0; i < values.length; i += perStatement) {
+      const chunk = values.slice(i, i + perStatement);
+      this.sql.exec(`${insert} ${Array.from({ length: chunk.length / columns }, () => row).join(", ")}`, ...chunk);
+    }
   }
 
   private cursorFor(destination: string): Cursor {
