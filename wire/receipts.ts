@@ -1,4 +1,5 @@
-import { CompactSign, compactVerify, importJWK, type JWK } from "jose";
+import { CompactSign, compactVerify, type JWK } from "jose";
+import { importKey } from "./keys.ts";
 import { RECEIPT_JWS_TYPE, ReceiptClaims } from "./frames.ts";
 
 /**
@@ -9,14 +10,14 @@ import { RECEIPT_JWS_TYPE, ReceiptClaims } from "./frames.ts";
 export async function signReceipt(privateJwk: JWK, claims: ReceiptClaims): Promise<string> {
   return new CompactSign(new TextEncoder().encode(JSON.stringify(claims)))
     .setProtectedHeader({ alg: "Ed25519", typ: RECEIPT_JWS_TYPE })
-    .sign(await importJWK(privateJwk, "Ed25519"));
+    .sign(await importKey(privateJwk, "Ed25519"));
 }
 
 /** The receipt's claims if it verifies with `signerJwk`, else null. */
 export async function verifyReceipt(jws: string, signerJwk: JWK | null): Promise<ReceiptClaims | null> {
   if (!signerJwk) return null;
   try {
-    const { payload, protectedHeader } = await compactVerify(jws, await importJWK(signerJwk, "Ed25519"), { algorithms: ["Ed25519", "EdDSA"] });
+    const { payload, protectedHeader } = await compactVerify(jws, await importKey(signerJwk, "Ed25519"), { algorithms: ["Ed25519", "EdDSA"] });
     if (protectedHeader.typ !== RECEIPT_JWS_TYPE) return null;
     const r = ReceiptClaims.safeParse(JSON.parse(new TextDecoder().decode(payload)));
     return r.success ? r.data : null;

@@ -20,6 +20,7 @@ export type SendPolicy = { protection: Protection; compress: "none" | "gzip"; re
 export class Policies {
   private config: EdgeConfigResponse | null = null;
   private edgeKeys: JSONWebKeySet | null = null;
+  private edgeKeySet: { keys: JSONWebKeySet; set: ReturnType<typeof createLocalJWKSet> } | null = null;
 
   constructor(private readonly stateDir: string) {}
 
@@ -77,7 +78,9 @@ export class Policies {
   async verifyEdge(jwt: string, audience: string): Promise<Record<string, unknown> | null> {
     if (!this.edgeKeys) return null;
     try {
-      return (await jwtVerify(jwt, createLocalJWKSet(this.edgeKeys), { issuer: "ferry-edge", audience, algorithms: ["ES256"] })).payload;
+      // One key set per set of published keys: it imports each key once, not per receipt.
+      if (this.edgeKeySet?.keys !== this.edgeKeys) this.edgeKeySet = { keys: this.edgeKeys, set: createLocalJWKSet(this.edgeKeys) };
+      return (await jwtVerify(jwt, this.edgeKeySet.set, { issuer: "ferry-edge", audience, algorithms: ["ES256"] })).payload;
     } catch {
       return null;
     }

@@ -1,5 +1,6 @@
 import { createCipheriv, createDecipheriv, createHash } from "node:crypto";
-import { CompactSign, compactVerify, generalDecrypt, GeneralEncrypt, importJWK, type JWK } from "jose";
+import { CompactSign, compactVerify, generalDecrypt, GeneralEncrypt, type JWK } from "jose";
+import { importKey } from "../../wire/keys.ts";
 import type { DeliverMessage } from "../../wire/index.ts";
 
 export type Protection = "none" | "sign" | "encrypt";
@@ -53,7 +54,7 @@ export async function protect(
     plain.set(inner, 4);
     plain.set(payload, 4 + inner.byteLength);
     const jwe = new GeneralEncrypt(plain).setProtectedHeader({ enc: "A256GCM", cty: "ferry-msg" });
-    for (const r of opts.recipients) jwe.addRecipient(await importJWK(r.jwk, "ECDH-ES+A256KW")).setUnprotectedHeader({ alg: "ECDH-ES+A256KW", kid: r.name });
+    for (const r of opts.recipients) jwe.addRecipient(await importKey(r.jwk, "ECDH-ES+A256KW")).setUnprotectedHeader({ alg: "ECDH-ES+A256KW", kid: r.name });
     body = enc.encode(JSON.stringify(await jwe.encrypt()));
     out = { id: m.id, createdAt: m.createdAt, contentType: ENCRYPTED_CONTENT_TYPE, size: body.byteLength, sha256: sha256(body) };
   }
@@ -63,7 +64,7 @@ export async function protect(
 /** The sender's JWS over an envelope as it travels (for `encrypt`, the ciphertext's). */
 export async function signEnvelope(out: Outgoing, opts: { protection: Protection; source: string; signingJwk: JWK }): Promise<string> {
   const signed: Signed = { ...out, source: opts.source, fields: out.fields ?? null, protection: opts.protection };
-  return new CompactSign(canonical(signed)).setProtectedHeader({ alg: "Ed25519", typ: SIG_TYPE }).sign(await importJWK(opts.signingJwk, "Ed25519"));
+  return new CompactSign(canonical(signed)).setProtectedHeader({ alg: "Ed25519", typ: SIG_TYPE }).sign(await importKey(opts.signingJwk, "Ed25519"));
 }
 
 export type Unprotected = { payload: Uint8Array; contentType: string; fields: Record<string, string> | undefined; sha256: string; size: number };
@@ -81,7 +82,7 @@ export async function unprotect(
   if (!meta.sig) throw new ProtectionError("FORGED", "the message claims protection but carries no signature");
   if (!opts.senderJwk) throw new ProtectionError("NO_KEY", `no signing key is known for ${meta.source}`);
   try {
-    const { payload: covered, protectedHeader } = await compactVerify(meta.sig, await importJWK(opts.senderJwk, "Ed25519"), { algorithms: ["Ed25519", "EdDSA"] });
+    const { payload: covered, protectedHeader } = await compactVerify(meta.sig, await importKey(opts.senderJwk, "Ed25519"), { algorithms: ["Ed25519", "EdDSA"] });
     const expected = canonical({ id: meta.id, source: meta.source, createdAt: meta.createdAt, contentType: meta.contentType, size: meta.size, sha256: meta.sha256, fields: meta.fields ?? null, protection });
     if (protectedHeader.typ !== SIG_TYPE || Buffer.compare(Buffer.from(covered), Buffer.from(expected)) !== 0) throw new Error("covers another envelope");
   } catch (e) {
@@ -95,7 +96,7 @@ export async function unprotect(
   let inner: Uint8Array;
   try {
     const jwe = JSON.parse(new TextDecoder().decode(payload)) as Parameters<typeof generalDecrypt>[0];
-    inner = (await generalDecrypt(jwe, await importJWK(opts.decryptJwk, "ECDH-ES+A256KW"))).plaintext;
+    inner = (await generalDecrypt(jwe, await importKey(opts.decryptJwk, "ECDH-ES+A256KW"))).plaintext;
   } catch (e) {
     throw new ProtectionError("UNDECRYPTABLE", `cannot decrypt: ${(e as Error).message}`);
   }
@@ -142,14 +143,14 @@ export function openPart(cek: Uint8Array, part: number, sealed: Uint8Array): Buf
 export async function wrapKey(cek: Uint8Array, info: SealInfo, recipients: { name: string; jwk: JWK }[]): Promise<string> {
   if (recipients.length === 0) throw new ProtectionError("NO_KEY", "no destination encryption key is known yet");
   const jwe = new GeneralEncrypt(enc.encode(JSON.stringify({ cek: Buffer.from(cek).toString("base64url"), ...info }))).setProtectedHeader({ enc: "A256GCM", cty: "ferry-key" });
-  for (const r of recipients) jwe.addRecipient(await importJWK(r.jwk, "ECDH-ES+A256KW")).setUnprotectedHeader({ alg: "ECDH-ES+A256KW", kid: r.name });
+  for (const r of recipients) jwe.addRecipient(await importKey(r.jwk, "ECDH-ES+A256KW")).setUnprotectedHeader({ alg: "ECDH-ES+A256KW", kid: r.name });
   return JSON.stringify(await jwe.encrypt());
 }
 
 export async function unwrapKey(key: string, decryptJwk: JWK | null): Promise<SealInfo & { cek: Buffer }> {
   if (!decryptJwk) throw new ProtectionError("NO_KEY", "this connector has no decryption key");
   try {
-    const { plaintext } = await generalDecrypt(JSON.parse(key) as Parameters<typeof generalDecrypt>[0], await importJWK(decryptJwk, "ECDH-ES+A256KW"));
+    const { plaintext } = await generalDecrypt(JSON.parse(key) as Parameters<typeof generalDecrypt>[0], await importKey(decryptJwk, "ECDH-ES+A256KW"));
     const v = JSON.parse(new TextDecoder().decode(plaintext)) as SealInfo & { cek: string };
     return { ...v, cek: Buffer.from(v.cek, "base64url") };
   } catch (e) {
