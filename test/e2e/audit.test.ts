@@ -35,6 +35,21 @@ describe("audit from the CLI", () => {
     await edge?.close();
   });
 
+  it("sets a route's log level from the CLI, names a wrong one, and changes it in place", () => {
+    const bad = ferry(["admin", "route", "add", "meter/readings", "lake/readings", "--log", "none"], env);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--log: log is 'full' (every message's lifecycle) or 'exceptions'");
+    const added = ferry(["admin", "route", "add", "meter/readings", "lake/readings", "--log", "exceptions", "--json"], env);
+    expect(added.code, added.stderr).toBe(0);
+    const route = (JSON.parse(added.stdout) as { route: { id: string; log: string } }).route;
+    expect(route.log).toBe("exceptions");
+    expect(ferry(["admin", "route", "list"], env).stdout).toMatch(new RegExp(`${route.id}.*exceptions`));
+    expect(ferry(["admin", "route", "set", route.id], env).code).toBe(2);
+    const set = ferry(["admin", "route", "set", route.id, "--log", "full", "--json"], env);
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({ route: { id: route.id, log: "full" } });
+  });
+
   it("archives in the route's region, and shows timeline, archive, envelope and an intact chain", async () => {
     const route = ferry(["admin", "route", "add", "erp/invoices", "partner/invoices", "--archive", "--retention", "30d", "--region", "eu", "--json"], env);
     expect(route.code, route.stderr).toBe(0);
