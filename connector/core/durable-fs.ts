@@ -16,9 +16,9 @@ export async function fsyncPath(path: string): Promise<void> {
   }
 }
 
-/** Temp file, fsync, rename, fsync the folder: after a crash the old or the new content is there, whole. */
 let tmpCounter = 0;
 
+/** Temp file, fsync, rename, fsync the folder: after a crash the old or the new content is there, whole. */
 export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
   // Unique per call: two writes of one file in flight must not rename each other's temporary file away.
   const tmp = `${path}.tmp-${process.pid}-${++tmpCounter}`;
