@@ -12,6 +12,7 @@ import { deadLetters } from "./admin/dead-letters.ts";
 import { audit } from "./admin/audit.ts";
 import { adminLog, overview } from "./admin/overview.ts";
 import { transfers } from "./admin/transfers.ts";
+import { usage } from "./admin/usage.ts";
 import { enroll } from "./connect/enroll.ts";
 import { connect } from "./connect/connect.ts";
 import { config, keys } from "./connect/config.ts";
@@ -68,6 +69,7 @@ export const app = new Hono<AppEnv>()
   .route("/api/overview", overview)
   .route("/api/admin-log", adminLog)
   .route("/api/transfers", transfers)
+  .route("/api/debug/usage", usage)
   .all("/api/*", (c) => {
     throw new ApiError(404, "Not found", `no admin API at ${new URL(c.req.url).pathname}`);
   })

@@ -41,8 +41,10 @@ export class Archiver {
     private readonly collect: () => void,
     /** Where a large payload lies in R2: it is archived in place, never copied. */
     private readonly locate: (mseq: number) => { key: string; bucket: string } | null,
+    /** The object's SQLite (metered by the channel object). */
+    sql: SqlStorage = ctx.storage.sql,
   ) {
-    this.sql = ctx.storage.sql;
+    this.sql = sql;
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS archive_jobs (mseq INTEGER PRIMARY KEY, retain_until INTEGER NOT NULL, region TEXT, destinations TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS archived (key TEXT PRIMARY KEY, message_id TEXT NOT NULL, bucket TEXT NOT NULL, retain_until INTEGER NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL);

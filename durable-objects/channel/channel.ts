@@ -16,6 +16,7 @@ import { EventOutbox, type LoggedEvent } from "./events.ts";
 import { Archiver } from "./archive.ts";
 import { ABANDON_AFTER_MS, Transfers, type PartResult, type UploadState } from "./transfers.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
+import { meteredSql, newUsage, type Usage } from "../usage.ts";
 import { webhookSignature } from "../../workers/signatures.ts";
 
 /** Unacknowledged messages in flight to one destination (the credit window). */
@@ -118,10 +119,16 @@ export class ChannelObject extends DurableObject<Env> {
   /** Per destination and large payload: the highest part fetched (memory only; a progress view). */
   private fetched = new Map<string, number>();
   private alarmChain: Promise<void> = Promise.resolve();
+  /** Billable operations since this object started (see usage()). */
+  private readonly usageNow = newUsage();
+  private readonly settleSql: () => void;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    this.sql = ctx.storage.sql;
+    // Every statement through the meter: the bench reads what a message costs (usage()).
+    const metered = meteredSql(ctx.storage.sql, this.usageNow);
+    this.sql = metered.sql;
+    this.settleSql = metered.settle;
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS retired_epochs (epoch TEXT PRIMARY KEY);
@@ -145,9 +152,9 @@ export class ChannelObject extends DurableObject<Env> {
         // the column exists
       }
     }
-    this.events = new EventOutbox(ctx, env, () => this.region, (f) => this.loggedFields(f));
-    this.archiver = new Archiver(ctx, env, this.events, () => this.collect(), (mseq) => this.transfers.location(mseq));
-    this.transfers = new Transfers(ctx, env);
+    this.events = new EventOutbox(ctx, env, () => this.region, (f) => this.loggedFields(f), this.sql, this.usageNow);
+    this.archiver = new Archiver(ctx, env, this.events, () => this.collect(), (mseq) => this.transfers.location(mseq), this.sql);
+    this.transfers = new Transfers(ctx, env, this.sql);
     this.load();
   }
 
@@ -188,6 +195,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** Replaces this source's routes (pushed by the admin API after D1 changes). */
   async configure(tenant: string, source: string, routes: ChannelRoute[]): Promise<void> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     this.ctx.storage.transactionSync(() => {
       // Routes are few and read whole: one JSON value, no table to migrate as they grow fields.
@@ -210,6 +218,7 @@ export class ChannelObject extends DurableObject<Env> {
    * request's idempotency key exactly, in the same transaction that stores it.
    */
   async ingest(req: IngestRequest): Promise<IngestResult> {
+    this.usageNow.requests++;
     const sha256 = toHex(await crypto.subtle.digest("SHA-256", req.body));
     this.identify(req.tenant, req.source);
     if (req.idempotencyKey) {
@@ -219,12 +228,17 @@ export class ChannelObject extends DurableObject<Env> {
     const id = crypto.randomUUID().replace(/-/g, "");
     const seq = (this.epoch === HOSTED_EPOCH ? this.hwm : 0) + 1;
     const msg: PubMessage = { seq, id, createdAt: Date.now(), contentType: req.contentType, size: req.body.byteLength, sha256, ...(req.fields ? { fields: req.fields } : {}) };
-    const res = await this.publish({ tenant: req.tenant, source: req.source, epoch: HOSTED_EPOCH, msgs: [msg], payloads: [req.body] }, req.idempotencyKey);
+    const res = await this.accept({ tenant: req.tenant, source: req.source, epoch: HOSTED_EPOCH, msgs: [msg], payloads: [req.body] }, req.idempotencyKey);
     if (!res.ok) return { ok: false, code: res.code, message: res.message };
     return { ok: true, id, seq, duplicate: false };
   }
 
-  async publish(req: PublishRequest, ingestKey?: string): Promise<PublishResult> {
+  async publish(req: PublishRequest): Promise<PublishResult> {
+    this.usageNow.requests++;
+    return this.accept(req);
+  }
+
+  private async accept(req: PublishRequest, ingestKey?: string): Promise<PublishResult> {
     this.identify(req.tenant, req.source);
     if (this.routes.length === 0) {
       return this.reject(req, ErrorCode.NO_ROUTE, `no route from ${req.source}; the connector keeps the messages and retries`);
@@ -332,6 +346,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** Opens (or resumes) the upload of one large payload from the source connector. */
   async openUpload(tenant: string, source: string, f: UploadFrame): Promise<UploadState> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     if (this.routes.length === 0) return { ok: false, code: ErrorCode.NO_ROUTE, message: `no route from ${source}; the connector keeps the file and retries` };
     const res = await this.transfers.open(tenant, source, this.region, f);
@@ -341,12 +356,14 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** One part of a large payload. */
   async putPart(tenant: string, source: string, id: string, part: number, bytes: Uint8Array, sha256: string): Promise<UploadState> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     return this.transfers.put(id, part, bytes, sha256);
   }
 
   /** One part of a large payload queued for `destination` (and for nobody else). */
   async getPart(tenant: string, source: string, destination: string, id: string, part: number): Promise<PartResult> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     const queued = this.sql.exec("SELECT 1 FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND m.id = ? LIMIT 1", destination, id).toArray().length > 0;
     if (!queued) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `message ${id} is not queued for ${destination}` };
@@ -359,6 +376,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** Large payloads on their way from this source (the admin API's transfers view). */
   async transferList(tenant: string, source: string): Promise<TransferView[]> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     const list = this.transfers.list(source, (d, id) => this.fetched.get(`${d}>${id}`) ?? 0);
     // Progress of fetches is kept in memory only (after an eviction it reads 0 until the next part); forget finished ones.
@@ -422,7 +440,12 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   /** The destination connector acknowledges every dseq <= upTo as durably delivered. */
-  async ack(tenant: string, source: string, destination: string, upTo: number, receipt?: string, delivery?: Record<string, unknown>): Promise<AckResult> {
+  async ack(tenant: string, source: string, destination: string, upTo: number, receipt?: string): Promise<AckResult> {
+    this.usageNow.requests++;
+    return this.acknowledge(tenant, source, destination, upTo, receipt);
+  }
+
+  private async acknowledge(tenant: string, source: string, destination: string, upTo: number, receipt?: string, delivery?: Record<string, unknown>): Promise<AckResult> {
     this.identify(tenant, source);
     const cur = this.cursors.get(destination);
     if (!cur) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `no stream ${source} -> ${destination}` };
@@ -486,6 +509,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** The receiver saw a gap (or lost a frame): push again from `from`. */
   async resend(tenant: string, source: string, destination: string, from: number): Promise<AckResult> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     const cur = this.cursors.get(destination);
     if (!cur) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `no stream ${source} -> ${destination}` };
@@ -497,6 +521,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   /** The destination connector (re)connected: push what it has not acknowledged. */
   async attach(tenant: string, source: string, destinations: string[]): Promise<void> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     for (const d of destinations) {
       const cur = this.cursors.get(d);
@@ -508,6 +533,7 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   async status(): Promise<{ source: string; epoch: string; hwm: number; streams: StreamStatus[] }> {
+    this.usageNow.requests++;
     // What really waits: positions that expired (dead letters) left the queue without moving `acked`.
     const queued = new Map(this.sql.exec<{ destination: string; n: number }>("SELECT destination, count(*) AS n FROM outq GROUP BY destination").toArray().map((r) => [r.destination, r.n]));
     const streams = [...this.cursors].map(([destination, c]) => ({
@@ -518,6 +544,12 @@ export class ChannelObject extends DurableObject<Env> {
       online: !this.offline.has(destination),
     }));
     return { source: this.source, epoch: this.epoch, hwm: this.hwm, streams };
+  }
+
+  /** Billable operations since this object started (not counted itself): the bench's measured cost. */
+  async usage(): Promise<Usage> {
+    this.settleSql();
+    return { ...this.usageNow };
   }
 
   private rewind(destination: string, to: number): void {
@@ -654,7 +686,7 @@ export class ChannelObject extends DurableObject<Env> {
       if (status >= 200 && status < 300) {
         this.egressFailures.delete(destination);
         this.egressRetryAt.delete(destination);
-        await this.ack(this.tenant, this.source, destination, row.dseq, undefined, { http: status, url: egress.url });
+        await this.acknowledge(this.tenant, this.source, destination, row.dseq, undefined, { http: status, url: egress.url });
         continue;
       }
       const n = (this.egressFailures.get(destination) ?? 0) + 1;
@@ -755,6 +787,7 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   async deadLetters(tenant: string, source: string, destination?: string): Promise<DeadLetter[]> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     return this.sql
       .exec<{ destination: string; dseq: number; reason: string; at: number; id: string; seq: number; size: number; sha256: string; created_at: number; fields: string | null }>(
@@ -775,6 +808,7 @@ export class ChannelObject extends DurableObject<Env> {
    * them, logged. Returns how many were handled.
    */
   async handleDeadLetters(tenant: string, source: string, action: "redrive" | "discard", destination?: string, ids?: string[]): Promise<number> {
+    this.usageNow.requests++;
     this.identify(tenant, source);
     const rows = this.sql
       .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string; fields: string | null }>(
@@ -814,6 +848,7 @@ export class ChannelObject extends DurableObject<Env> {
    * (a lost frame or a silent disconnect).
    */
   override async alarm(): Promise<void> {
+    this.usageNow.requests++;
     const now = Date.now();
     this.sql.exec("DELETE FROM ingest_keys WHERE at < ?", now - INGEST_KEY_TTL_MS);
     await this.expire(now);

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { canonicalEvent, GENESIS_HASH } from "../../wire/index.ts";
 import { eventDb } from "../../workers/region.ts";
+import { newUsage, type Usage } from "../usage.ts";
 
 /** One lifecycle event as the channel object records it. */
 export type LoggedEvent = {
@@ -48,8 +49,11 @@ export class EventOutbox {
     private readonly region: () => string | null,
     /** Which channel fields the routes record (the rest never reach the log). */
     private readonly keepFields: (f: Record<string, string> | null | undefined) => Record<string, string> | null = (f) => f ?? null,
+    /** The object's SQLite and what it counts (metered by the channel object). */
+    sql: SqlStorage = ctx.storage.sql,
+    private readonly usage: Usage = newUsage(),
   ) {
-    this.sql = ctx.storage.sql;
+    this.sql = sql;
     this.sql.exec("CREATE TABLE IF NOT EXISTS event_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
     for (const r of this.sql.exec<{ k: string; v: string }>("SELECT k, v FROM meta WHERE k IN ('tenant', 'source')")) {
       if (r.k === "tenant") this.tenant = r.v;
@@ -129,7 +133,11 @@ export class EventOutbox {
           head = { seq: linked.chainSeq, hash };
         }
       }
-      await db.batch(statements.map((rows) => db.prepare(INSERT_EVENTS).bind(`[${rows.join(",")}]`)));
+      const results = await db.batch(statements.map((rows) => db.prepare(INSERT_EVENTS).bind(`[${rows.join(",")}]`)));
+      for (const r of results) {
+        this.usage.d1RowsRead += r.meta.rows_read ?? 0;
+        this.usage.d1RowsWritten += r.meta.rows_written ?? 0;
+      }
       const last = rows[rows.length - 1] as { id: number };
       const h = head;
       this.ctx.storage.transactionSync(() => {

@@ -43,8 +43,10 @@ export class Transfers {
   constructor(
     private readonly ctx: DurableObjectState,
     private readonly env: Env,
+    /** The object's SQLite (metered by the channel object). */
+    sql: SqlStorage = ctx.storage.sql,
   ) {
-    this.sql = ctx.storage.sql;
+    this.sql = sql;
     this.sql.exec(`
       CREATE TABLE IF NOT EXISTS uploads (
         id TEXT PRIMARY KEY, key TEXT NOT NULL, bucket TEXT NOT NULL, upload_id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,

@@ -18,6 +18,7 @@ import {
   type UploadFrame,
 } from "../../wire/index.ts";
 import type { UploadState } from "../channel/transfers.ts";
+import { newUsage, type Usage } from "../usage.ts";
 import { sourceRegion } from "../../workers/db.ts";
 import { channelStub } from "../../workers/stubs.ts";
 
@@ -44,6 +45,8 @@ export class ConnectorSession extends DurableObject<Env> {
   private chains = new Map<string, Promise<void>>();
   private regions = new Map<string, { region: string | null; at: number }>();
   private bucket = Number.POSITIVE_INFINITY;
+  /** Billable operations since this object started (see usage()). */
+  private readonly usageNow = newUsage();
   private bucketAt = Date.now();
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -54,6 +57,7 @@ export class ConnectorSession extends DurableObject<Env> {
 
   /** The Worker forwards an authenticated upgrade here (it set the identity headers). */
   override async fetch(request: Request): Promise<Response> {
+    this.usageNow.requests++;
     const tenant = request.headers.get("x-ferry-tenant");
     const connector = request.headers.get("x-ferry-connector");
     if (!tenant || !connector || request.headers.get("upgrade")?.toLowerCase() !== "websocket") {
@@ -127,6 +131,16 @@ export class ConnectorSession extends DurableObject<Env> {
 
   /** A channel object pushes a deliver frame; false means the connector is offline. */
   async deliver(frame: Uint8Array): Promise<boolean> {
+    this.usageNow.requests++;
+    return this.push(frame);
+  }
+
+  /** Billable operations since this object started (not counted itself): the bench's measured cost. */
+  async usage(): Promise<Usage> {
+    return { ...this.usageNow };
+  }
+
+  private push(frame: Uint8Array): boolean {
     const ws = this.current();
     if (!ws) return false;
     try {
@@ -139,10 +153,12 @@ export class ConnectorSession extends DurableObject<Env> {
 
   /** Receipts and other notices: sent if connected, otherwise dropped (they are in the event log). */
   async notify(frame: Uint8Array): Promise<boolean> {
-    return this.deliver(frame);
+    this.usageNow.requests++;
+    return this.push(frame);
   }
 
   async presence(): Promise<{ online: boolean; connectedAt: number | null; version: string | null }> {
+    this.usageNow.requests++;
     const ws = this.current();
     const att = ws ? (ws.deserializeAttachment() as Attachment) : null;
     return { online: ws !== undefined, connectedAt: att?.connectedAt ?? null, version: att?.version ?? null };
@@ -150,6 +166,7 @@ export class ConnectorSession extends DurableObject<Env> {
 
   /** Revocation closes the open connection at once. */
   async revoke(): Promise<void> {
+    this.usageNow.requests++;
     for (const ws of this.ctx.getWebSockets()) {
       try {
         ws.close(CloseCode.REVOKED, "connector revoked by an administrator");
@@ -160,6 +177,7 @@ export class ConnectorSession extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.usageNow.webSocketMessagesIn++;
     const att = ws.deserializeAttachment() as Attachment;
     if (typeof message === "string") {
       ws.send(errorFrame(ErrorCode.BAD_FRAME, `text frames carry only the heartbeat '${HEARTBEAT_PING}'`));

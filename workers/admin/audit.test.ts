@@ -274,3 +274,40 @@ describe("event log: routes that log exceptions only", () => {
     expect(await types("quiet-b/out")).toEqual(["rejected"]);
   });
 });
+
+describe("usage: what objects bill, measured", () => {
+  it("counts a channel object's requests, SQLite rows and D1 rows, for the platform operator only", async () => {
+    const source = "usage-a/out";
+    expect((await SELF.fetch("http://edge.test/api/routes", { method: "POST", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify({ source, destination: "sink/in" }) })).status).toBe(201);
+    const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:${source}`));
+    const before = JSON.parse((await get(`/api/debug/usage?source=${source}`)).text) as { channel: Record<string, number> };
+    const p = new TextEncoder().encode("x");
+    const msgs: PubMessage[] = Array.from({ length: 10 }, (_, i) => ({ seq: i + 1, id: `usage-${i + 1}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64) }));
+    expect(await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs, payloads: msgs.map(() => p) })).toMatchObject({ ok: true, accepted: 10 });
+    expect(await stub.ack(TENANT, source, "sink/in", 10)).toMatchObject({ ok: true });
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    type Report = { channel: Record<string, number>; sessions: Record<string, Record<string, number>> };
+    const read = async () => JSON.parse((await get(`/api/debug/usage?source=${source}&connector=usage-a`)).text) as Report;
+    // The receipt goes to the sender's session after the ack returns (off the ack's path): wait for it, bounded.
+    let after = await read();
+    for (let i = 0; i < 200 && !after.sessions["usage-a"]?.requests; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+      after = await read();
+    }
+    const d = (k: string) => (after.channel[k] ?? 0) - (before.channel[k] ?? 0);
+    // Two RPCs (publish, ack); each message's row and queue entry written and deleted; its three events in D1.
+    expect(d("requests")).toBe(2);
+    expect(d("sqlRowsWritten")).toBeGreaterThanOrEqual(10 * 4);
+    expect(d("sqlRowsRead")).toBeGreaterThan(0);
+    expect(d("d1RowsWritten")).toBeGreaterThanOrEqual(30);
+    // The sender's session got the receipt (one RPC); no connector is connected, so no WebSocket messages.
+    expect(after.sessions["usage-a"]).toMatchObject({ requests: 1, webSocketMessagesIn: 0 });
+
+    const owner = (JSON.parse((await (await SELF.fetch("http://edge.test/api/tenants", { method: "POST", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify({ id: "usage-t" }) })).text())) as { ownerToken: string }).ownerToken;
+    const refused = await SELF.fetch(`http://edge.test/api/debug/usage?source=${source}`, { headers: { authorization: `Bearer ${owner}` } });
+    expect(refused.status).toBe(403);
+    const bad = await get("/api/debug/usage?source=not-an-address");
+    expect(bad.status).toBe(400);
+    expect(bad.text).toContain("usage: source:");
+  });
+});
