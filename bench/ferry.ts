@@ -11,6 +11,8 @@ import { join } from "node:path";
 import { CallbackReceiver, Connector, enroll, silentLogger } from "../connector/index.ts";
 import type { LocalEdge } from "../test/helpers/edge.ts";
 import { latency, type Sample } from "./stats.ts";
+import type { Ops } from "./cost.ts";
+import type { Usage, UsageView } from "../wire/admin-types.ts";
 import { MIB } from "./config.ts";
 import { PeakWatch, removeQuietly, workerdOf } from "./proc.ts";
 
@@ -199,13 +201,40 @@ export async function ferryWindowed(edge: LocalEdge, place: Place, tag: string, 
       p50: l.p50,
       p99: l.p99,
       rssMiB: { "connectors (bench process)": watchSelf.stop(), workerd: watchEdge.stop() },
-      extra: { mbPerSec: (count * size) / MIB / secs, deliveriesPerSec: (count * fanout) / secs },
+      extra: { mbPerSec: (count * size) / MIB / secs, deliveriesPerSec: (count * fanout) / secs, ...Object.fromEntries(Object.entries(await measuredOps(edge, tag, fanout, count)).map(([k, v]) => [`ops.${k}`, v])) },
     };
   } finally {
     watchEdge.stop();
     watchSelf.stop();
     await net.close();
   }
+}
+
+/**
+ * Billable operations per message as the objects counted them (the edge's
+ * usage meters, GET /api/debug/usage): the source's channel object and every
+ * connector's session object, setup included (a route, a few attaches: small
+ * against thousands of messages). Background work still running when the
+ * case ends (the event log's last flush) may be missing: a lower bound.
+ */
+async function measuredOps(edge: LocalEdge, tag: string, fanout: number, count: number): Promise<Ops> {
+  const connectors = [`${tag}-src`, ...Array.from({ length: fanout }, (_, i) => `${tag}-dst${i}`)];
+  const q = new URLSearchParams([["source", `${tag}-src/${CHANNEL}`], ...connectors.map((c): [string, string] => ["connector", c])]);
+  const u = await api<UsageView>(edge, "GET", `/api/debug/usage?${q}`);
+  if (!u.channel) throw new Error(`no usage for ${tag}-src/${CHANNEL}`);
+  const sessions = Object.values(u.sessions);
+  const sum = (k: keyof Usage) => sessions.reduce((a, s) => a + s[k], 0);
+  return {
+    doRequests: (u.channel.requests + sum("requests")) / count,
+    wsMessagesIn: sum("webSocketMessagesIn") / count,
+    sqliteRowsRead: u.channel.sqlRowsRead / count,
+    sqliteRowsWritten: u.channel.sqlRowsWritten / count,
+    d1RowsRead: u.channel.d1RowsRead / count,
+    d1RowsWritten: u.channel.d1RowsWritten / count,
+    r2ClassA: 0,
+    r2ClassB: 0,
+    workerRequests: 0,
+  };
 }
 
 /** One at a time: the next message is sent once the previous one was delivered. */

@@ -35,7 +35,7 @@ export function ratiosTable(ratios: Ratio[]): string {
 
 export function costTable(rows: { path: string; usdPerMillion: number; breakdown: Record<string, number>; target: string; met: boolean }[]): string {
   return table(
-    ["cost (analytic, list prices)", "$ / million msgs", "largest terms", "target", "met"],
+    ["cost (list prices; analytic unless MEASURED)", "$ / million msgs", "largest terms", "target", "met"],
     rows.map((r) => [
       r.path,
       r.usdPerMillion.toFixed(3),

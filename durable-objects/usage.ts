@@ -1,21 +1,8 @@
-/**
- * What an object did that Cloudflare bills, counted as it happens (memory
- * only, since the object started): the bench reads it to measure a
- * message's cost instead of only deriving it from the code. R2 operations
- * are not counted here (none on a small message's path).
- */
-export type Usage = {
-  /** RPC calls and alarms handled (each a billed request). */
-  requests: number;
-  /** WebSocket messages received (billed 20:1). */
-  webSocketMessagesIn: number;
-  sqlRowsRead: number;
-  sqlRowsWritten: number;
-  /** As local D1 reports them in each result's `meta`. */
-  d1RowsRead: number;
-  d1RowsWritten: number;
-};
+import type { Usage } from "../wire/admin-types.ts";
 
+export type { Usage };
+
+/** Counters from zero: the bench reads them to measure a message's cost instead of only deriving it from the code. */
 export function newUsage(): Usage {
   return { requests: 0, webSocketMessagesIn: 0, sqlRowsRead: 0, sqlRowsWritten: 0, d1RowsRead: 0, d1RowsWritten: 0 };
 }

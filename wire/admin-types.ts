@@ -107,3 +107,23 @@ export type TransferView = {
   downloads: { destination: string; fetched: number }[];
   updatedAt: number;
 };
+
+/**
+ * What an object did that Cloudflare bills, counted as it happens (memory
+ * only, since the object started): GET /api/debug/usage. R2 operations are
+ * not counted (none on a small message's path).
+ */
+export type Usage = {
+  /** RPC calls and alarms handled (each a billed request). */
+  requests: number;
+  /** WebSocket messages received (billed 20:1). */
+  webSocketMessagesIn: number;
+  sqlRowsRead: number;
+  sqlRowsWritten: number;
+  /** As local D1 reports them in each result's `meta` (index entries included). */
+  d1RowsRead: number;
+  d1RowsWritten: number;
+};
+
+/** GET /api/debug/usage: a source's channel object and connectors' session objects. */
+export type UsageView = { channel: Usage | null; sessions: Record<string, Usage> };
