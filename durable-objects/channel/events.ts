@@ -1,5 +1,4 @@
-import { createHash } from "node:crypto";
-import { canonicalEvent, GENESIS_HASH } from "../../wire/index.ts";
+import { canonicalEvent, canonicalHash, GENESIS_HASH } from "../../wire/index.ts";
 import { eventDb } from "../../workers/region.ts";
 import { newUsage, type Usage } from "../usage.ts";
 
@@ -19,12 +18,15 @@ export type LoggedEvent = {
 
 /** Outbox rows (each one staging call, often hundreds of events) copied per D1 batch. */
 const FLUSH_ROWS = 8;
-const COLUMNS = ["tenant", "message_id", "type", "at", "place", "source", "destination", "seq", "size", "sha256", "fields", "detail", "chain", "chain_seq", "prev_hash", "hash"];
+/** Columns in the order of a canonical event (wire/audit.ts), then the hash. */
+const COLUMNS = ["chain", "chain_seq", "prev_hash", "tenant", "message_id", "type", "at", "place", "source", "destination", "seq", "size", "sha256", "fields", "detail", "hash"];
 /**
  * The events of a flush travel as ONE parameter per statement, a JSON array
  * of rows that SQLite unpacks itself (json_each, in array order): binding
  * sixteen parameters per event cost more CPU in the object than everything
- * else a message does (docs/performance.md), and D1 binds at most 100.
+ * else a message does (docs/performance.md), and D1 binds at most 100. Each
+ * row is the canonical event that was hashed, with its hash appended: one
+ * serialisation per event.
  */
 const INSERT_EVENTS = `INSERT OR IGNORE INTO events (${COLUMNS.join(", ")}) SELECT ${COLUMNS.map((_, i) => `json_extract(value, '$[${i}]')`).join(", ")} FROM json_each(?) ORDER BY key`;
 /** Characters of JSON per statement: well under D1's 2 MB per value. */
@@ -121,9 +123,9 @@ export class EventOutbox {
             source: this.source, destination: e.destination, seq: e.seq, size: e.size, sha256: e.sha256,
             fields: e.fields ? JSON.stringify(e.fields) : null, detail: e.detail === null || e.detail === undefined ? null : JSON.stringify(e.detail),
           };
-          // wire's eventHash, synchronously: one awaited WebCrypto digest per event cost more than the rest of the flush.
-          const hash = createHash("sha256").update(canonicalEvent(linked)).digest("hex");
-          const row = JSON.stringify([linked.tenant, linked.messageId, linked.type, linked.at, place, linked.source, linked.destination, linked.seq, linked.size, linked.sha256, linked.fields, linked.detail, chain, linked.chainSeq, linked.prevHash, hash]);
+          const canonical = canonicalEvent(linked);
+          const hash = canonicalHash(canonical);
+          const row = `${canonical.slice(0, -1)},"${hash}"]`;
           if (chars + row.length > STATEMENT_CHARS && chars > 0) {
             statements.push([]);
             chars = 0;
