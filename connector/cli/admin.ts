@@ -153,6 +153,21 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
   }
 
   if (noun === "route" || noun === "routes") {
+    /** What `route add` and `route set` both take: the settings a route can change in place. */
+    const changeable = () => ({
+      ...(values.log ? { log: values.log } : {}),
+      ...(values.ttl ? { ttl: values.ttl } : {}),
+      ...(values.retention ? { retention: values.retention } : {}),
+      ...(values.fields ? { fields: values.fields.split(",").map((f) => f.trim()).filter(Boolean) } : {}),
+    });
+    /** A route's schema error, named by the argument or flag the user typed. */
+    const refuseInvalid = (check: { success: boolean; error?: { issues: { path: PropertyKey[]; message: string }[] } }) => {
+      if (check.success) return;
+      const i = check.error?.issues[0];
+      const field = String(i?.path[0] ?? "route");
+      const flag = field === "source" ? "SRC" : field === "destination" ? "DST" : `--${field}`;
+      throw new CliError(`${flag}: ${i?.message ?? "invalid"}`, 2);
+    };
     switch (verb) {
       case "add": {
         need(2, "route add SRC DST [--protection none|sign|encrypt] [--compress none|gzip] [--log full|exceptions] [--ttl 7d] [--archive] [--retention 30d] [--region eu]");
@@ -161,39 +176,21 @@ export async function adminCommand(argv: string[], out: Out): Promise<number> {
           destination: rest[1],
           ...(values.protection ? { protection: values.protection } : {}),
           ...(values.compress ? { compress: values.compress } : {}),
-          ...(values.log ? { log: values.log } : {}),
-          ...(values.ttl ? { ttl: values.ttl } : {}),
           ...(values.archive ? { archive: true } : {}),
-          ...(values.retention ? { retention: values.retention } : {}),
           ...(values.region ? { region: values.region } : {}),
-          ...(values.fields ? { fields: values.fields.split(",").map((f) => f.trim()).filter(Boolean) } : {}),
+          ...changeable(),
         };
         // Validate here too, so a typo is named before anything is sent.
-        const check = RouteCreate.safeParse(body);
-        if (!check.success) {
-          const i = check.error.issues[0];
-          const field = String(i?.path[0] ?? "route");
-          const flag = field === "source" ? "SRC" : field === "destination" ? "DST" : `--${field}`;
-          throw new CliError(`${flag}: ${i?.message ?? "invalid"}`, 2);
-        }
+        refuseInvalid(RouteCreate.safeParse(body));
         const r = await api.request<{ route: Route }>("POST", "/api/routes", body);
         printJsonOr(out, json, r, () => `route ${r.route.id}: ${r.route.source} -> ${r.route.destination} (protection ${r.route.protection}, ttl ${r.route.ttl}s, log ${r.route.log ?? "full"})`);
         return 0;
       }
       case "set": {
         need(1, "route set ID [--log full|exceptions] [--ttl 7d] [--retention 30d] [--fields a,b]");
-        const body = {
-          ...(values.log ? { log: values.log } : {}),
-          ...(values.ttl ? { ttl: values.ttl } : {}),
-          ...(values.retention ? { retention: values.retention } : {}),
-          ...(values.fields ? { fields: values.fields.split(",").map((f) => f.trim()).filter(Boolean) } : {}),
-        };
+        const body = changeable();
         if (Object.keys(body).length === 0) throw new CliError("route set: name what to change: --log, --ttl, --retention or --fields", 2);
-        const check = RouteCreate.pick({ log: true, ttl: true, retention: true, fields: true }).partial().safeParse(body);
-        if (!check.success) {
-          const i = check.error.issues[0];
-          throw new CliError(`--${String(i?.path[0] ?? "route")}: ${i?.message ?? "invalid"}`, 2);
-        }
+        refuseInvalid(RouteCreate.pick({ log: true, ttl: true, retention: true, fields: true }).partial().safeParse(body));
         const r = await api.request<{ route: Route }>("PATCH", `/api/routes/${encodeURIComponent(rest[0] as string)}`, body);
         printJsonOr(out, json, r, () => `route ${r.route.id}: ${r.route.source} -> ${r.route.destination} (ttl ${r.route.ttl}s, log ${r.route.log ?? "full"})`);
         return 0;
