@@ -207,12 +207,6 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   /**
-   * Accepts a batch from the source connector. Exactly once: seq <= hwm is a
-   * duplicate (acknowledged again, stored nothing), seq == hwm + 1 is stored,
-   * anything further ahead stops the batch with a gap. All of one batch is one
-   * transaction, so one commit (one fsync) for many messages.
-   */
-  /**
    * A message POSTed to a hosted ingress address: the edge is its connector,
    * so this object numbers it itself (its own spool epoch) and honours the
    * request's idempotency key exactly, in the same transaction that stores it.
@@ -233,11 +227,18 @@ export class ChannelObject extends DurableObject<Env> {
     return { ok: true, id, seq, duplicate: false };
   }
 
+  /**
+   * Accepts a batch from the source connector. Exactly once: seq <= hwm is a
+   * duplicate (acknowledged again, stored nothing), seq == hwm + 1 is stored,
+   * anything further ahead stops the batch with a gap. All of one batch is one
+   * transaction, so one commit (one fsync) for many messages.
+   */
   async publish(req: PublishRequest): Promise<PublishResult> {
     this.usageNow.requests++;
     return this.accept(req);
   }
 
+  /** publish's work, also for hosted ingress (one request, not two: the usage meter counts RPCs). */
   private async accept(req: PublishRequest, ingestKey?: string): Promise<PublishResult> {
     this.identify(req.tenant, req.source);
     if (this.routes.length === 0) {
@@ -445,6 +446,7 @@ export class ChannelObject extends DurableObject<Env> {
     return this.acknowledge(tenant, source, destination, upTo, receipt);
   }
 
+  /** ack's work, also for hosted egress's 2xx answers (`delivery`: how it was delivered). */
   private async acknowledge(tenant: string, source: string, destination: string, upTo: number, receipt?: string, delivery?: Record<string, unknown>): Promise<AckResult> {
     this.identify(tenant, source);
     const cur = this.cursors.get(destination);
