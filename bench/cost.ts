@@ -51,7 +51,8 @@ export type Ops = {
  * Billable operations per message. `log`: the per-message event log
  * (captured, accepted, delivered; the receipt) staged in the channel
  * object's outbox and copied to D1. `queued`: messages held by the channel
- * object when an ack arrives (the collect step scans them all). `fields`:
+ * object (a backlog larger than a batch is read back from SQLite, a row per
+ * segment). `fields`:
  * channel fields per message (a file carries its name): migration 0008's
  * trigger writes one event_fields row per field of each logged event.
  */
@@ -69,24 +70,21 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch, field
     // The pub frame into the sender's session object, the ack frame into the receiver's.
     wsMessagesIn: 1 / b + 1 / d,
     sqliteRowsRead:
-      // pump: outq joined with messages (2 per message) and max(dseq) once per frame
-      2 + 1 / d +
-      // ack: the same join for the delivered events, the pending update's subquery
-      2 + 1 +
-      // collect(): DELETE ... WHERE pending <= 0 scans every message the object holds
-      queued / d +
+      // pump: a few runs and the live position before the frame, once per frame (segments are read from memory while cached)
+      3 / d +
+      // ack: the runs acknowledged, then each finished segment's reference count
+      1 / d + 1 / b +
       // ensureAlarm after each publish: min(expires_at) via the index, count(*) of the outbox
       (1 + (log ? 1 : 0)) / b +
+      // a segment read back from SQLite once it has left the cache (a backlog): one row per segment
+      (queued > b ? 1 / b : 0) +
       flushRead,
     sqliteRowsWritten:
-      // publish: the message row, its outq row and the outq_by_expiry index entry
-      3 +
-      // publish, once per batch: meta (epoch, hwm, next_mseq) and the cursor
-      4 / b +
-      // ack: pending - 1 on the message, the outq row and its index entry deleted, the message deleted by collect()
-      1 + 2 + 1 +
-      // ack, once per frame: the cursor
-      1 / d +
+      // publish, once per batch (one segment per MiB of payload): the segment's count row and its data row;
+      // the destination's run with its two index entries (expiry, segment); meta (epoch, hwm, next_mseq) and the cursor
+      (2 + 3 + 3 + 1) / b +
+      // ack, once per frame: the cursor; once per segment done: its run and index entries deleted, its count moved, its two rows deleted
+      1 / d + (3 + 1 + 2) / b +
       // the event outbox: rows staged, then deleted and the chain head moved when flushed
       stagings + flushWritten,
     // The log writes; nothing on the path reads D1 per message.

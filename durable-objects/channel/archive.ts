@@ -1,5 +1,6 @@
 import { archiveBinding, archiveBucket } from "../../workers/region.ts";
 import type { EventOutbox } from "./events.ts";
+import type { Segments } from "./segments.ts";
 
 /** What an archive holds beside the payload: the envelope, for auditors. */
 export type ArchivedEnvelope = {
@@ -17,8 +18,6 @@ export type ArchivedEnvelope = {
   region: string | null;
   retainUntil: number;
 };
-
-type MessageRow = { id: string; seq: number; created_at: number; accepted_at: number; content_type: string; size: number; sha256: string; fields: string | null; payload: ArrayBuffer };
 
 const BATCH = 50;
 
@@ -38,7 +37,9 @@ export class Archiver {
     private readonly ctx: DurableObjectState,
     private readonly env: Env,
     private readonly events: EventOutbox,
-    private readonly collect: () => void,
+    private readonly segments: Segments,
+    /** Inside a transaction: the job no longer holds its message's segment. */
+    private readonly unref: (mseq: number) => void,
     /** Where a large payload lies in R2: it is archived in place, never copied. */
     private readonly locate: (mseq: number) => { key: string; bucket: string } | null,
     /** The object's SQLite (metered by the channel object). */
@@ -52,7 +53,7 @@ export class Archiver {
     `);
   }
 
-  /** Inside the accepting transaction: the message's row stays until the job is done. */
+  /** Inside the accepting transaction: the message's segment stays until the job is done (it holds a reference). */
   stage(mseq: number, retainUntil: number, region: string | null, destinations: string[]): void {
     this.sql.exec("INSERT INTO archive_jobs VALUES (?, ?, ?, ?)", mseq, retainUntil, region, JSON.stringify(destinations));
   }
@@ -81,33 +82,32 @@ export class Archiver {
       const jobs = this.sql.exec<{ mseq: number; retain_until: number; region: string | null; destinations: string }>("SELECT * FROM archive_jobs ORDER BY mseq LIMIT ?", BATCH).toArray();
       if (jobs.length === 0) return;
       for (const job of jobs) {
-        const m = this.sql.exec<MessageRow>("SELECT id, seq, created_at, accepted_at, content_type, size, sha256, fields, payload FROM messages WHERE mseq = ?", job.mseq).toArray()[0];
+        const found = this.segments.message(job.mseq);
+        const m = found ? { ...found.m, acceptedAt: found.seg.acceptedAt, payload: found.payload } : null;
         const stored = this.locate(job.mseq);
         const binding = stored ? (stored.bucket as "ARCHIVE" | "ARCHIVE_EU") : archiveBinding(job.region);
         const bucket = stored ? this.env[binding as "ARCHIVE" | "ARCHIVE_EU"] : archiveBucket(this.env, job.region);
         if (m && bucket && binding) {
-          const key = stored ? stored.key : `${tenant}/${source}/${new Date(m.accepted_at).toISOString().slice(0, 10)}/${m.id}`;
+          const key = stored ? stored.key : `${tenant}/${source}/${new Date(m.acceptedAt).toISOString().slice(0, 10)}/${m.id}`;
           const envelope: ArchivedEnvelope = {
-            id: m.id, tenant, source, destinations: JSON.parse(job.destinations) as string[], seq: m.seq, createdAt: m.created_at, acceptedAt: m.accepted_at,
-            contentType: m.content_type, size: m.size, sha256: m.sha256, fields: m.fields ? (JSON.parse(m.fields) as Record<string, string>) : null,
+            id: m.id, tenant, source, destinations: JSON.parse(job.destinations) as string[], seq: m.seq, createdAt: m.createdAt, acceptedAt: m.acceptedAt,
+            contentType: m.contentType, size: m.size, sha256: m.sha256, fields: m.fields,
             region: job.region, retainUntil: job.retain_until,
           };
-          if (!stored) await bucket.put(key, m.payload, { httpMetadata: { contentType: m.content_type }, sha256: m.sha256, customMetadata: { messageId: m.id, retainUntil: String(job.retain_until) } });
+          if (!stored) await bucket.put(key, m.payload, { httpMetadata: { contentType: m.contentType }, sha256: m.sha256, customMetadata: { messageId: m.id, retainUntil: String(job.retain_until) } });
           await bucket.put(`${key}.envelope.json`, JSON.stringify(envelope), { httpMetadata: { contentType: "application/json" } });
           const now = Date.now();
           this.ctx.storage.transactionSync(() => {
             this.sql.exec("INSERT OR REPLACE INTO archived VALUES (?, ?, ?, ?, ?, ?)", key, m.id, binding, job.retain_until, m.size, m.sha256);
             this.sql.exec("DELETE FROM archive_jobs WHERE mseq = ?", job.mseq);
-            this.sql.exec("UPDATE messages SET pending = pending - 1 WHERE mseq = ?", job.mseq);
-            this.collect();
+            this.unref(job.mseq);
             this.events.stage([{ messageId: m.id, type: "archived", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: envelope.fields, detail: { key, bucket: binding, region: job.region, retainUntil: job.retain_until } }]);
           });
         } else {
           // The message is gone or its region lost its bucket: drop the job, say so.
           this.ctx.storage.transactionSync(() => {
             this.sql.exec("DELETE FROM archive_jobs WHERE mseq = ?", job.mseq);
-            if (m) this.sql.exec("UPDATE messages SET pending = pending - 1 WHERE mseq = ?", job.mseq);
-            this.collect();
+            if (m) this.unref(job.mseq);
             if (m) this.events.stage([{ messageId: m.id, type: "rejected", at: Date.now(), seq: m.seq, size: m.size, sha256: m.sha256, destination: null, detail: { reason: `no archive bucket for region '${job.region}'` } }]);
           });
         }

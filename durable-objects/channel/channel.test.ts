@@ -2,6 +2,7 @@ import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } fr
 import { describe, expect, it } from "vitest";
 import { decodeFrame, type DeliverFrame, type PubMessage } from "../../wire/index.ts";
 import type { ChannelObject } from "./channel.ts";
+import { decodeSegment } from "./segments.ts";
 
 const TENANT = "t1";
 let n = 0;
@@ -26,21 +27,105 @@ function msgs(from: number, to: number): { msgs: PubMessage[]; payloads: Uint8Ar
   return { msgs: out, payloads };
 }
 
+/** Seqs of the messages the object stores (read from its SQLite, not from its cache). */
 async function stored(stub: DurableObjectStub<ChannelObject>): Promise<number[]> {
-  return runInDurableObject(stub, (_obj, state) =>
-    state.storage.sql.exec<{ seq: number }>("SELECT seq FROM messages ORDER BY mseq").toArray().map((r) => r.seq),
-  );
+  return runInDurableObject(stub, (_obj, state) => {
+    const out: number[] = [];
+    for (const r of state.storage.sql.exec<{ first_mseq: number; data: ArrayBuffer }>("SELECT first_mseq, data FROM segment_data ORDER BY first_mseq")) {
+      out.push(...decodeSegment(r.first_mseq, r.data).msgs.map((m) => m.seq));
+    }
+    return out;
+  });
 }
 
-describe("channel object: storage plans", () => {
-  it("finds the messages every destination is done with through an index, never by scanning rows that carry payloads", async () => {
+const usage = (stub: DurableObjectStub<ChannelObject>) => stub.usage();
+
+describe("channel object: storage", () => {
+  it("stores a batch as one segment and queues it as one run per destination: well under a row written per message, end to end", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [{ ...route("b/orders"), log: "exceptions" }]);
+    const before = await usage(stub);
+    // Two frames of 1,000, as a windowed sender sends them, each acknowledged in two cumulative acks.
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 1000) });
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1001, 2000) });
+    for (const upTo of [500, 1000, 1500, 2000]) expect(await stub.ack(TENANT, source, "b/orders", upTo)).toEqual({ ok: true, acked: upTo });
+    expect(await stored(stub)).toEqual([]);
+    const after = await usage(stub);
+    const perMessage = (after.sqlRowsWritten - before.sqlRowsWritten) / 2000;
+    // A row per message (and more per destination) before segments: 7 per message.
+    expect(perMessage).toBeLessThan(0.05);
+    expect(perMessage).toBeGreaterThan(0);
+  });
+
+  it("cuts segments at their size and gives a claim check one of its own; delivery order and stream positions stay exact", async () => {
     const { source, stub } = fresh();
     await stub.configure(TENANT, source, [route("b/orders")]);
-    const plan = await runInDurableObject(stub, (_obj, state) =>
-      state.storage.sql.exec<{ detail: string }>("EXPLAIN QUERY PLAN DELETE FROM messages WHERE pending <= 0 AND mseq NOT IN (SELECT mseq FROM dead_letters)").toArray().map((r) => r.detail),
-    );
-    expect(plan.join("\n")).toMatch(/messages_done/);
-    expect(plan.join("\n")).not.toMatch(/SCAN messages\b(?! USING)/);
+    const batch = msgs(1, 5);
+    // Three of 400 KiB share a segment up to 1 MiB, so the third starts a second one.
+    for (const i of [0, 1, 2]) {
+      batch.payloads[i] = new Uint8Array(400 * 1024).fill(i + 1);
+      (batch.msgs[i] as PubMessage).size = 400 * 1024;
+    }
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...batch });
+    const layout = await runInDurableObject(stub, (_obj, state) => ({
+      segments: state.storage.sql.exec<{ first_mseq: number; count: number; refs: number }>("SELECT * FROM segments ORDER BY first_mseq").toArray(),
+      runs: state.storage.sql.exec<{ start_dseq: number; end_dseq: number; mseq: number }>("SELECT start_dseq, end_dseq, mseq FROM runs ORDER BY end_dseq").toArray(),
+    }));
+    expect(layout.segments.map((s) => [s.first_mseq, s.count, s.refs])).toEqual([[1, 2, 1], [3, 3, 1]]);
+    expect(layout.runs.map((r) => [r.start_dseq, r.end_dseq, r.mseq])).toEqual([[1, 2, 1], [3, 5, 3]]);
+    const frames = await runInDurableObject(stub, async (obj) => {
+      const got: DeliverFrame[] = [];
+      const payloads: Uint8Array[] = [];
+      (obj as unknown as { session: () => unknown }).session = () => ({
+        deliver: async (bytes: Uint8Array) => {
+          const d = decodeFrame(bytes);
+          got.push(d.frame as DeliverFrame);
+          payloads.push(...d.payloads);
+          return true;
+        },
+        notify: async () => true,
+      });
+      await obj.attach(TENANT, source, ["b/orders"]);
+      for (let i = 0; i < 500 && got.flatMap((f) => f.msgs).length < 5; i++) await new Promise((r) => setTimeout(r, 2));
+      return { msgs: got.flatMap((f) => f.msgs.map((m) => [m.dseq, m.seq])), sizes: payloads.map((p) => [p.byteLength, p[0]]) };
+    });
+    expect(frames.msgs).toEqual([[1, 1], [2, 2], [3, 3], [4, 4], [5, 5]]);
+    expect(frames.sizes.slice(0, 3)).toEqual([[400 * 1024, 1], [400 * 1024, 2], [400 * 1024, 3]]);
+    // Acknowledged to the middle of the second segment: the first goes, the second stays whole.
+    await stub.ack(TENANT, source, "b/orders", 4);
+    expect(await stored(stub)).toEqual([3, 4, 5]);
+    expect((await stub.status()).streams[0]).toMatchObject({ acked: 4, queued: 1 });
+  });
+
+  it("moves an object's messages stored a row each (before segments) into segments, and delivers them exactly as before", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders"), route("c/orders")]);
+    await runInDurableObject(stub, (obj, state) => {
+      const sql = state.storage.sql;
+      // The old schema, with three messages: 1 acknowledged by b, 2 dead for c, 3 waiting for both.
+      sql.exec(`CREATE TABLE messages (mseq INTEGER PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, created_at INTEGER NOT NULL,
+        accepted_at INTEGER NOT NULL, expires_at INTEGER, content_type TEXT NOT NULL, size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL, fields TEXT, payload BLOB NOT NULL, pending INTEGER NOT NULL, protection TEXT, sig TEXT, blob TEXT)`);
+      sql.exec("CREATE TABLE outq (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID");
+      for (const s of [1, 2, 3]) {
+        sql.exec("INSERT INTO messages VALUES (?, ?, ?, 1, 2, NULL, 'text/plain', 9, ?, ?, ?, 1, 'none', NULL, NULL)", s, `msg-${s}-xxxxxxxx`, s, "0".repeat(64), s === 3 ? '{"filename":"c.txt"}' : null, new TextEncoder().encode(`message ${s}`).buffer);
+      }
+      const far = Date.now() + 3_600_000;
+      sql.exec("INSERT INTO outq VALUES ('c/orders', 1, 1, ?), ('b/orders', 2, 2, ?), ('b/orders', 3, 3, ?), ('c/orders', 3, 3, ?)", far, far, far, far);
+      sql.exec("INSERT INTO dead_letters VALUES ('c/orders', 2, 2, 'expired', 5)");
+      sql.exec("UPDATE cursors SET next_dseq = 4, acked = CASE destination WHEN 'b/orders' THEN 1 ELSE 0 END");
+      (obj as unknown as { segments: { forget(a: "all"): void } }).segments.forget("all");
+    });
+    await evictDurableObject(stub);
+    expect(await stored(stub)).toEqual([1, 2, 3]);
+    expect((await stub.deadLetters(TENANT, source)).map((d) => [d.destination, d.seq])).toEqual([["c/orders", 2]]);
+    expect(await stub.ack(TENANT, source, "b/orders", 3)).toEqual({ ok: true, acked: 3 });
+    expect(await stored(stub)).toEqual([1, 2, 3]);
+    expect(await stub.ack(TENANT, source, "c/orders", 3)).toEqual({ ok: true, acked: 3 });
+    // 1 and 3 are done everywhere; 2 stays for its dead letter.
+    expect(await stored(stub)).toEqual([2]);
+    expect(await stub.handleDeadLetters(TENANT, source, "discard")).toBe(1);
+    expect(await stored(stub)).toEqual([]);
   });
 });
 
@@ -120,12 +205,16 @@ describe("channel object: acknowledging and fan-out", () => {
     expect(await stub.ack(TENANT, source, "b/orders", 3)).toEqual({ ok: true, acked: 3 });
     expect(await stored(stub)).toEqual([1, 2, 3]);
     expect(await stub.ack(TENANT, source, "c/orders", 2)).toEqual({ ok: true, acked: 2 });
-    expect(await stored(stub)).toEqual([3]);
+    // The batch is stored as one segment: it goes when every message of it is done.
+    expect(await stored(stub)).toEqual([1, 2, 3]);
+    expect((await stub.status()).streams.find((s) => s.destination === "c/orders")).toMatchObject({ acked: 2, queued: 1 });
+    expect(await stub.ack(TENANT, source, "c/orders", 3)).toEqual({ ok: true, acked: 3 });
+    expect(await stored(stub)).toEqual([]);
     // A stale (lower) ack changes nothing.
-    expect(await stub.ack(TENANT, source, "c/orders", 1)).toEqual({ ok: true, acked: 2 });
+    expect(await stub.ack(TENANT, source, "c/orders", 1)).toEqual({ ok: true, acked: 3 });
     const st = await stub.status();
     expect(st.streams.find((s) => s.destination === "b/orders")).toMatchObject({ acked: 3, queued: 0 });
-    expect(st.streams.find((s) => s.destination === "c/orders")).toMatchObject({ acked: 2, queued: 1 });
+    expect(st.streams.find((s) => s.destination === "c/orders")).toMatchObject({ acked: 3, queued: 0 });
   });
 
   it("logs captured, accepted and delivered events to D1 through its outbox", async () => {
@@ -178,6 +267,21 @@ describe("channel object: time to live and dead letters", () => {
     expect(results[0]?.n).toBe(3);
   });
 
+  it("expires only what is left of a batch acknowledged in part; its segment stays for the dead letters, then goes", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [{ ...route("b/orders"), ttlSeconds: 1 }]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 3) });
+    expect(await stub.ack(TENANT, source, "b/orders", 1)).toEqual({ ok: true, acked: 1 });
+    const dead = await expiredAfterTtl(stub, source);
+    expect(dead.map((d) => [d.seq, d.reason])).toEqual([[2, "expired"], [3, "expired"]]);
+    expect((await stub.status()).streams[0]).toMatchObject({ acked: 1, queued: 0 });
+    expect(await stored(stub)).toEqual([1, 2, 3]);
+    expect(await stub.handleDeadLetters(TENANT, source, "discard", "b/orders", ["msg-2-xxxxxxxx"])).toBe(1);
+    expect(await stored(stub)).toEqual([1, 2, 3]);
+    expect(await stub.handleDeadLetters(TENANT, source, "discard")).toBe(1);
+    expect(await stored(stub)).toEqual([]);
+  });
+
   it("re-drives dead letters to the end of the stream with a fresh TTL, and discards them on request", async () => {
     const { source, stub } = fresh();
     await stub.configure(TENANT, source, [{ ...route("b/orders"), ttlSeconds: 1 }]);
@@ -186,7 +290,7 @@ describe("channel object: time to live and dead letters", () => {
     await stub.configure(TENANT, source, [route("b/orders")]);
     const first = (await stub.deadLetters(TENANT, source))[0];
     expect(await stub.handleDeadLetters(TENANT, source, "redrive", "b/orders", [first?.id as string])).toBe(1);
-    const outq = await runInDurableObject(stub, (_o, state) => state.storage.sql.exec<{ dseq: number }>("SELECT dseq FROM outq ORDER BY dseq").toArray().map((r) => r.dseq));
+    const outq = await runInDurableObject(stub, (_o, state) => state.storage.sql.exec<{ dseq: number }>("SELECT end_dseq AS dseq FROM runs ORDER BY end_dseq").toArray().map((r) => r.dseq));
     expect(outq).toEqual([3]);
     expect(await stub.handleDeadLetters(TENANT, source, "discard")).toBe(1);
     expect(await stub.deadLetters(TENANT, source)).toEqual([]);

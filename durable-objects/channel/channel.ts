@@ -5,7 +5,6 @@ import {
   Limits,
   splitAddress,
   toHex,
-  type BlobRef,
   type DeliverMessage,
   type PubMessage,
   type TransferView,
@@ -17,6 +16,7 @@ import { Archiver } from "./archive.ts";
 import { ABANDON_AFTER_MS, Transfers, type PartResult, type UploadState } from "./transfers.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
 import { meteredSql, newUsage, type Usage } from "../usage.ts";
+import { encodeSegment, migrateLegacy, SEGMENT_BYTES, Segments, type Segment, type StoredMessage } from "./segments.ts";
 import { webhookSignature } from "../../workers/signatures.ts";
 
 /** Unacknowledged messages in flight to one destination (the credit window). */
@@ -42,37 +42,18 @@ type Cursor = { next: number; acked: number };
 
 /** Durable Object SQL binds at most 100 parameters per statement. */
 const MAX_BOUND_PARAMETERS = 100;
-const MESSAGE_COLUMNS = 15;
-const INSERT_MESSAGES = "INSERT INTO messages (mseq, id, seq, created_at, accepted_at, expires_at, content_type, size, sha256, fields, payload, pending, protection, sig, blob) VALUES";
-
-type MessageRow = {
-  dseq: number;
-  id: string;
-  seq: number;
-  created_at: number;
-  accepted_at: number;
-  expires_at: number | null;
-  content_type: string;
-  size: number;
-  sha256: string;
-  fields: string | null;
-  payload: ArrayBuffer;
-  protection: string | null;
-  sig: string | null;
-  blob: string | null;
-};
+/**
+ * One destination's queue, as runs: dseqs start..end are the consecutive
+ * messages mseq.. of one segment (seg), all expiring together. A batch is
+ * one run per destination, not a row per message.
+ */
+type Run = { end_dseq: number; start_dseq: number; mseq: number; seg: number };
+const RUN_COLUMNS = "end_dseq, start_dseq, mseq, seg";
+/** A message at its place in one destination's stream. */
+type QueuedMessage = StoredMessage & { dseq: number; mseq: number; seg: number };
 
 /** Hosted egress POSTs a payload whole: large payloads up to this size are read into memory for it. */
 const EGRESS_MAX_BLOB_BYTES = 64 * 1024 * 1024;
-
-function parseFields(json: string | null): Record<string, string> | null {
-  return json === null ? null : (JSON.parse(json) as Record<string, string>);
-}
-
-function asBuffer(p: Uint8Array): ArrayBuffer {
-  // SQLite bindings take an ArrayBuffer; copy only when `p` is a view.
-  return p.byteOffset === 0 && p.byteLength === p.buffer.byteLength ? (p.buffer as ArrayBuffer) : (p.slice().buffer as ArrayBuffer);
-}
 
 /**
  * The channel object: one per source address (`tenant:connector/channel`).
@@ -87,6 +68,7 @@ export class ChannelObject extends DurableObject<Env> {
   private readonly events: EventOutbox;
   private readonly archiver: Archiver;
   private readonly transfers: Transfers;
+  private readonly segments: Segments;
   private tenant = "";
   private source = "";
   private epoch = "";
@@ -133,28 +115,26 @@ export class ChannelObject extends DurableObject<Env> {
       CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL);
       CREATE TABLE IF NOT EXISTS retired_epochs (epoch TEXT PRIMARY KEY);
       CREATE TABLE IF NOT EXISTS cursors (destination TEXT PRIMARY KEY, next_dseq INTEGER NOT NULL, acked INTEGER NOT NULL);
-      CREATE TABLE IF NOT EXISTS messages (
-        mseq INTEGER PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, created_at INTEGER NOT NULL,
-        accepted_at INTEGER NOT NULL, expires_at INTEGER, content_type TEXT NOT NULL, size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL, fields TEXT, payload BLOB NOT NULL, pending INTEGER NOT NULL, protection TEXT, sig TEXT);
-      CREATE TABLE IF NOT EXISTS outq (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
-      CREATE INDEX IF NOT EXISTS outq_by_expiry ON outq (expires_at);
+      CREATE TABLE IF NOT EXISTS runs (
+        destination TEXT NOT NULL, end_dseq INTEGER NOT NULL, start_dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, seg INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL, claim INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (destination, end_dseq)) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS runs_by_expiry ON runs (expires_at);
+      CREATE INDEX IF NOT EXISTS runs_of_claim_checks ON runs (seg) WHERE claim = 1;
       CREATE TABLE IF NOT EXISTS ingest_keys (key TEXT PRIMARY KEY, id TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS dead_letters (destination TEXT NOT NULL, dseq INTEGER NOT NULL, mseq INTEGER NOT NULL, reason TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (destination, dseq)) WITHOUT ROWID;
     `);
-    // Messages every destination is done with, found without scanning the table (whose rows carry payloads).
-    this.sql.exec("CREATE INDEX IF NOT EXISTS messages_done ON messages (mseq) WHERE pending <= 0");
-    // Objects created before protection existed get its columns.
-    for (const [table, col] of [["messages", "protection TEXT"], ["messages", "sig TEXT"], ["messages", "blob TEXT"], ["ingest_keys", "sha256 TEXT"]]) {
-      try {
-        this.sql.exec(`ALTER TABLE ${table} ADD COLUMN ${col}`);
-      } catch {
-        // the column exists
-      }
+    // Objects created before idempotency digests existed get their column.
+    try {
+      this.sql.exec("ALTER TABLE ingest_keys ADD COLUMN sha256 TEXT");
+    } catch {
+      // the column exists
     }
+    this.segments = new Segments(this.sql);
     this.events = new EventOutbox(ctx, env, () => this.region, (f) => this.loggedFields(f), this.sql, this.usageNow);
-    this.archiver = new Archiver(ctx, env, this.events, () => this.collect(), (mseq) => this.transfers.location(mseq), this.sql);
+    this.archiver = new Archiver(ctx, env, this.events, this.segments, (mseq) => this.unref(mseq), (mseq) => this.transfers.location(mseq), this.sql);
     this.transfers = new Transfers(ctx, env, this.sql);
+    const migrated = migrateLegacy(this.sql, (f) => this.ctx.storage.transactionSync(f));
+    if (migrated > 0) console.log(`${ctx.id.toString()}: moved ${migrated} stored messages into segments`);
     this.load();
   }
 
@@ -267,14 +247,31 @@ export class ChannelObject extends DurableObject<Env> {
     let incomplete: { id: string; message: string } | undefined;
     const logged: LoggedEvent[] = [];
     const ttl = Math.min(...this.routes.map((r) => r.ttlSeconds));
-    // Rows gathered in the loop and written many per statement at its end (same transaction).
-    const messageRows: SqlStorageValue[] = [];
-    const queueRows: SqlStorageValue[] = [];
+    // Segments gathered in the loop and written, with their runs, many rows per statement at its end (same transaction).
+    const segments: { seg: Segment; data: Uint8Array }[] = [];
+    let open: Segment | null = null;
+    const expiresAt = now + ttl * 1000;
+    const close = () => {
+      if (open && open.msgs.length > 0) {
+        const data = encodeSegment(now, expiresAt, open.msgs, open.payloads);
+        // Views of the stored bytes, as a segment read back has them: the frame's buffer is not kept.
+        let at = data.byteLength;
+        for (let i = open.payloads.length - 1; i >= 0; i--) {
+          const n = (open.payloads[i] as Uint8Array).byteLength;
+          at -= n;
+          open.payloads[i] = data.subarray(at, at + n);
+        }
+        segments.push({ seg: { ...open, bytes: data.byteLength }, data });
+      }
+      open = null;
+    };
     // Captured and accepted are logged unless every route from here logs exceptions only.
     const lifecycle = this.routes.some((r) => r.log !== "exceptions");
+    let epochChanged = false;
     try {
       this.ctx.storage.transactionSync(() => {
         if (req.epoch !== this.epoch) {
+          epochChanged = true;
           if (this.epoch !== "") this.sql.exec("INSERT OR IGNORE INTO retired_epochs VALUES (?)", this.epoch);
           // A channel object that never saw this source adopts the stream
           // where it stands (the sender's spool may be older than this
@@ -303,17 +300,18 @@ export class ChannelObject extends DurableObject<Env> {
             }
           }
           this.nextMseq++;
-          messageRows.push(
-            mseq, m.id, m.seq, m.createdAt, now, now + ttl * 1000, m.contentType, m.size, m.sha256,
-            m.fields ? JSON.stringify(m.fields) : null, asBuffer(payload), this.routes.length + (archiving.length > 0 ? 1 : 0),
-            m.protection ?? "none", m.sig ?? null, m.blob ? JSON.stringify(m.blob) : null,
-          );
+          // A claim check gets a segment of its own: its R2 payload goes when it is done, not when its neighbours are.
+          const current: Segment | null = open;
+          if (m.blob || (current && current.bytes + payload.byteLength > SEGMENT_BYTES)) close();
+          open ??= { first: mseq, acceptedAt: now, expiresAt, msgs: [], payloads: [], bytes: 0 };
+          open.msgs.push({
+            id: m.id, seq: m.seq, createdAt: m.createdAt, contentType: m.contentType, size: m.size, sha256: m.sha256,
+            fields: m.fields ?? null, protection: m.protection ?? "none", sig: m.sig ?? null, blob: m.blob ?? null,
+          });
+          open.payloads.push(payload);
+          open.bytes += payload.byteLength;
+          if (m.blob) close();
           if (archiving.length > 0) this.archiver.stage(mseq, retainUntil, this.region, this.routes.map((r) => r.destination));
-          for (const r of this.routes) {
-            const cur = this.cursorFor(r.destination);
-            queueRows.push(r.destination, cur.next, mseq, now + r.ttlSeconds * 1000);
-            cur.next++;
-          }
           this.hwm = m.seq;
           accepted++;
           if (ingestKey) this.sql.exec("INSERT INTO ingest_keys (key, id, seq, at, sha256) VALUES (?, ?, ?, ?, ?)", ingestKey, m.id, m.seq, now, m.sha256);
@@ -321,13 +319,28 @@ export class ChannelObject extends DurableObject<Env> {
           if (lifecycle) logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
           if (lifecycle) logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
         }
-        this.insertRows(INSERT_MESSAGES, MESSAGE_COLUMNS, messageRows);
-        this.insertRows("INSERT INTO outq (destination, dseq, mseq, expires_at) VALUES", 4, queueRows);
-        this.sql.exec(
-          "INSERT OR REPLACE INTO meta (k, v) VALUES ('epoch', ?), ('hwm', ?), ('next_mseq', ?)",
-          this.epoch, String(this.hwm), String(this.nextMseq),
-        );
-        for (const [d, c] of this.cursors) this.sql.exec("UPDATE cursors SET next_dseq = ? WHERE destination = ?", c.next, d);
+        close();
+        const segmentRows: SqlStorageValue[] = [];
+        const dataRows: SqlStorageValue[] = [];
+        const runRows: SqlStorageValue[] = [];
+        for (const { seg, data } of segments) {
+          // Each destination's run, and each archive job, holds the segment.
+          const rows = this.segments.rows(seg, data, this.routes.length + (archiving.length > 0 ? seg.msgs.length : 0));
+          segmentRows.push(...rows.meta);
+          dataRows.push(...rows.data);
+          for (const r of this.routes) {
+            const cur = this.cursorFor(r.destination);
+            runRows.push(r.destination, cur.next + seg.msgs.length - 1, cur.next, seg.first, seg.first, now + r.ttlSeconds * 1000, seg.msgs[0]?.blob ? 1 : 0);
+            cur.next += seg.msgs.length;
+          }
+        }
+        this.insertRows("INSERT INTO segments (first_mseq, count, refs) VALUES", 3, segmentRows);
+        this.insertRows("INSERT INTO segment_data (first_mseq, data) VALUES", 2, dataRows);
+        this.insertRows("INSERT INTO runs (destination, end_dseq, start_dseq, mseq, seg, expires_at, claim) VALUES", 7, runRows);
+        // Rows written are billed: only what changed (a replayed batch writes nothing).
+        if (epochChanged) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('epoch', ?)", this.epoch);
+        if (epochChanged || accepted > 0) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('hwm', ?), ('next_mseq', ?)", String(this.hwm), String(this.nextMseq));
+        if (accepted > 0) for (const [d, c] of this.cursors) this.sql.exec("UPDATE cursors SET next_dseq = ? WHERE destination = ?", c.next, d);
         this.events.stage(logged);
       });
     } catch (e) {
@@ -336,6 +349,7 @@ export class ChannelObject extends DurableObject<Env> {
       console.error("channel publish failed", e);
       return { ok: false, code: ErrorCode.STORAGE, message: `the edge could not store the batch (${(e as Error).message}); nothing was accepted, resend it` };
     }
+    for (const { seg } of segments) this.segments.remember(seg);
     if (accepted > 0) {
       for (const r of this.routes) this.kick(r.destination);
       this.events.flushSoon();
@@ -366,7 +380,9 @@ export class ChannelObject extends DurableObject<Env> {
   async getPart(tenant: string, source: string, destination: string, id: string, part: number): Promise<PartResult> {
     this.usageNow.requests++;
     this.identify(tenant, source);
-    const queued = this.sql.exec("SELECT 1 FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND m.id = ? LIMIT 1", destination, id).toArray().length > 0;
+    // A claim check is alone in its segment: queued for `destination` while a run of it there holds it.
+    const mseq = this.transfers.mseqOf(id);
+    const queued = mseq !== null && this.sql.exec("SELECT 1 FROM runs WHERE claim = 1 AND seg = ? AND destination = ? LIMIT 1", mseq, destination).toArray().length > 0;
     if (!queued) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `message ${id} is not queued for ${destination}` };
     // A receiver fetching parts is making progress: no redelivery while it does.
     this.lastProgress.set(destination, Date.now());
@@ -379,7 +395,7 @@ export class ChannelObject extends DurableObject<Env> {
   async transferList(tenant: string, source: string): Promise<TransferView[]> {
     this.usageNow.requests++;
     this.identify(tenant, source);
-    const list = this.transfers.list(source, (d, id) => this.fetched.get(`${d}>${id}`) ?? 0);
+    const list = this.transfers.list(source, (d, id) => this.fetched.get(`${d}>${id}`) ?? 0, (mseq) => this.segments.message(mseq)?.m.fields ?? null);
     // Progress of fetches is kept in memory only (after an eviction it reads 0 until the next part); forget finished ones.
     const live = new Set(list.map((t) => t.id));
     for (const k of this.fetched.keys()) if (!live.has(k.slice(k.indexOf(">") + 1))) this.fetched.delete(k);
@@ -430,6 +446,43 @@ export class ChannelObject extends DurableObject<Env> {
     }
   }
 
+  /** The messages at dseqs from..upTo of `runs` (one destination's, in order), with their dseqs. */
+  private messagesIn(runs: Run[], from: number, upTo: number): QueuedMessage[] {
+    const out: QueuedMessage[] = [];
+    for (const run of runs) {
+      const seg = this.segment(run.seg);
+      for (let d = Math.max(run.start_dseq, from); d <= Math.min(run.end_dseq, upTo); d++) {
+        const mseq = run.mseq + (d - run.start_dseq);
+        out.push({ ...(seg.msgs[mseq - seg.first] as StoredMessage), dseq: d, mseq, seg: seg.first });
+      }
+    }
+    return out;
+  }
+
+  /** A segment a run or dead letter refers to: missing would be a bug in the reference counts, said loudly. */
+  private segment(first: number): Segment {
+    const seg = this.segments.get(first);
+    if (!seg) throw new Error(`${this.source}: segment ${first} is referred to but not stored`);
+    return seg;
+  }
+
+  /**
+   * Inside a transaction: moves segments' reference counts, deletes those
+   * nothing needs any more, and queues their large payloads for deletion.
+   */
+  private release(deltas: [number, number][]): void {
+    if (deltas.length === 0) return;
+    const sum = new Map<number, number>();
+    for (const [seg, d] of deltas) sum.set(seg, (sum.get(seg) ?? 0) + d);
+    this.transfers.release(this.segments.release(sum));
+  }
+
+  /** Inside a transaction: one message's archive job is done with its segment. */
+  private unref(mseq: number): void {
+    const seg = this.segments.of(mseq);
+    if (seg !== null) this.release([[seg, -1]]);
+  }
+
   private cursorFor(destination: string): Cursor {
     let c = this.cursors.get(destination);
     if (!c) {
@@ -462,21 +515,17 @@ export class ChannelObject extends DurableObject<Env> {
     // A route that logs exceptions only records no delivered events (the receipt still travels to the sender).
     const lifecycle = this.routes.find((r) => r.destination === destination)?.log !== "exceptions";
     const receiptHash = receipt ? toHex(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(receipt))) : null;
-    const rows = this.sql
-      .exec<{ id: string; seq: number; size: number; sha256: string; fields: string | null }>(
-        "SELECT m.id, m.seq, m.size, m.sha256, m.fields FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq BETWEEN ? AND ? ORDER BY o.dseq",
-        destination, from, upTo,
-      )
+    const runs = this.sql
+      .exec<Run>(`SELECT ${RUN_COLUMNS} FROM runs WHERE destination = ? AND end_dseq >= ? AND start_dseq <= ? ORDER BY end_dseq`, destination, from, upTo)
       .toArray();
+    const rows = this.messagesIn(runs, from, upTo);
     this.ctx.storage.transactionSync(() => {
-      this.sql.exec(
-        "UPDATE messages SET pending = pending - 1 WHERE mseq IN (SELECT mseq FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?)",
-        destination, from, upTo,
-      );
-      this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq BETWEEN ? AND ?", destination, from, upTo);
-      this.collect();
+      // Whole runs acknowledged go, and with them their hold on a segment; a run acknowledged in part stays (the cursor says how far).
+      const done = runs.filter((r) => r.end_dseq <= upTo);
+      this.sql.exec("DELETE FROM runs WHERE destination = ? AND end_dseq BETWEEN ? AND ?", destination, from, upTo);
+      this.release(done.map((r) => [r.seg, -1]));
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
-      if (lifecycle) this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: parseFields(r.fields), detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) })));
+      if (lifecycle) this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: r.fields, detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) })));
       if (lifecycle && receipt && receiptHash) this.events.stage([{ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } }]);
     });
     cur.acked = upTo;
@@ -537,7 +586,8 @@ export class ChannelObject extends DurableObject<Env> {
   async status(): Promise<{ source: string; epoch: string; hwm: number; streams: StreamStatus[] }> {
     this.usageNow.requests++;
     // What really waits: positions that expired (dead letters) left the queue without moving `acked`.
-    const queued = new Map(this.sql.exec<{ destination: string; n: number }>("SELECT destination, count(*) AS n FROM outq GROUP BY destination").toArray().map((r) => [r.destination, r.n]));
+    const queued = new Map(this.sql.exec<{ destination: string; n: number }>(`SELECT r.destination, sum(r.end_dseq - max(r.start_dseq, c.acked + 1) + 1) AS n
+         FROM runs r JOIN cursors c ON c.destination = r.destination GROUP BY r.destination`).toArray().map((r) => [r.destination, r.n]));
     const streams = [...this.cursors].map(([destination, c]) => ({
       destination,
       nextDseq: c.next,
@@ -589,37 +639,41 @@ export class ChannelObject extends DurableObject<Env> {
         const sent = Math.max(this.sent.get(destination) ?? cur.acked, cur.acked);
         const room = WINDOW_MESSAGES - (sent - cur.acked);
         if (room <= 0 || sent >= cur.next - 1) return;
-        const rows = this.sql
-          .exec<MessageRow>(
-            `SELECT o.dseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload, m.protection, m.sig, m.blob
-               FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq > ? ORDER BY o.dseq LIMIT ?`,
-            destination, sent, Math.min(room, BATCH_MESSAGES),
-          )
+        const runs = this.sql
+          .exec<Run>(`SELECT ${RUN_COLUMNS} FROM runs WHERE destination = ? AND end_dseq > ? ORDER BY end_dseq LIMIT 64`, destination, sent)
           .toArray();
-        if (rows.length === 0) return;
+        if (runs.length === 0) return;
         const msgs: DeliverMessage[] = [];
         const payloads: Uint8Array[] = [];
         let bytes = 0;
-        for (const r of rows) {
-          // A claim check carries no payload bytes: the receiver fetches its parts.
-          const inline = r.blob ? 0 : r.size;
-          if (msgs.length > 0 && bytes + inline > Math.min(BATCH_BYTES, WINDOW_BYTES)) break;
-          msgs.push({
-            dseq: r.dseq, id: r.id, source: this.source, seq: r.seq, createdAt: r.created_at, acceptedAt: r.accepted_at,
-            expiresAt: r.expires_at, contentType: r.content_type, size: r.size, sha256: r.sha256,
-            ...(r.fields ? { fields: JSON.parse(r.fields) as Record<string, string> } : {}),
-            ...(r.protection && r.protection !== "none" ? { protection: r.protection as "sign" | "encrypt" } : {}),
-            ...(r.sig ? { sig: r.sig } : {}),
-            ...(r.blob ? { blob: JSON.parse(r.blob) as BlobRef } : {}),
-          });
-          payloads.push(new Uint8Array(r.payload));
-          bytes += inline;
+        const limit = Math.min(room, BATCH_MESSAGES);
+        fill: for (const run of runs) {
+          const seg = this.segment(run.seg);
+          for (let d = Math.max(run.start_dseq, sent + 1); d <= run.end_dseq; d++) {
+            const i = run.mseq - seg.first + (d - run.start_dseq);
+            const m = seg.msgs[i] as StoredMessage;
+            // A claim check carries no payload bytes: the receiver fetches its parts.
+            const inline = m.blob ? 0 : m.size;
+            if (msgs.length >= limit || (msgs.length > 0 && bytes + inline > Math.min(BATCH_BYTES, WINDOW_BYTES))) break fill;
+            msgs.push({
+              dseq: d, id: m.id, source: this.source, seq: m.seq, createdAt: m.createdAt, acceptedAt: seg.acceptedAt,
+              expiresAt: seg.expiresAt, contentType: m.contentType, size: m.size, sha256: m.sha256,
+              ...(m.fields ? { fields: m.fields } : {}),
+              ...(m.protection !== "none" ? { protection: m.protection } : {}),
+              ...(m.sig ? { sig: m.sig } : {}),
+              ...(m.blob ? { blob: m.blob } : {}),
+            });
+            payloads.push(seg.payloads[i] as Uint8Array);
+            bytes += inline;
+          }
         }
         const first = msgs[0] as DeliverMessage;
+        const firstRun = runs[0] as Run;
         // The live position before `first`: anything between it and `first` expired.
-        const prev = this.sql
-          .exec<{ d: number | null }>("SELECT max(dseq) AS d FROM outq WHERE destination = ? AND dseq < ?", destination, first.dseq)
-          .one().d;
+        const prev =
+          first.dseq > firstRun.start_dseq
+            ? first.dseq - 1
+            : this.sql.exec<{ d: number | null }>("SELECT max(end_dseq) AS d FROM runs WHERE destination = ? AND end_dseq < ?", destination, firstRun.start_dseq).one().d;
         const after = Math.max(prev ?? 0, cur.acked);
         const frame = encodeFrame({ t: "deliver", src: this.source, dst: destination, gen: this.incarnation, after, msgs }, payloads);
         const rewound = this.rewinds.get(destination) ?? 0;
@@ -654,25 +708,24 @@ export class ChannelObject extends DurableObject<Env> {
       if (!cur || cur.next - 1 <= cur.acked) return;
       const wait = (this.egressRetryAt.get(destination) ?? 0) - Date.now();
       if (wait > 0) return;
-      const row = this.sql
-        .exec<MessageRow>(
-          `SELECT o.dseq, o.mseq, m.id, m.seq, m.created_at, m.accepted_at, m.expires_at, m.content_type, m.size, m.sha256, m.fields, m.payload, m.protection, m.sig, m.blob
-             FROM outq o JOIN messages m ON m.mseq = o.mseq WHERE o.destination = ? AND o.dseq > ? ORDER BY o.dseq LIMIT 1`,
-          destination, cur.acked,
-        )
-        .toArray()[0] as (MessageRow & { mseq: number }) | undefined;
-      if (!row) return;
-      const body = row.blob ? await this.egressBody(row.mseq, row.size) : new Uint8Array(row.payload);
+      const run = this.sql
+        .exec<Run>(`SELECT ${RUN_COLUMNS} FROM runs WHERE destination = ? AND end_dseq > ? ORDER BY end_dseq LIMIT 1`, destination, cur.acked)
+        .toArray()[0];
+      if (!run) return;
+      const next = Math.max(run.start_dseq, cur.acked + 1);
+      const row = this.messagesIn([run], next, next)[0] as QueuedMessage;
+      const payload = this.segment(run.seg).payloads[row.mseq - run.seg] as Uint8Array;
+      const body = row.blob ? await this.egressBody(row.mseq, row.size) : payload;
       const t = Math.floor(Date.now() / 1000);
       const headers: Record<string, string> = {
-        "content-type": row.content_type,
+        "content-type": row.contentType,
         "idempotency-key": row.id,
         "ferry-message-id": row.id,
         "ferry-source": this.source,
         "ferry-sequence": String(row.dseq),
         "ferry-sha256": row.sha256,
       };
-      const fields = parseFields(row.fields);
+      const fields = row.fields;
       if (fields?.filename) headers["ferry-filename"] = encodeURIComponent(fields.filename);
       if (egress.secret && typeof body !== "string") headers["ferry-signature"] = `t=${t},v1=${await webhookSignature(egress.secret, t, body)}`;
       let status = 0;
@@ -718,12 +771,6 @@ export class ChannelObject extends DurableObject<Env> {
     return obj ? new Uint8Array(await obj.arrayBuffer()) : "the stored payload is missing";
   }
 
-  /** Deletes messages no destination still needs (dead letters keep theirs), and queues their large payloads for deletion. */
-  private collect(): void {
-    this.transfers.release();
-    this.sql.exec("DELETE FROM messages WHERE pending <= 0 AND mseq NOT IN (SELECT mseq FROM dead_letters)");
-  }
-
   /** Deletes large payloads that nothing needs any more, off the delivery path. */
   private collectPayloads(): void {
     if (this.transfers.pendingDeletes() > 0) this.ctx.waitUntil(this.transfers.collect().catch((e: unknown) => console.warn("payload deletion deferred to the alarm", e)));
@@ -739,7 +786,7 @@ export class ChannelObject extends DurableObject<Env> {
 
   private async setNextAlarm(): Promise<void> {
     const now = Date.now();
-    const next = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM outq").one().t;
+    const next = this.sql.exec<{ t: number | null }>("SELECT min(expires_at) AS t FROM runs").one().t;
     const queued = [...this.cursors.values()].some((c) => c.next - 1 > c.acked);
     let at = queued || this.events.pending() > 0 || this.archiver.pendingJobs() > 0 || this.transfers.pendingDeletes() > 0 ? now + ALARM_EVERY_MS : Number.POSITIVE_INFINITY;
     const abandon = this.transfers.nextAbandon();
@@ -763,21 +810,27 @@ export class ChannelObject extends DurableObject<Env> {
    * and the sender gets a negative receipt.
    */
   private async expire(now: number): Promise<void> {
-    const rows = this.sql
-      .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string; fields: string | null }>(
-        `SELECT o.destination, o.dseq, o.mseq, m.id, m.seq, m.size, m.sha256, m.fields FROM outq o JOIN messages m ON m.mseq = o.mseq
-          WHERE o.expires_at <= ? ORDER BY o.destination, o.dseq LIMIT 5000`,
-        now,
-      )
+    const due = this.sql
+      .exec<Run & { destination: string }>(`SELECT destination, ${RUN_COLUMNS} FROM runs WHERE expires_at <= ? ORDER BY destination, end_dseq LIMIT 500`, now)
       .toArray();
-    if (rows.length === 0) return;
+    if (due.length === 0) return;
+    // What still waits in each run (a run acknowledged in part expires only its rest), about 5,000 messages at a time.
+    const rows: (QueuedMessage & { destination: string })[] = [];
+    const runs: (Run & { destination: string })[] = [];
+    for (const run of due) {
+      if (rows.length >= 5000) break;
+      runs.push(run);
+      const acked = this.cursors.get(run.destination)?.acked ?? 0;
+      for (const m of this.messagesIn([run], acked + 1, run.end_dseq)) rows.push({ ...m, destination: run.destination });
+    }
     this.ctx.storage.transactionSync(() => {
-      for (const r of rows) {
-        this.sql.exec("INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, 'expired', ?)", r.destination, r.dseq, r.mseq, now);
-        this.sql.exec("DELETE FROM outq WHERE destination = ? AND dseq = ?", r.destination, r.dseq);
-        this.sql.exec("UPDATE messages SET pending = pending - 1 WHERE mseq = ?", r.mseq);
-      }
-      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "expired", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, fields: parseFields(r.fields), detail: { reason: "ttl" } })));
+      const dead: SqlStorageValue[] = [];
+      for (const r of rows) dead.push(r.destination, r.dseq, r.mseq, "expired", now);
+      this.insertRows("INSERT OR REPLACE INTO dead_letters (destination, dseq, mseq, reason, at) VALUES", 5, dead);
+      for (const run of runs) this.sql.exec("DELETE FROM runs WHERE destination = ? AND end_dseq = ?", run.destination, run.end_dseq);
+      // Each dead letter holds its segment, as the run did.
+      this.release([...rows.map((r): [number, number] => [r.seg, 1]), ...runs.map((r): [number, number] => [r.seg, -1])]);
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: "expired", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, fields: r.fields, detail: { reason: "ttl" } })));
     });
     const byDest = new Map<string, string[]>();
     for (const r of rows) byDest.set(r.destination, [...(byDest.get(r.destination) ?? []), r.id]);
@@ -788,20 +841,27 @@ export class ChannelObject extends DurableObject<Env> {
     this.events.flushSoon();
   }
 
+  /** Dead letters with their messages (by segment), in stream order. */
+  private deadRows(destination?: string, limit = -1): (QueuedMessage & { destination: string; reason: string; at: number })[] {
+    const dead = this.sql
+      .exec<{ destination: string; dseq: number; mseq: number; reason: string; at: number }>(
+        "SELECT destination, dseq, mseq, reason, at FROM dead_letters WHERE (?1 IS NULL OR destination = ?1) ORDER BY destination, dseq LIMIT ?2",
+        destination ?? null, limit,
+      )
+      .toArray();
+    const out: (QueuedMessage & { destination: string; reason: string; at: number })[] = [];
+    for (const d of dead) {
+      const found = this.segments.message(d.mseq);
+      if (!found) throw new Error(`${this.source}: dead letter ${d.destination}#${d.dseq} refers to message ${d.mseq}, which is not stored`);
+      out.push({ ...found.m, dseq: d.dseq, mseq: d.mseq, seg: found.seg.first, destination: d.destination, reason: d.reason, at: d.at });
+    }
+    return out;
+  }
+
   async deadLetters(tenant: string, source: string, destination?: string): Promise<DeadLetter[]> {
     this.usageNow.requests++;
     this.identify(tenant, source);
-    return this.sql
-      .exec<{ destination: string; dseq: number; reason: string; at: number; id: string; seq: number; size: number; sha256: string; created_at: number; fields: string | null }>(
-        `SELECT d.destination, d.dseq, d.reason, d.at, m.id, m.seq, m.size, m.sha256, m.created_at, m.fields
-           FROM dead_letters d JOIN messages m ON m.mseq = d.mseq WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY d.destination, d.dseq LIMIT 1000`,
-        destination ?? null,
-      )
-      .toArray()
-      .map((r) => ({
-        destination: r.destination, id: r.id, seq: r.seq, size: r.size, sha256: r.sha256, reason: r.reason, deadAt: r.at, createdAt: r.created_at,
-        fields: r.fields ? (JSON.parse(r.fields) as Record<string, string>) : null,
-      }));
+    return this.deadRows(destination, 1000).map((r) => ({ destination: r.destination, id: r.id, seq: r.seq, size: r.size, sha256: r.sha256, reason: r.reason, deadAt: r.at, createdAt: r.createdAt, fields: r.fields }));
   }
 
   /**
@@ -812,30 +872,25 @@ export class ChannelObject extends DurableObject<Env> {
   async handleDeadLetters(tenant: string, source: string, action: "redrive" | "discard", destination?: string, ids?: string[]): Promise<number> {
     this.usageNow.requests++;
     this.identify(tenant, source);
-    const rows = this.sql
-      .exec<{ destination: string; dseq: number; mseq: number; id: string; seq: number; size: number; sha256: string; fields: string | null }>(
-        `SELECT d.destination, d.dseq, d.mseq, m.id, m.seq, m.size, m.sha256, m.fields FROM dead_letters d JOIN messages m ON m.mseq = d.mseq
-          WHERE (?1 IS NULL OR d.destination = ?1) ORDER BY d.destination, d.dseq`,
-        destination ?? null,
-      )
-      .toArray()
-      .filter((r) => !ids || ids.includes(r.id));
+    const rows = this.deadRows(destination).filter((r) => !ids || ids.includes(r.id));
     if (rows.length === 0) return 0;
     const now = Date.now();
     this.ctx.storage.transactionSync(() => {
+      const deltas: [number, number][] = [];
       for (const r of rows) {
         this.sql.exec("DELETE FROM dead_letters WHERE destination = ? AND dseq = ?", r.destination, r.dseq);
+        deltas.push([r.seg, -1]);
         if (action === "redrive") {
           const ttl = this.routes.find((x) => x.destination === r.destination)?.ttlSeconds ?? 7 * 86400;
           const cur = this.cursorFor(r.destination);
-          this.sql.exec("INSERT INTO outq VALUES (?, ?, ?, ?)", r.destination, cur.next, r.mseq, now + ttl * 1000);
-          this.sql.exec("UPDATE messages SET pending = pending + 1 WHERE mseq = ?", r.mseq);
+          this.sql.exec("INSERT INTO runs (destination, end_dseq, start_dseq, mseq, seg, expires_at, claim) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6)", r.destination, cur.next, r.mseq, r.seg, now + ttl * 1000, r.blob ? 1 : 0);
+          deltas.push([r.seg, 1]);
           this.sql.exec("UPDATE cursors SET next_dseq = ? WHERE destination = ?", cur.next + 1, r.destination);
           cur.next++;
         }
       }
-      this.collect();
-      this.events.stage(rows.map((r) => ({ messageId: r.id, type: action === "redrive" ? "redriven" : "discarded", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, fields: parseFields(r.fields), detail: null })));
+      this.release(deltas);
+      this.events.stage(rows.map((r) => ({ messageId: r.id, type: action === "redrive" ? "redriven" : "discarded", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, fields: r.fields, detail: null })));
     });
     for (const d of new Set(rows.map((r) => r.destination))) this.kick(d);
     this.collectPayloads();

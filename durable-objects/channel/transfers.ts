@@ -153,13 +153,12 @@ export class Transfers {
    * What is on its way, for the admin API: uploads (bound to a message or
    * not yet), with the parts each destination still queued has fetched.
    */
-  list(source: string, fetched: (destination: string, id: string) => number): TransferView[] {
-    const rows = this.sql
-      .exec<UploadRow & { fields: string | null }>("SELECT u.*, m.fields FROM uploads u LEFT JOIN messages m ON m.mseq = u.mseq ORDER BY u.updated_at DESC LIMIT 200")
-      .toArray();
+  list(source: string, fetched: (destination: string, id: string) => number, fieldsOf: (mseq: number) => Record<string, string> | null): TransferView[] {
+    const rows = this.sql.exec<UploadRow>("SELECT * FROM uploads ORDER BY updated_at DESC LIMIT 200").toArray();
     return rows.map((u) => {
-      const destinations = u.mseq === null ? [] : this.sql.exec<{ destination: string }>("SELECT destination FROM outq WHERE mseq = ?", u.mseq).toArray();
-      const fields = u.fields ? (JSON.parse(u.fields) as Record<string, string>) : null;
+      // A claim check is alone in its segment (first mseq = its mseq): its runs are its queue places.
+      const destinations = u.mseq === null ? [] : this.sql.exec<{ destination: string }>("SELECT DISTINCT destination FROM runs WHERE claim = 1 AND seg = ?", u.mseq).toArray();
+      const fields = u.mseq === null ? null : fieldsOf(u.mseq);
       return {
         id: u.id, source, filename: fields?.filename ?? null, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at,
         downloads: destinations.map((d) => ({ destination: d.destination, fetched: fetched(d.destination, u.id) })),
@@ -172,20 +171,31 @@ export class Transfers {
     return this.sql.exec<{ key: string; bucket: string }>("SELECT key, bucket FROM uploads WHERE mseq = ?", mseq).toArray()[0] ?? null;
   }
 
+  /** The mseq a finished upload was accepted as (null while it is not, or not known). */
+  mseqOf(id: string): number | null {
+    return this.row(id)?.mseq ?? null;
+  }
+
   /**
-   * Inside a transaction, before messages with `pending <= 0` are deleted:
-   * their payload objects are queued for deletion, unless kept as archives.
+   * Inside a transaction, when segments (by first mseq) are deleted: the
+   * payload objects of their claim checks are queued for deletion, unless
+   * kept as archives.
    */
-  release(): void {
+  release(segments: number[]): void {
+    if (segments.length === 0) return;
     // The common case (small messages only) pays one indexed probe, nothing more.
     if (this.sql.exec("SELECT 1 FROM uploads WHERE mseq IS NOT NULL LIMIT 1").toArray().length === 0) return;
-    this.sql.exec(`
-      INSERT OR IGNORE INTO blob_gc (key, bucket, upload_id, done)
-        SELECT u.key, u.bucket, u.upload_id, u.done FROM uploads u JOIN messages m ON m.mseq = u.mseq
-         WHERE m.pending <= 0 AND m.mseq NOT IN (SELECT mseq FROM dead_letters) AND u.key NOT IN (SELECT key FROM archived)`);
-    this.sql.exec(`
-      DELETE FROM uploads WHERE mseq IN (SELECT mseq FROM messages WHERE pending <= 0 AND mseq NOT IN (SELECT mseq FROM dead_letters))`);
-    this.sql.exec("DELETE FROM upload_parts WHERE id NOT IN (SELECT id FROM uploads)");
+    const gone = JSON.stringify(segments);
+    this.sql.exec(
+      `INSERT OR IGNORE INTO blob_gc (key, bucket, upload_id, done)
+         SELECT key, bucket, upload_id, done FROM uploads WHERE mseq IN (SELECT value FROM json_each(?)) AND key NOT IN (SELECT key FROM archived)`,
+      gone,
+    );
+    const ids = this.sql.exec<{ id: string }>("SELECT id FROM uploads WHERE mseq IN (SELECT value FROM json_each(?))", gone).toArray();
+    for (const { id } of ids) {
+      this.sql.exec("DELETE FROM uploads WHERE id = ?", id);
+      this.sql.exec("DELETE FROM upload_parts WHERE id = ?", id);
+    }
   }
 
   /** Uploads nobody finished or referred to within ABANDON_AFTER_MS: queued for deletion. Returns their ids. */
