@@ -81,10 +81,11 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch, field
       flushRead,
     sqliteRowsWritten:
       // publish, once per batch (one segment per MiB of payload): the segment's count row and its data row;
-      // the destination's run with its two index entries (expiry, segment); meta (epoch, hwm, next_mseq) and the cursor
-      (2 + 3 + 3 + 1) / b +
-      // ack, once per frame: the cursor; once per segment done: its run and index entries deleted, its count moved, its two rows deleted
-      1 / d + (3 + 1 + 2) / b +
+      // the destination's run and its expiry index entry; meta (hwm, next_mseq) and the cursor
+      (2 + 2 + 2 + 1) / b +
+      // ack, once per frame: the cursor; once per segment done: its run and index entry deleted, its two rows
+      // deleted (the count is read, not written, when it reaches zero)
+      1 / d + (2 + 2) / b +
       // the event outbox: rows staged, then deleted and the chain head moved when flushed
       stagings + flushWritten,
     // The log writes; nothing on the path reads D1 per message.
