@@ -97,6 +97,26 @@ describe("channel object: storage", () => {
     expect((await stub.status()).streams[0]).toMatchObject({ acked: 4, queued: 1 });
   });
 
+  it("pushes a backlog that arrived one message at a time in full frames (a run per message, 512 to a frame)", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    for (let s = 1; s <= 600; s++) await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(s, s) });
+    const frames = await runInDurableObject(stub, async (obj) => {
+      const sizes: number[] = [];
+      (obj as unknown as { session: () => unknown }).session = () => ({
+        deliver: async (bytes: Uint8Array) => {
+          sizes.push((decodeFrame(bytes).frame as DeliverFrame).msgs.length);
+          return true;
+        },
+        notify: async () => true,
+      });
+      await obj.attach(TENANT, source, ["b/orders"]);
+      for (let i = 0; i < 500 && sizes.reduce((a, b) => a + b, 0) < 600; i++) await new Promise((r) => setTimeout(r, 2));
+      return sizes;
+    });
+    expect(frames).toEqual([512, 88]);
+  });
+
   it("moves an object's messages stored a row each (before segments) into segments, and delivers them exactly as before", async () => {
     const { source, stub } = fresh();
     await stub.configure(TENANT, source, [route("b/orders"), route("c/orders")]);

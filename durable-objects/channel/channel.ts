@@ -639,14 +639,15 @@ export class ChannelObject extends DurableObject<Env> {
         const sent = Math.max(this.sent.get(destination) ?? cur.acked, cur.acked);
         const room = WINDOW_MESSAGES - (sent - cur.acked);
         if (room <= 0 || sent >= cur.next - 1) return;
+        const limit = Math.min(room, BATCH_MESSAGES);
+        // Every run holds at least one message: no more runs than messages wanted (a backlog sent one at a time is a run each).
         const runs = this.sql
-          .exec<Run>(`SELECT ${RUN_COLUMNS} FROM runs WHERE destination = ? AND end_dseq > ? ORDER BY end_dseq LIMIT 64`, destination, sent)
+          .exec<Run>(`SELECT ${RUN_COLUMNS} FROM runs WHERE destination = ? AND end_dseq > ? ORDER BY end_dseq LIMIT ?`, destination, sent, limit)
           .toArray();
         if (runs.length === 0) return;
         const msgs: DeliverMessage[] = [];
         const payloads: Uint8Array[] = [];
         let bytes = 0;
-        const limit = Math.min(room, BATCH_MESSAGES);
         fill: for (const run of runs) {
           const seg = this.segment(run.seg);
           for (let d = Math.max(run.start_dseq, sent + 1); d <= run.end_dseq; d++) {
