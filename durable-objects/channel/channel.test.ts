@@ -97,6 +97,20 @@ describe("channel object: storage", () => {
     expect((await stub.status()).streams[0]).toMatchObject({ acked: 4, queued: 1 });
   });
 
+  it("counts envelopes into a segment's size: a batch of large fields and signatures is cut well under the 2 MB row limit", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    const batch = msgs(1, 400);
+    for (const m of batch.msgs) m.fields = { note: "n".repeat(4000) };
+    expect(await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...batch })).toMatchObject({ ok: true, accepted: 400 });
+    const rows = await runInDurableObject(stub, (_obj, state) =>
+      state.storage.sql.exec<{ n: number; bytes: number }>("SELECT count(*) AS n, max(length(data)) AS bytes FROM segment_data").one(),
+    );
+    expect(rows.n).toBeGreaterThanOrEqual(2);
+    expect(rows.bytes).toBeLessThan(1.2 * 1024 * 1024);
+    expect(await stored(stub)).toEqual(Array.from({ length: 400 }, (_, i) => i + 1));
+  });
+
   it("pushes a backlog that arrived one message at a time in full frames (a run per message, 512 to a frame)", async () => {
     const { source, stub } = fresh();
     await stub.configure(TENANT, source, [route("b/orders")]);

@@ -52,6 +52,13 @@ const RUN_COLUMNS = "end_dseq, start_dseq, mseq, seg";
 /** A message at its place in one destination's stream. */
 type QueuedMessage = StoredMessage & { dseq: number; mseq: number; seg: number };
 
+/** About what a message's envelope takes in a segment's header (JSON), without serialising it. */
+function envelopeBytes(m: PubMessage): number {
+  let n = 128 + m.id.length + m.contentType.length + (m.sig?.length ?? 0) + (m.blob ? 512 + (m.blob.key?.length ?? 0) : 0);
+  if (m.fields) for (const k in m.fields) n += k.length + (m.fields[k]?.length ?? 0) + 6;
+  return n;
+}
+
 /** Hosted egress POSTs a payload whole: large payloads up to this size are read into memory for it. */
 const EGRESS_MAX_BLOB_BYTES = 64 * 1024 * 1024;
 
@@ -302,14 +309,16 @@ export class ChannelObject extends DurableObject<Env> {
           this.nextMseq++;
           // A claim check gets a segment of its own: its R2 payload goes when it is done, not when its neighbours are.
           const current: Segment | null = open;
-          if (m.blob || (current && current.bytes + payload.byteLength > SEGMENT_BYTES)) close();
+          // Envelopes count too: a frame's header may carry up to 1 MiB of fields and signatures.
+          const size = payload.byteLength + envelopeBytes(m);
+          if (m.blob || (current && current.bytes + size > SEGMENT_BYTES)) close();
           open ??= { first: mseq, acceptedAt: now, expiresAt, msgs: [], payloads: [], bytes: 0 };
           open.msgs.push({
             id: m.id, seq: m.seq, createdAt: m.createdAt, contentType: m.contentType, size: m.size, sha256: m.sha256,
             fields: m.fields ?? null, protection: m.protection ?? "none", sig: m.sig ?? null, blob: m.blob ?? null,
           });
           open.payloads.push(payload);
-          open.bytes += payload.byteLength;
+          open.bytes += size;
           if (m.blob) close();
           if (archiving.length > 0) this.archiver.stage(mseq, retainUntil, this.region, this.routes.map((r) => r.destination));
           this.hwm = m.seq;

@@ -25,9 +25,10 @@ export type Segment = {
 };
 
 /**
- * Payload bytes per segment. A segment is one SQLite row, and production
- * caps a row at 2 MB: a single inline payload (up to 1.5 MiB on the wire)
- * gets a segment of its own, anything else shares one up to this size.
+ * Bytes per segment (payloads and envelopes). A segment is one SQLite row,
+ * and production caps a row at 2 MB: a single inline payload (up to 1.5 MiB
+ * on the wire) gets a segment of its own, anything else shares one up to
+ * this size.
  */
 export const SEGMENT_BYTES = 1024 * 1024;
 /** Decoded segments kept in memory: the pump, the ack and the log read the same ones in turn. */
