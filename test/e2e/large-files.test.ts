@@ -143,6 +143,7 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
 
     // Delivered in the order captured (one stream): B's delivery log lines follow A's capture order.
     const captured = p.a.lines.filter((l) => l.msg === "captured").map((l) => l.file);
+    await waitFor("the deliveries logged", async () => p.b.lines.filter((l) => l.msg === "delivered").length >= files.length);
     const delivered = p.b.lines.filter((l) => l.msg === "delivered").map((l) => String(l.path).split("/").pop());
     expect(delivered).toEqual(captured);
 

@@ -69,6 +69,8 @@ describe("store and forward, fan-out and time to live", () => {
     await waitFor("the offline destination to catch up", async () => (await visible(join(dir, "slow-in"))).length === names.length);
     expect(await visible(join(dir, "slow-in"))).toEqual(names);
     for (const n of names) expect(await readFile(join(dir, "slow-in", n), "utf8")).toBe(`content of ${n}`);
+    // A delivery is logged just after its rename: wait for the lines, not only the files.
+    await waitFor("the deliveries logged", async () => slow.lines.filter((l) => l.msg === "delivered").length >= names.length);
     const order = slow.lines.filter((l) => l.msg === "delivered").map((l) => String(l.path).slice(-8));
     expect(order).toEqual(names);
   });

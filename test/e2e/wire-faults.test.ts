@@ -76,6 +76,8 @@ describe("frames replayed, reordered and garbled at the wire", () => {
     const names = (await readdir(join(dir, "b-in"))).filter((n) => !n.startsWith(".")).sort();
     expect(names).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9].map((s) => `w-${String(s).padStart(3, "0")}.txt`));
     for (const n of names) expect(await readFile(join(dir, "b-in", n), "utf8")).toBe(`message ${Number(n.slice(2, 5))}\n`);
+    // The receiver logs a delivery just after its rename: the files can be there a moment before the lines.
+    await waitFor("9 deliveries logged at B", async () => receiver.lines.filter((l) => l.msg === "delivered").length >= 9);
     const order = receiver.lines.filter((l) => l.msg === "delivered").map((l) => [l.dseq, String(l.path).slice(-9)]);
     expect(order).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9].map((s) => [s, `w-${String(s).padStart(3, "0")}.txt`]));
     // And the sender hears about it.
