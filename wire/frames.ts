@@ -388,12 +388,24 @@ export function encodeFrame(frame: Frame, payloads: readonly Uint8Array[] = []):
   if (total > Limits.MAX_FRAME_BYTES) {
     throw new WireError(ErrorCode.TOO_LARGE, `frame of ${total} bytes exceeds ${Limits.MAX_FRAME_BYTES}`);
   }
-  const out = new Uint8Array(total);
-  const view = new DataView(out.buffer);
+  const out = packWithHeader(1, header, payloads, total);
   out[0] = PROTOCOL_VERSION;
-  view.setUint32(1, header.byteLength);
-  out.set(header, 5);
-  let at = 5 + header.byteLength;
+  return out;
+}
+
+/**
+ * `[lead bytes][u32 header length][header][payloads, back to back]`: the
+ * layout of a frame (lead: the version byte) and of the channel object's
+ * stored segments (no lead). One copy of each payload. `total`: the whole
+ * length, when the caller has it already.
+ */
+export function packWithHeader(lead: number, header: Uint8Array, payloads: readonly Uint8Array[], total?: number): Uint8Array {
+  let size = total ?? lead + 4 + header.byteLength;
+  if (total === undefined) for (const p of payloads) size += p.byteLength;
+  const out = new Uint8Array(size);
+  new DataView(out.buffer).setUint32(lead, header.byteLength);
+  out.set(header, lead + 4);
+  let at = lead + 4 + header.byteLength;
   for (const p of payloads) {
     out.set(p, at);
     at += p.byteLength;

@@ -1,4 +1,4 @@
-import type { BlobRef } from "../../wire/index.ts";
+import { packWithHeader, type BlobRef } from "../../wire/index.ts";
 
 /** One stored message's envelope (its payload lives beside it in the segment). */
 export type StoredMessage = {
@@ -43,18 +43,7 @@ export function encodeSegment(acceptedAt: number, expiresAt: number | null, msgs
     e: expiresAt,
     m: msgs.map((m, i) => [m.id, m.seq, m.createdAt, m.contentType, m.size, m.sha256, m.fields, m.protection, m.sig, m.blob, (payloads[i] as Uint8Array).byteLength]),
   };
-  const head = new TextEncoder().encode(JSON.stringify(header));
-  let total = 4 + head.byteLength;
-  for (const p of payloads) total += p.byteLength;
-  const out = new Uint8Array(total);
-  new DataView(out.buffer).setUint32(0, head.byteLength);
-  out.set(head, 4);
-  let at = 4 + head.byteLength;
-  for (const p of payloads) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
+  return packWithHeader(0, new TextEncoder().encode(JSON.stringify(header)), payloads);
 }
 
 export function decodeSegment(first: number, data: ArrayBuffer): Segment {
