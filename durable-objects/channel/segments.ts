@@ -159,7 +159,7 @@ export class Segments {
     return gone;
   }
 
-  /** After a commit that deleted segments (or a failed one: the cache may hold what was never stored). */
+  /** Drops segments from the cache: deleted ones, or all (a test that rewrites storage underneath). */
   forget(firsts: Iterable<number> | "all"): void {
     if (firsts === "all") {
       this.cache.clear();
@@ -172,16 +172,6 @@ export class Segments {
       this.cache.delete(f);
       this.cached -= s.bytes;
     }
-  }
-
-  /** Seqs of the messages stored (tests and status). */
-  stored(): number[] {
-    const out: number[] = [];
-    for (const r of this.sql.exec<{ first_mseq: number }>("SELECT first_mseq FROM segments ORDER BY first_mseq").toArray()) {
-      const seg = this.get(r.first_mseq);
-      if (seg) out.push(...seg.msgs.map((m) => m.seq));
-    }
-    return out;
   }
 }
 
