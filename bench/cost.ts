@@ -28,8 +28,13 @@ export const PRICES = {
   workerRequestPerM: 0.3,
 } as const;
 
-/** events table: the row plus six indexes (migrations 0001, 0002): each event writes seven rows in D1. */
+/**
+ * events table: the row plus six indexes (migrations 0001, 0002): seven rows
+ * in D1 for an event with a destination (delivered, receipt), six for one
+ * without (captured, accepted: the destination index is partial, 0012).
+ */
 const D1_ROWS_PER_EVENT = 7;
+const D1_ROWS_PER_SOURCE_EVENT = 6;
 /** Six events per INSERT statement (events.ts ROWS_PER_STATEMENT); AUTOINCREMENT updates sqlite_sequence once per statement. */
 const D1_SEQUENCE_ROWS_PER_EVENT = 1 / 6;
 /** The channel object's deliver frames carry at most 512 messages (channel.ts BATCH_MESSAGES). */
@@ -90,7 +95,7 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch, field
       stagings + flushWritten,
     // The log writes; nothing on the path reads D1 per message.
     d1RowsRead: 0,
-    d1RowsWritten: log ? (3 + 1 / d) * (D1_ROWS_PER_EVENT + D1_SEQUENCE_ROWS_PER_EVENT) + 3 * fields : 0,
+    d1RowsWritten: log ? 2 * (D1_ROWS_PER_SOURCE_EVENT + D1_SEQUENCE_ROWS_PER_EVENT) + (1 + 1 / d) * (D1_ROWS_PER_EVENT + D1_SEQUENCE_ROWS_PER_EVENT) + 3 * fields : 0,
     // Inline payloads (<= 1 MiB) never touch R2 unless the route archives; no Worker request per message (one WebSocket per connection).
     r2ClassA: 0,
     r2ClassB: 0,
