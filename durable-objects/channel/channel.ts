@@ -50,7 +50,7 @@ const MAX_BOUND_PARAMETERS = 100;
 type Run = { end_dseq: number; start_dseq: number; mseq: number; seg: number };
 const RUN_COLUMNS = "end_dseq, start_dseq, mseq, seg";
 /** A message at its place in one destination's stream. */
-type QueuedMessage = StoredMessage & { dseq: number; mseq: number; seg: number };
+type QueuedMessage = StoredMessage & { dseq: number; mseq: number; seg: number; payload: Uint8Array };
 
 /** About what a message's envelope takes in a segment's header (JSON), without serialising it. */
 function envelopeBytes(m: PubMessage): number {
@@ -462,7 +462,8 @@ export class ChannelObject extends DurableObject<Env> {
       const seg = this.segment(run.seg);
       for (let d = Math.max(run.start_dseq, from); d <= Math.min(run.end_dseq, upTo); d++) {
         const mseq = run.mseq + (d - run.start_dseq);
-        out.push({ ...(seg.msgs[mseq - seg.first] as StoredMessage), dseq: d, mseq, seg: seg.first });
+        const i = mseq - seg.first;
+        out.push({ ...(seg.msgs[i] as StoredMessage), dseq: d, mseq, seg: seg.first, payload: seg.payloads[i] as Uint8Array });
       }
     }
     return out;
@@ -724,8 +725,7 @@ export class ChannelObject extends DurableObject<Env> {
       if (!run) return;
       const next = Math.max(run.start_dseq, cur.acked + 1);
       const row = this.messagesIn([run], next, next)[0] as QueuedMessage;
-      const payload = this.segment(run.seg).payloads[row.mseq - run.seg] as Uint8Array;
-      const body = row.blob ? await this.egressBody(row.mseq, row.size) : payload;
+      const body = row.blob ? await this.egressBody(row.mseq, row.size) : row.payload;
       const t = Math.floor(Date.now() / 1000);
       const headers: Record<string, string> = {
         "content-type": row.contentType,
@@ -863,7 +863,7 @@ export class ChannelObject extends DurableObject<Env> {
     for (const d of dead) {
       const found = this.segments.message(d.mseq);
       if (!found) throw new Error(`${this.source}: dead letter ${d.destination}#${d.dseq} refers to message ${d.mseq}, which is not stored`);
-      out.push({ ...found.m, dseq: d.dseq, mseq: d.mseq, seg: found.seg.first, destination: d.destination, reason: d.reason, at: d.at });
+      out.push({ ...found.m, dseq: d.dseq, mseq: d.mseq, seg: found.seg.first, payload: found.payload, destination: d.destination, reason: d.reason, at: d.at });
     }
     return out;
   }

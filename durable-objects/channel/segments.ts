@@ -159,13 +159,8 @@ export class Segments {
     return gone;
   }
 
-  /** Drops segments from the cache: deleted ones, or all (a test that rewrites storage underneath). */
-  forget(firsts: Iterable<number> | "all"): void {
-    if (firsts === "all") {
-      this.cache.clear();
-      this.cached = 0;
-      return;
-    }
+  /** Drops deleted segments from the cache. */
+  private forget(firsts: Iterable<number>): void {
     for (const f of firsts) {
       const s = this.cache.get(f);
       if (!s) continue;
