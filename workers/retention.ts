@@ -8,7 +8,8 @@ type ChainRule = { chain: string; held: number; retention: number };
 
 /**
  * The hourly retention run (cron trigger; `npm start` fires it locally):
- * event-log rows are deleted once older than their chain's retention.
+ * event-log rows are deleted once older than their chain's retention (a
+ * batch of lifecycle events once its latest event is).
  *
  * The rule, per chain (one per source address):
  * - LOG_RETENTION_DAYS is the floor and the default: no row is deleted
@@ -42,13 +43,24 @@ export async function purgeLogRows(env: Env, now = Date.now()): Promise<number> 
   const floorRows = `FROM events WHERE at < ? AND (chain IS NULL OR chain NOT IN (SELECT value FROM json_each(?)))`;
   // events_chain (chain, chain_seq) finds each chain's rows.
   const chainRows = "FROM events WHERE chain = ? AND at < ?";
+  // Batches (migrations/0013) go whole once their latest event is past the
+  // cutoff; their messages' index rows go with them (a trigger).
+  const floorBatches = `FROM event_batches WHERE at_hi < ? AND chain NOT IN (SELECT value FROM json_each(?))`;
+  const chainBatches = "FROM event_batches WHERE chain = ? AND at_hi < ?";
   let n = 0;
   for (const { db } of eventStores(env)) {
     // Each delete is counted just before it, in the same batch (one
     // transaction): D1's `changes` would also count the field-index rows the
     // delete trigger removes (migrations/0008).
-    const sweeps = [{ rows: floorRows, args: [cutoff, special] }, ...longer.map((l) => ({ rows: chainRows, args: [l.chain, l.before] }))];
-    const results = await db.batch<{ n?: number }>(sweeps.flatMap((w) => [db.prepare(`SELECT count(*) AS n ${w.rows}`).bind(...w.args), db.prepare(`DELETE ${w.rows}`).bind(...w.args)]));
+    const sweeps = [
+      { rows: floorRows, count: "count(*)", args: [cutoff, special] },
+      { rows: floorBatches, count: "coalesce(sum(n), 0)", args: [cutoff, special] },
+      ...longer.flatMap((l) => [
+        { rows: chainRows, count: "count(*)", args: [l.chain, l.before] },
+        { rows: chainBatches, count: "coalesce(sum(n), 0)", args: [l.chain, l.before] },
+      ]),
+    ];
+    const results = await db.batch<{ n?: number }>(sweeps.flatMap((w) => [db.prepare(`SELECT ${w.count} AS n ${w.rows}`).bind(...w.args), db.prepare(`DELETE ${w.rows}`).bind(...w.args)]));
     for (const r of results) n += r.results[0]?.n ?? 0;
   }
   if (n > 0) {

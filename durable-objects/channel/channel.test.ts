@@ -256,15 +256,25 @@ describe("channel object: acknowledging and fan-out", () => {
     await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 2) });
     await stub.ack(TENANT, source, "b/orders", 2);
     await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
-    const { results } = await env.DB.prepare("SELECT type, seq, destination FROM events WHERE source = ? ORDER BY id").bind(source).all();
+    // Chained type by type within each staged group (D21), every event once.
+    const { results } = await env.DB.prepare("SELECT type, seq, destination, chain_seq FROM event_log WHERE source = ? ORDER BY chain_seq").bind(source).all();
     expect(results).toEqual([
-      { type: "captured", seq: 1, destination: null },
-      { type: "accepted", seq: 1, destination: null },
-      { type: "captured", seq: 2, destination: null },
-      { type: "accepted", seq: 2, destination: null },
-      { type: "delivered", seq: 1, destination: "b/orders" },
-      { type: "delivered", seq: 2, destination: "b/orders" },
+      { type: "captured", seq: 1, destination: null, chain_seq: 1 },
+      { type: "captured", seq: 2, destination: null, chain_seq: 2 },
+      { type: "accepted", seq: 1, destination: null, chain_seq: 3 },
+      { type: "accepted", seq: 2, destination: null, chain_seq: 4 },
+      { type: "delivered", seq: 1, destination: "b/orders", chain_seq: 5 },
+      { type: "delivered", seq: 2, destination: "b/orders", chain_seq: 6 },
     ]);
+    // As three batches (one D1 row each, not one per event) and one lookup row per message.
+    const batches = await env.DB.prepare("SELECT type, chain_seq, last_seq, mseq_lo, mseq_hi, n FROM event_batches WHERE source = ? ORDER BY chain_seq").bind(source).all();
+    expect(batches.results).toEqual([
+      { type: "captured", chain_seq: 1, last_seq: 2, mseq_lo: 1, mseq_hi: 2, n: 2 },
+      { type: "accepted", chain_seq: 3, last_seq: 4, mseq_lo: 1, mseq_hi: 2, n: 2 },
+      { type: "delivered", chain_seq: 5, last_seq: 6, mseq_lo: 1, mseq_hi: 2, n: 2 },
+    ]);
+    expect((await env.DB.prepare("SELECT count(*) AS n FROM events WHERE source = ?").bind(source).first<{ n: number }>())?.n).toBe(0);
+    expect((await env.DB.prepare("SELECT mseq FROM message_index WHERE chain = ? ORDER BY mseq").bind(`${TENANT}:${source}`).all()).results).toEqual([{ mseq: 1 }, { mseq: 2 }]);
   });
 });
 

@@ -325,8 +325,8 @@ export class ChannelObject extends DurableObject<Env> {
           accepted++;
           if (ingestKey) this.sql.exec("INSERT INTO ingest_keys (key, id, seq, at, sha256) VALUES (?, ?, ?, ?, ?)", ingestKey, m.id, m.seq, now, m.sha256);
           // Captured at the site before it was sent: its time and place come from the sender.
-          if (lifecycle) logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
-          if (lifecycle) logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
+          if (lifecycle) logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, mseq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
+          if (lifecycle) logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, mseq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
         }
         close();
         const segmentRows: SqlStorageValue[] = [];
@@ -535,7 +535,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.sql.exec("DELETE FROM runs WHERE destination = ? AND end_dseq BETWEEN ? AND ?", destination, from, upTo);
       this.release(done.map((r) => [r.seg, -1]));
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
-      if (lifecycle) this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination, fields: r.fields, detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) })));
+      if (lifecycle) this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, mseq: r.mseq, size: r.size, sha256: r.sha256, destination, fields: r.fields, detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) })));
       if (lifecycle && receipt && receiptHash) this.events.stage([{ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } }]);
     });
     cur.acked = upTo;

@@ -1,5 +1,6 @@
 import { canonicalEvent, canonicalHash, GENESIS_HASH } from "../../wire/index.ts";
 import { eventDb } from "../../workers/region.ts";
+import { BATCH_MAX, BATCHED_TYPES } from "../../workers/event-log.ts";
 import { newUsage, type Usage } from "../usage.ts";
 
 /** One lifecycle event as the channel object records it. */
@@ -8,6 +9,8 @@ export type LoggedEvent = {
   type: "captured" | "accepted" | "delivered" | "receipt" | "attempt" | "expired" | "rejected" | "redriven" | "discarded" | "archived" | "purged";
   at: number;
   seq: number | null;
+  /** The message's position in this channel: lifecycle events that have one are logged in batches (workers/event-log.ts). */
+  mseq?: number;
   size: number | null;
   sha256: string | null;
   destination: string | null;
@@ -31,6 +34,28 @@ const COLUMNS = ["chain", "chain_seq", "prev_hash", "tenant", "message_id", "typ
 const INSERT_EVENTS = `INSERT OR IGNORE INTO events (${COLUMNS.join(", ")}) SELECT ${COLUMNS.map((_, i) => `json_extract(value, '$[${i}]')`).join(", ")} FROM json_each(?) ORDER BY key`;
 /** Characters of JSON per statement: well under D1's 2 MB per value. */
 const STATEMENT_CHARS = 512 * 1024;
+const INSERT_BATCH = "INSERT OR IGNORE INTO event_batches (chain, chain_seq, last_seq, tenant, source, destination, type, at_lo, at_hi, mseq_lo, mseq_hi, n, events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/** Accepted messages' lookup rows: [id, mseq] pairs, one parameter. */
+const INSERT_INDEX = "INSERT OR IGNORE INTO message_index (tenant, message_id, chain, mseq) SELECT ?1, json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]') FROM json_each(?3)";
+/** Accepted messages' recorded fields: [name, value, mseq, id], one parameter. */
+const INSERT_FIELDS = "INSERT OR IGNORE INTO message_fields (tenant, name, value, chain, mseq, message_id) SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2, json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?3)";
+
+/** One group of consecutive lifecycle events of one type (and destination), on its way to one event_batches row. */
+type Batch = { type: string; destination: string | null; first: number; last: number; atLo: number; atHi: number; lo: number; hi: number; rows: string[]; chars: number };
+
+/** Splits JSON rows into statement-sized arrays (one parameter each). */
+function chunked(rows: string[]): string[] {
+  const out: string[] = [];
+  let cur: string[] = [];
+  let chars = 0;
+  for (const r of rows) {
+    if (chars + r.length > STATEMENT_CHARS && cur.length > 0) out.push(`[${cur.join(",")}]`), (cur = []), (chars = 0);
+    cur.push(r);
+    chars += r.length + 1;
+  }
+  if (cur.length > 0) out.push(`[${cur.join(",")}]`);
+  return out;
+}
 
 /**
  * The object's own outbox for the D1 event log. Events are staged in the
@@ -103,6 +128,14 @@ export class EventOutbox {
    * committed, writes them to D1, and only then moves the chain head and
    * drops them here. A crash in between re-sends the same positions with the
    * same hashes, which D1 ignores (unique chain position): no gaps, no twins.
+   *
+   * Lifecycle events (captured, accepted, delivered of a queued message) go
+   * as batches: within one staged group they are chained type by type (all
+   * captured, then all accepted...), so each type's events hold consecutive
+   * positions and make one event_batches row; D1 then writes a handful of
+   * index entries per batch instead of six or seven per event. Everything
+   * else stays a row of `events`. Grouping depends only on the staged row,
+   * so a re-sent flush makes the same batches at the same positions.
    */
   private async drain(): Promise<void> {
     const place = this.env.FERRY_REGION;
@@ -113,11 +146,26 @@ export class EventOutbox {
       let head = this.head();
       const db = eventDb(this.env, this.region());
       if (!db) throw new Error(`no event-log store for region '${this.region()}'`);
-      const statements: string[][] = [[]];
-      let chars = 0;
+      const singles: string[] = [];
+      const batches: Batch[] = [];
+      const indexed: string[] = [];
+      const fielded: string[] = [];
       for (const r of rows) {
         const parsed = JSON.parse(r.event) as LoggedEvent | LoggedEvent[];
+        // Lifecycle groups in order of first appearance, then the rest in staged order.
+        const groups = new Map<string, LoggedEvent[]>();
+        const rest: LoggedEvent[] = [];
         for (const e of Array.isArray(parsed) ? parsed : [parsed]) {
+          if (!BATCHED_TYPES.has(e.type) || typeof e.mseq !== "number") rest.push(e);
+          else {
+            const k = `${e.type}\n${e.destination ?? ""}`;
+            const g = groups.get(k);
+            if (g) g.push(e);
+            else groups.set(k, [e]);
+          }
+        }
+        let open: Batch | null = null;
+        for (const e of [...[...groups.values()].flat(), ...rest]) {
           const linked = {
             chain, chainSeq: head.seq + 1, prevHash: head.hash, tenant: this.tenant, messageId: e.messageId, type: e.type, at: e.at, place,
             source: this.source, destination: e.destination, seq: e.seq, size: e.size, sha256: e.sha256,
@@ -126,16 +174,40 @@ export class EventOutbox {
           const canonical = canonicalEvent(linked);
           const hash = canonicalHash(canonical);
           const row = `${canonical.slice(0, -1)},"${hash}"]`;
-          if (chars + row.length > STATEMENT_CHARS && chars > 0) {
-            statements.push([]);
-            chars = 0;
-          }
-          statements[statements.length - 1]?.push(row);
-          chars += row.length + 1;
           head = { seq: linked.chainSeq, hash };
+          const mseq = e.mseq;
+          if (!BATCHED_TYPES.has(e.type) || mseq === undefined) {
+            singles.push(row);
+            continue;
+          }
+          const b: Batch | null = open;
+          // A batch is one type and destination, at most BATCH_MAX events whose positions lie less than BATCH_MAX apart, one D1 value.
+          if (!b || b.type !== e.type || b.destination !== e.destination || b.rows.length >= BATCH_MAX || Math.max(b.hi, mseq) - Math.min(b.lo, mseq) >= BATCH_MAX || b.chars + row.length > STATEMENT_CHARS) {
+            open = { type: e.type, destination: e.destination, first: linked.chainSeq, last: linked.chainSeq, atLo: e.at, atHi: e.at, lo: mseq, hi: mseq, rows: [row], chars: row.length };
+            batches.push(open);
+          } else {
+            b.last = linked.chainSeq;
+            b.atLo = Math.min(b.atLo, e.at);
+            b.atHi = Math.max(b.atHi, e.at);
+            b.lo = Math.min(b.lo, mseq);
+            b.hi = Math.max(b.hi, mseq);
+            b.rows.push(row);
+            b.chars += row.length + 1;
+          }
+          if (e.type === "accepted") {
+            indexed.push(JSON.stringify([e.messageId, mseq]));
+            for (const [name, value] of Object.entries(e.fields ?? {})) if (typeof value === "string") fielded.push(JSON.stringify([name, value, mseq, e.messageId]));
+          }
         }
       }
-      const results = await db.batch(statements.map((rows) => db.prepare(INSERT_EVENTS).bind(`[${rows.join(",")}]`)));
+      const results = await db.batch([
+        ...chunked(singles).map((p) => db.prepare(INSERT_EVENTS).bind(p)),
+        ...batches.map((b) =>
+          db.prepare(INSERT_BATCH).bind(chain, b.first, b.last, this.tenant, this.source, b.destination, b.type, b.atLo, b.atHi, b.lo, b.hi, b.rows.length, `[${b.rows.join(",")}]`),
+        ),
+        ...chunked(indexed).map((p) => db.prepare(INSERT_INDEX).bind(this.tenant, chain, p)),
+        ...chunked(fielded).map((p) => db.prepare(INSERT_FIELDS).bind(this.tenant, chain, p)),
+      ]);
       for (const r of results) {
         this.usage.d1RowsRead += r.meta.rows_read ?? 0;
         this.usage.d1RowsWritten += r.meta.rows_written ?? 0;

@@ -85,9 +85,10 @@ describe("region pins", () => {
     expect((await env.ARCHIVE_EU.list({ prefix: `${TENANT}/eu-a/out/` })).objects.length).toBe(2);
     expect((await env.ARCHIVE.list({ prefix: `${TENANT}/eu-a/out/` })).objects.length).toBe(0);
     // Its log rows stay in the EU store too; the query API and the verifier still see them.
-    const inEu = await env.DB_EU.prepare("SELECT type FROM events WHERE source = 'eu-a/out' ORDER BY id").all<{ type: string }>();
+    const inEu = await env.DB_EU.prepare("SELECT type FROM event_log WHERE source = 'eu-a/out' ORDER BY chain_seq").all<{ type: string }>();
     expect(inEu.results.map((r) => r.type)).toEqual(["captured", "accepted", "archived"]);
-    expect((await env.DB.prepare("SELECT count(*) AS n FROM events WHERE source = 'eu-a/out'").first<{ n: number }>())?.n).toBe(0);
+    expect((await env.DB.prepare("SELECT count(*) AS n FROM event_log WHERE source = 'eu-a/out'").first<{ n: number }>())?.n).toBe(0);
+    expect((await env.DB.prepare("SELECT count(*) AS n FROM message_index WHERE chain = 'default:eu-a/out'").first<{ n: number }>())?.n).toBe(0);
     const listed = (await (await api("GET", "/api/messages?source=eu-a/out")).res.json()) as { events: { type: string }[] };
     expect(listed.events.map((e) => e.type).sort()).toEqual(["accepted", "archived", "captured"]);
     const verified = (await (await api("GET", "/api/log/verify?source=eu-a/out")).res.json()) as { ok: boolean; chains: { chain: string }[] };

@@ -38,17 +38,38 @@ describe("event log: hash chain", () => {
     expect(v).toMatchObject({ ok: true, chains: [{ chain: "default:chain-a/out", events: 9, from: 1, to: 9, broken: null }] });
   });
 
-  it("reports the first broken link when a row is altered, deleted or reordered", async () => {
+  it("reports the first broken link when an event is altered, deleted or reordered, inside a batch or as a row", async () => {
+    type Verified = { ok: boolean; chains: { broken: { chainSeq: number; reason: string } | null }[] };
+    const verify = async (source: string) => JSON.parse((await get(`/api/log/verify?source=${source}`)).text) as Verified;
+    // Edits the JSON of the batch holding chain position `pos` (as anyone with write access to D1 could); `$i` is its index there.
+    const inBatch = (chain: string, pos: number, set: string) =>
+      env.DB.prepare(`UPDATE event_batches SET events = ${set.replaceAll("$i", `(${pos} - chain_seq)`)} WHERE chain = ? AND chain_seq <= ? AND last_seq >= ?`).bind(`${TENANT}:${chain}`, pos, pos).run();
     await traffic("chain-b/out", 3);
-    await env.DB.prepare("UPDATE events SET size = 999 WHERE chain = 'default:chain-b/out' AND chain_seq = 2").run();
-    let v = JSON.parse((await get("/api/log/verify?source=chain-b/out")).text) as { ok: boolean; chains: { broken: { chainSeq: number; reason: string } }[] };
+    await inBatch("chain-b/out", 2, "json_set(events, '$[' || $i || '][11]', 999)");
+    let v = await verify("chain-b/out");
     expect(v.ok).toBe(false);
     expect(v.chains[0]?.broken).toMatchObject({ chainSeq: 2, reason: expect.stringContaining("altered") });
 
     await traffic("chain-c/out", 3);
-    await env.DB.prepare("DELETE FROM events WHERE chain = 'default:chain-c/out' AND chain_seq = 4").run();
-    v = JSON.parse((await get("/api/log/verify?source=chain-c/out")).text);
+    await inBatch("chain-c/out", 4, "json_remove(events, '$[' || $i || ']')");
+    v = await verify("chain-c/out");
     expect(v.chains[0]?.broken).toMatchObject({ chainSeq: 5, reason: expect.stringContaining("missing") });
+
+    await traffic("chain-r/out", 3);
+    // Positions 7 and 8 trade places (each event keeps its content and hash).
+    await inBatch("chain-r/out", 7, "json_set(events, '$[0][1]', 8, '$[1][1]', 7)");
+    v = await verify("chain-r/out");
+    expect(v.ok).toBe(false);
+    expect(v.chains[0]?.broken?.chainSeq).toBe(7);
+
+    // Exceptions stay rows of `events`: a refused message (no route) altered there breaks the chain too.
+    const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:chain-e/out`));
+    const p = new TextEncoder().encode("x");
+    await stub.publish({ tenant: TENANT, source: "chain-e/out", epoch: "epoch-aaaaaaaa", msgs: [1, 2].map((seq) => ({ seq, id: `chain-e-${seq}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64) })), payloads: [p, p] });
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    expect((await verify("chain-e/out")).ok).toBe(true);
+    await env.DB.prepare("UPDATE events SET detail = '{}' WHERE chain = 'default:chain-e/out' AND chain_seq = 2").run();
+    expect((await verify("chain-e/out")).chains[0]?.broken).toMatchObject({ chainSeq: 2, reason: expect.stringContaining("altered") });
 
     // Without a source, every chain of the tenant is checked.
     const all = JSON.parse((await get("/api/log/verify")).text) as { ok: boolean; chains: { chain: string; broken: unknown }[] };
@@ -58,18 +79,21 @@ describe("event log: hash chain", () => {
 
   it("never duplicates or skips a position when a flush is repeated after a crash", async () => {
     const stub = await traffic("chain-d/out", 2);
-    // Simulate the crash window: D1 has the rows, but the object forgot it wrote them.
-    await runInDurableObject(stub, (_o, state) => {
-      state.storage.sql.exec("DELETE FROM meta WHERE k IN ('chain_seq', 'chain_hash')");
-      state.storage.sql.exec(
-        "INSERT INTO event_outbox (event) VALUES (?)",
-        JSON.stringify({ messageId: "chain-dout-1-xxxxxxxx", type: "accepted", at: 1, seq: 1, size: 2, sha256: "a".repeat(64), destination: null, fields: { filename: "file-1.csv" }, detail: null }),
-      );
-    });
-    const before = await env.DB.prepare("SELECT count(*) AS n FROM events WHERE chain = 'default:chain-d/out'").first<{ n: number }>();
-    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
-    const after = await env.DB.prepare("SELECT count(*) AS n FROM events WHERE chain = 'default:chain-d/out'").first<{ n: number }>();
-    expect(after?.n).toBe(before?.n);
+    const count = async () => (await env.DB.prepare("SELECT count(*) AS n FROM event_log WHERE chain = 'default:chain-d/out'").first<{ n: number }>())?.n;
+    const before = await count();
+    // Simulate the crash window: D1 has the events, but the object forgot it wrote them, so positions
+    // from 1 are sent again: as a batch (a lifecycle event with its stream position) and as a row (one without).
+    const accepted = { messageId: "chain-dout-1-xxxxxxxx", type: "accepted", at: 1, seq: 1, size: 2, sha256: "a".repeat(64), destination: null, fields: { filename: "file-1.csv" }, detail: null };
+    for (const event of [{ ...accepted, mseq: 1 }, accepted]) {
+      await runInDurableObject(stub, (_o, state) => {
+        state.storage.sql.exec("DELETE FROM meta WHERE k IN ('chain_seq', 'chain_hash')");
+        state.storage.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify([event]));
+      });
+      await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+      expect(await count()).toBe(before);
+    }
+    const v = JSON.parse((await get("/api/log/verify?source=chain-d/out")).text) as { ok: boolean };
+    expect(v.ok).toBe(true);
   });
 });
 
@@ -157,13 +181,25 @@ describe("event log: queries and exports", () => {
     }
   });
 
-  it("keeps the field index in step with the log: written on insert, removed with purged rows", async () => {
-    await traffic("fidx-a/out", 2, (i) => `fidx-${i}.csv`);
+  it("keeps the field index in step with the log: written on insert, removed with purged rows and batches", async () => {
+    // Batched lifecycle events: one field row per message (not per event), and one lookup row, both gone with the accepted batch.
+    await traffic("fidx-a/out", 2, (i) => `fidx-a${i}.csv`);
+    await traffic("fidx-b/out", 2, (i) => `fidx-b${i}.csv`);
+    const fields = async (value: string) => (await env.DB.prepare("SELECT count(*) AS n FROM message_fields WHERE tenant = ? AND name = 'filename' AND value = ?").bind(TENANT, value).first<{ n: number }>())?.n;
+    const lookups = async (chain: string) => (await env.DB.prepare("SELECT count(*) AS n FROM message_index WHERE chain = ?").bind(`${TENANT}:${chain}`).first<{ n: number }>())?.n;
+    expect([await fields("fidx-a1.csv"), await fields("fidx-b2.csv"), await lookups("fidx-a/out")]).toEqual([1, 1, 2]);
+    await env.DB.prepare("DELETE FROM event_batches WHERE chain = 'default:fidx-a/out'").run();
+    expect([await fields("fidx-a1.csv"), await fields("fidx-a2.csv"), await lookups("fidx-a/out")]).toEqual([0, 0, 0]);
+    expect([await fields("fidx-b1.csv"), await fields("fidx-b2.csv"), await lookups("fidx-b/out")]).toEqual([1, 1, 2]);
+    // Rows of `events` (exceptions, and the log before batches): a trigger per row, as before.
+    const row = (id: string) =>
+      env.DB.prepare("INSERT INTO events (tenant, message_id, type, at, place, source, fields) VALUES (?, ?, 'expired', 5, 'edge', 'fidx-c/out', ?)").bind(TENANT, id, JSON.stringify({ filename: `${id}.csv` })).run();
+    await row("fidx-c1");
+    await row("fidx-c2");
     const indexed = async (value: string) => (await env.DB.prepare("SELECT count(*) AS n FROM event_fields WHERE tenant = ? AND name = 'filename' AND value = ?").bind(TENANT, value).first<{ n: number }>())?.n;
-    expect(await indexed("fidx-1.csv")).toBe(3);
-    await env.DB.prepare("DELETE FROM events WHERE source = 'fidx-a/out' AND seq = 1").run();
-    expect(await indexed("fidx-1.csv")).toBe(0);
-    expect(await indexed("fidx-2.csv")).toBe(3);
+    expect(await indexed("fidx-c1.csv")).toBe(1);
+    await env.DB.prepare("DELETE FROM events WHERE message_id = 'fidx-c1'").run();
+    expect([await indexed("fidx-c1.csv"), await indexed("fidx-c2.csv")]).toEqual([0, 1]);
   });
 
   it("queries hosted egress attempts by type", async () => {
@@ -195,7 +231,7 @@ describe("event log: fields a route records", () => {
     const p = new TextEncoder().encode("x");
     await stub.publish({ tenant: TENANT, source: "fields-a/out", epoch: "epoch-aaaaaaaa", msgs: [{ seq: 1, id: "fields-1-xxxxxxxx", createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64), fields: { filename: "private-name.txt", partnerRef: "PO-9" } }], payloads: [p] });
     await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
-    const rows = await env.DB.prepare("SELECT fields FROM events WHERE source = 'fields-a/out'").all<{ fields: string }>();
+    const rows = await env.DB.prepare("SELECT fields FROM event_log WHERE source = 'fields-a/out'").all<{ fields: string }>();
     expect(rows.results.length).toBeGreaterThan(0);
     for (const r of rows.results) expect(JSON.parse(r.fields)).toEqual({ partnerRef: "PO-9" });
   });
@@ -209,6 +245,17 @@ describe("event log: retention per route", () => {
       env.DB.prepare("INSERT INTO events (tenant, message_id, type, at, place, source, chain, chain_seq, prev_hash, hash) VALUES (?, ?, 'accepted', ?, 'local', ?, ?, ?, 'x', ?)")
         .bind(TENANT, `rr-${source}-${seq}`, now - ageDays * day, source, `${TENANT}:${source}`, seq, `h-${source}-${seq}`)
         .run();
+    // A batch of two accepted events (positions 10 + 2 * seq and the next) with its messages' lookup rows.
+    const batch = async (source: string, seq: number, ageDays: number) => {
+      const chain = `${TENANT}:${source}`;
+      const at = now - ageDays * day;
+      const ids = [0, 1].map((i) => `rb-${source}-${seq}-${i}`);
+      const events = ids.map((id, i) => [chain, 10 + 2 * seq + i, "x", TENANT, id, "accepted", at, "local", source, null, seq, 1, null, null, null, `h-${id}`]);
+      await env.DB.prepare("INSERT INTO event_batches (chain, chain_seq, last_seq, tenant, source, type, at_lo, at_hi, mseq_lo, mseq_hi, n, events) VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, 2, ?)")
+        .bind(chain, 10 + 2 * seq, 11 + 2 * seq, TENANT, source, at, at, 2 * seq, 2 * seq + 1, JSON.stringify(events))
+        .run();
+      for (const [i, id] of ids.entries()) await env.DB.prepare("INSERT INTO message_index (tenant, message_id, chain, mseq) VALUES (?, ?, ?, ?)").bind(TENANT, id, chain, 2 * seq + i).run();
+    };
     const route = async (source: string, retention?: string) => {
       const res = await SELF.fetch("http://edge.test/api/routes", {
         method: "POST",
@@ -225,10 +272,13 @@ describe("event log: retention per route", () => {
       await insert(source, 1, 1200);
       await insert(source, 2, 500);
       await insert(source, 3, 100);
+      await batch(source, 1, 1200);
+      await batch(source, 2, 500);
+      await batch(source, 3, 100);
     }
     const total = async () => {
       let n = 0;
-      for (const db of [env.DB, env.DB_EU]) n += (await db.prepare("SELECT count(*) AS n FROM events").first<{ n: number }>())?.n ?? 0;
+      for (const db of [env.DB, env.DB_EU]) n += (await db.prepare("SELECT count(*) AS n FROM event_log").first<{ n: number }>())?.n ?? 0;
       return n;
     };
     const before = await total();
@@ -236,6 +286,11 @@ describe("event log: retention per route", () => {
     expect(await purgeLogRows(env, now)).toBe(before - (await total()));
     const left = await env.DB.prepare("SELECT message_id FROM events WHERE message_id LIKE 'rr-%' ORDER BY message_id").all<{ message_id: string }>();
     expect(left.results.map((r) => r.message_id)).toEqual(["rr-rr-long/out-2", "rr-rr-long/out-3", "rr-rr-none/out-3", "rr-rr-short/out-3"]);
+    // Batches by the same rule, whole; a purged batch's messages are no longer found by id.
+    const batches = await env.DB.prepare("SELECT source, mseq_lo FROM event_batches WHERE source LIKE 'rr-%' ORDER BY source, mseq_lo").all<{ source: string; mseq_lo: number }>();
+    expect(batches.results.map((r) => `${r.source}:${r.mseq_lo / 2}`)).toEqual(["rr-long/out:2", "rr-long/out:3", "rr-none/out:3", "rr-short/out:3"]);
+    const found = await env.DB.prepare("SELECT message_id FROM message_index WHERE message_id LIKE 'rb-%' AND message_id LIKE '%-0' ORDER BY message_id").all<{ message_id: string }>();
+    expect(found.results.map((r) => r.message_id)).toEqual(["rb-rr-long/out-2-0", "rb-rr-long/out-3-0", "rb-rr-none/out-3-0", "rb-rr-short/out-3-0"]);
     const logged = await env.DB.prepare("SELECT detail FROM admin_log WHERE action = 'log.purge' ORDER BY id DESC LIMIT 1").first<{ detail: string }>();
     expect(JSON.parse(logged?.detail ?? "{}")).toMatchObject({ longer: [{ chain: "default:rr-long/out" }] });
   });
@@ -246,7 +301,7 @@ describe("event log: routes that log exceptions only", () => {
   const flush = (stub: DurableObjectStub) => runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
   const message = (source: string, seq: number, extra: Partial<PubMessage> = {}): PubMessage => ({ seq, id: `${source.replace(/\W/g, "")}-${seq}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64), ...extra });
   const types = async (source: string) =>
-    (await env.DB.prepare("SELECT type, destination FROM events WHERE source = ? ORDER BY chain_seq").bind(source).all<{ type: string; destination: string | null }>()).results.map((r) => `${r.type}${r.destination ? `>${r.destination}` : ""}`);
+    (await env.DB.prepare("SELECT type, destination FROM event_log WHERE source = ? ORDER BY chain_seq").bind(source).all<{ type: string; destination: string | null }>()).results.map((r) => `${r.type}${r.destination ? `>${r.destination}` : ""}`);
 
   it("names the accepted values, and can be set on a route and changed", async () => {
     const bad = await post({ source: "quiet-x/out", destination: "sink/in", log: "none" });
@@ -269,7 +324,7 @@ describe("event log: routes that log exceptions only", () => {
     expect(await mixed.ack(TENANT, "quiet-a/out", "sink/full", 2)).toMatchObject({ ok: true });
     expect(await mixed.ack(TENANT, "quiet-a/out", "sink/quiet", 2)).toMatchObject({ ok: true });
     await flush(mixed);
-    expect(await types("quiet-a/out")).toEqual(["captured", "accepted", "captured", "accepted", "delivered>sink/full", "delivered>sink/full"]);
+    expect(await types("quiet-a/out")).toEqual(["captured", "captured", "accepted", "accepted", "delivered>sink/full", "delivered>sink/full"]);
 
     // Every route quiet: nothing per message, but a refused message is still logged.
     expect((await post({ source: "quiet-b/out", destination: "sink/quiet", log: "exceptions", protection: "sign" })).status).toBe(201);
@@ -302,11 +357,13 @@ describe("usage: what objects bill, measured", () => {
       after = await read();
     }
     const d = (k: string) => (after.channel[k] ?? 0) - (before.channel[k] ?? 0);
-    // Two RPCs (publish, ack); the batch's segment (2 rows) and its run (2 with its index entry) written and deleted, the cursor moved; its three events in D1.
+    // Two RPCs (publish, ack); the batch's segment (2 rows) and its run (2 with its index entry) written and deleted, the cursor moved;
+    // in D1, its thirty events as three batches (a row and a few index entries each) and one lookup row per message.
     expect(d("requests")).toBe(2);
     expect(d("sqlRowsWritten")).toBeGreaterThanOrEqual(2 * 2 + 2 * 2 + 1);
     expect(d("sqlRowsRead")).toBeGreaterThan(0);
-    expect(d("d1RowsWritten")).toBeGreaterThanOrEqual(30);
+    expect(d("d1RowsWritten")).toBeGreaterThanOrEqual(10 + 3);
+    expect(d("d1RowsWritten")).toBeLessThanOrEqual(10 + 3 * 8);
     // The sender's session got the receipt (one RPC); no connector is connected, so no WebSocket messages.
     expect(after.sessions["usage-a"]).toMatchObject({ requests: 1, webSocketMessagesIn: 0 });
 

@@ -5,21 +5,20 @@ import { invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import type { EventRow } from "./messages.ts";
 import { eventStores } from "../region.ts";
+import { chainEvents, chainsOf } from "../event-log.ts";
 
 const Query = z.strictObject({ source: Address.optional() });
 const PAGE = 1000;
 
 type ChainReport = { chain: string; events: number; from: number; to: number; broken: ChainBreak | null };
 
-/** Recomputes one chain from D1, page by page; reports its first broken link. */
+/** Recomputes one chain from D1 (rows and batches, event by event), page by page; reports its first broken link. */
 async function verifyOne(db: D1Database, chain: string): Promise<ChainReport> {
   let after: { chainSeq: number; hash: string } | undefined;
   let from = 0;
   let count = 0;
   for (;;) {
-    const { results } = await db.prepare("SELECT * FROM events WHERE chain = ? AND chain_seq > ? ORDER BY chain_seq LIMIT ?")
-      .bind(chain, after?.chainSeq ?? 0, PAGE)
-      .all<EventRow>();
+    const results: EventRow[] = await chainEvents(db, chain, after?.chainSeq ?? 0, PAGE);
     if (results.length === 0) break;
     const rows = results.map((r) => ({
       id: r.id, chain, chainSeq: r.chain_seq ?? 0, prevHash: r.prev_hash ?? "", hash: r.hash ?? "", tenant: r.tenant, messageId: r.message_id, type: r.type,
@@ -48,9 +47,7 @@ export const audit = new Hono<AppEnv>().get("/verify", async (c) => {
   const reports: ChainReport[] = [];
   // Each store (region) holds whole chains: a source's log never leaves its region.
   for (const { db } of eventStores(c.env)) {
-    const chains = q.data.source
-      ? (await db.prepare("SELECT DISTINCT chain FROM events WHERE chain = ?").bind(`${tenant}:${q.data.source}`).all<{ chain: string }>()).results.map((r) => r.chain)
-      : (await db.prepare("SELECT DISTINCT chain FROM events WHERE tenant = ? AND chain IS NOT NULL ORDER BY chain").bind(tenant).all<{ chain: string }>()).results.map((r) => r.chain);
+    const chains = await chainsOf(db, tenant, q.data.source ? `${tenant}:${q.data.source}` : undefined);
     for (const chain of chains) reports.push(await verifyOne(db, chain));
   }
   return c.json({ ok: reports.every((r) => r.broken === null), chains: reports });

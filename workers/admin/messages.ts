@@ -5,6 +5,7 @@ import { ApiError, invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { envelopeXml } from "./envelope-xml.ts";
 import { eventStores } from "../region.ts";
+import { BATCHED_TYPES, batchPage, fieldEvents, messageBatchEvents, messageEvents } from "../event-log.ts";
 import type { LoggedEvent } from "../../durable-objects/channel/events.ts";
 
 export type EventRow = {
@@ -125,7 +126,7 @@ export function eventFilter(tenant: string, q: Omit<Query, "limit" | "format">, 
   return { where: where.join(" AND "), args };
 }
 
-/** Finds a message's archive through its `archived` event (which names bucket and key). */
+/** Finds a message's archive through its `archived` event (which names bucket and key; always a row of `events`, never batched). */
 async function archived(env: Env, tenant: string, id: string, suffix: string): Promise<R2ObjectBody> {
   let ev: { detail: string } | null = null;
   for (const { db } of eventStores(env)) {
@@ -158,6 +159,48 @@ async function resolveRoute(env: Env, tenant: string, q: Query): Promise<Query> 
 type StoredRow = EventRow & { store: number };
 
 /**
+ * The same query for batched events (workers/event-log.ts): each event is
+ * tested in full here, and what a batch has in common (its chain, type,
+ * destination, time range) narrows which batches are read at all.
+ */
+async function batchedPage(db: D1Database, tenant: string, q: Omit<Query, "format">, store: number): Promise<EventRow[]> {
+  if (q.type && !BATCHED_TYPES.has(q.type)) return [];
+  const where: string[] = [];
+  const args: (string | number)[] = [];
+  const cursor = q.cursor ? (q.cursor.split(".").map(Number) as [number, number, number]) : null;
+  const field = q.field ? ([q.field.slice(0, q.field.indexOf(":")), q.field.slice(q.field.indexOf(":") + 1)] as const) : null;
+  const inConnector = (a: string | null) => q.connector !== undefined && a !== null && a >= `${q.connector}/` && a < `${q.connector}0`;
+  const keep = (e: EventRow): boolean =>
+    (q.from === undefined || e.at >= q.from) &&
+    (q.to === undefined || e.at < q.to) &&
+    (!q.source || e.source === q.source) &&
+    (!q.destination || e.destination === q.destination) &&
+    (!q.routeDestination || e.destination === null || e.destination === q.routeDestination) &&
+    (!q.connector || inConnector(e.source) || inConnector(e.destination)) &&
+    (!q.type || e.type === q.type) &&
+    (!q.id || e.message_id === q.id) &&
+    (!field || (e.fields !== null && (JSON.parse(e.fields) as Record<string, unknown>)[field[0]] === field[1])) &&
+    // Pages run newest first over (at, store, id), as for rows.
+    (!cursor || (store < cursor[1] ? e.at <= cursor[0] : store > cursor[1] ? e.at < cursor[0] : e.at < cursor[0] || (e.at === cursor[0] && e.id < cursor[2])));
+  const newest = (rows: EventRow[]) => rows.filter(keep).sort((a, b) => b.at - a.at || b.id - a.id).slice(0, q.limit);
+  // A message, or the messages with a field, are found by key; anything else is a walk over the batches by time.
+  if (q.id) return newest(await messageBatchEvents(db, tenant, q.id));
+  if (field) return newest(await fieldEvents(db, tenant, field[0], field[1]));
+  if (q.from !== undefined) where.push("at_hi >= ?"), args.push(q.from);
+  if (q.to !== undefined) where.push("at_lo < ?"), args.push(q.to);
+  if (cursor) where.push("at_lo <= ?"), args.push(cursor[0]);
+  if (q.source) where.push("chain = ?"), args.push(`${tenant}:${q.source}`);
+  if (q.destination) where.push("destination = ?"), args.push(q.destination);
+  if (q.routeDestination) where.push("(destination IS NULL OR destination = ?)"), args.push(q.routeDestination);
+  if (q.connector) {
+    where.push("(source >= ? AND source < ? OR destination >= ? AND destination < ?)");
+    args.push(`${q.connector}/`, `${q.connector}0`, `${q.connector}/`, `${q.connector}0`);
+  }
+  if (q.type) where.push("type = ?"), args.push(q.type);
+  return batchPage(db, tenant, { where, args, keep }, q.limit);
+}
+
+/**
  * One page across every event-log store (regions keep their own), merged
  * newest first by (at, store, id) so the cursor is exact across stores.
  */
@@ -165,8 +208,11 @@ async function page(env: Env, tenant: string, q: Omit<Query, "format">): Promise
   const parts = await Promise.all(
     eventStores(env).map(async ({ store, db }) => {
       const { where, args } = eventFilter(tenant, q, store);
-      const { results } = await db.prepare(`SELECT * FROM events WHERE ${where} ORDER BY at DESC, id DESC LIMIT ?`).bind(...args, q.limit).all<EventRow>();
-      return results.map((r) => ({ ...r, store }));
+      const [{ results }, batched] = await Promise.all([
+        db.prepare(`SELECT * FROM events WHERE ${where} ORDER BY at DESC, id DESC LIMIT ?`).bind(...args, q.limit).all<EventRow>(),
+        batchedPage(db, tenant, q, store),
+      ]);
+      return [...results, ...batched].map((r) => ({ ...r, store }));
     }),
   );
   return parts
@@ -238,7 +284,7 @@ export const messages = new Hono<AppEnv>()
     const tenant = c.get("tenant");
     const id = c.req.param("id");
     const rows = (
-      await Promise.all(eventStores(c.env).map(async ({ db }) => (await db.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? AND type = 'delivered' ORDER BY at").bind(tenant, id).all<EventRow>()).results.map((r) => ({ r, db }))))
+      await Promise.all(eventStores(c.env).map(async ({ db }) => (await messageEvents(db, tenant, id, ["delivered"])).map((r) => ({ r, db }))))
     ).flat();
     if (rows.length === 0) throw new ApiError(404, "Not found", `message '${id}' has not been delivered (or does not exist)`);
     const receipts = await Promise.all(
@@ -260,7 +306,7 @@ export const messages = new Hono<AppEnv>()
   .get("/:id", async (c) => {
     const results = (
       await Promise.all(
-        eventStores(c.env).map(async ({ db }) => (await db.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? ORDER BY at, id").bind(c.get("tenant"), c.req.param("id")).all<EventRow>()).results),
+        eventStores(c.env).map(({ db }) => messageEvents(db, c.get("tenant"), c.req.param("id"))),
       )
     )
       .flat()

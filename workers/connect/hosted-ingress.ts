@@ -6,6 +6,7 @@ import type { AppEnv } from "../env.ts";
 import { sourceRegion } from "../db.ts";
 import { channelStub } from "../stubs.ts";
 import { eventDb } from "../region.ts";
+import { messageEvents } from "../event-log.ts";
 
 /** Signed requests older than this are refused (replay window). */
 const SIGNATURE_WINDOW_S = 300;
@@ -68,7 +69,7 @@ export const hostedIngress = new Hono<AppEnv>().post("/:tenant/:connector/:chann
  */
 async function sameBodyAsFirst(env: Env, tenant: string, region: string | null, key: string, id: string, body: Uint8Array, kept: string | null): Promise<void> {
   const db = eventDb(env, region);
-  const first = kept ? { sha256: kept } : await db?.prepare("SELECT sha256 FROM events WHERE tenant = ? AND message_id = ? AND type = 'accepted' LIMIT 1").bind(tenant, id).first<{ sha256: string | null }>();
+  const first = kept ? { sha256: kept } : db ? (await messageEvents(db, tenant, id, ["accepted"]))[0] : undefined;
   if (!first?.sha256) return;
   const sha256 = await sha256Hex(body);
   if (first.sha256 !== sha256) {

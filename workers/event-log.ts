@@ -1,0 +1,148 @@
+/**
+ * The event log's two shapes and how to read them as one (docs/decisions.md
+ * D21, migrations/0013). A message's lifecycle events (captured, accepted,
+ * delivered) are written per batch: one `event_batches` row holds a group's
+ * canonical rows as JSON, and `message_index` finds a message's chain and
+ * stream position. Every other event is a row of `events`. Readers here
+ * expand batches into the same rows `events` returns, so the API, the
+ * portal and the audit verification see one log.
+ */
+import type { EventRow } from "./admin/messages.ts";
+
+/** Events inside a batch are numbered from here (rows of `events` count from 1): id = base + batch * MAX + position. */
+export const BATCH_ID_BASE = 2 ** 40;
+/** At most this many events in a batch, and its messages' stream positions less than this apart (bounds the lookup by position). */
+export const BATCH_MAX = 4096;
+/** The event types written in batches when the object knows the message's stream position. */
+export const BATCHED_TYPES: ReadonlySet<string> = new Set(["captured", "accepted", "delivered"]);
+
+export type BatchRow = { id: number; events: string };
+
+/** A batch's events as rows of `events` (every value from the canonical row that was hashed, so verification sees what is stored). */
+export function expandBatch(b: BatchRow): EventRow[] {
+  const rows = JSON.parse(b.events) as unknown[][];
+  return rows.map((r, i) => ({
+    id: BATCH_ID_BASE + b.id * BATCH_MAX + i,
+    chain: r[0] as string,
+    chain_seq: r[1] as number,
+    prev_hash: r[2] as string,
+    tenant: r[3] as string,
+    message_id: r[4] as string,
+    type: r[5] as string,
+    at: r[6] as number,
+    place: r[7] as string,
+    source: r[8] as string,
+    destination: r[9] as string | null,
+    seq: r[10] as number | null,
+    size: r[11] as number | null,
+    sha256: r[12] as string | null,
+    fields: r[13] as string | null,
+    detail: r[14] as string | null,
+    hash: r[15] as string,
+  }));
+}
+
+const byTime = (a: EventRow, b: EventRow) => a.at - b.at || a.id - b.id;
+
+/**
+ * Joins a table of (tenant, chain, mseq) keys to the batches whose position
+ * range covers each: a bounded range of the (chain, mseq_lo) index per key.
+ */
+const COVERING = `JOIN event_batches AS b ON b.chain = k.chain AND b.mseq_lo BETWEEN k.mseq - ${BATCH_MAX - 1} AND k.mseq AND b.mseq_hi >= k.mseq`;
+
+/** The batched events of one message in one store (`types`: only these). */
+export async function messageBatchEvents(db: D1Database, tenant: string, id: string, types?: readonly string[]): Promise<EventRow[]> {
+  const wanted = types?.filter((t) => BATCHED_TYPES.has(t));
+  if (wanted?.length === 0) return [];
+  const only = wanted ? ` AND b.type IN (${wanted.map(() => "?").join(", ")})` : "";
+  const { results } = await db
+    .prepare(`SELECT DISTINCT b.id, b.events, k.chain FROM message_index AS k ${COVERING} WHERE k.tenant = ? AND k.message_id = ?${only}`)
+    .bind(tenant, id, ...(wanted ?? []))
+    .all<BatchRow & { chain: string }>();
+  const out: EventRow[] = [];
+  for (const b of results) for (const e of expandBatch(b)) if (e.message_id === id && e.chain === b.chain && e.tenant === tenant) out.push(e);
+  return out;
+}
+
+/** Every event of one message in one store, rows and batches, oldest first (`types`: only these). */
+export async function messageEvents(db: D1Database, tenant: string, id: string, types?: readonly string[]): Promise<EventRow[]> {
+  const only = types ? ` AND type IN (${types.map(() => "?").join(", ")})` : "";
+  const [{ results: rows }, batched] = await Promise.all([
+    db.prepare(`SELECT * FROM events WHERE tenant = ? AND message_id = ?${only} ORDER BY at, id`).bind(tenant, id, ...(types ?? [])).all<EventRow>(),
+    messageBatchEvents(db, tenant, id, types),
+  ]);
+  return [...rows, ...batched].sort(byTime);
+}
+
+/** The batched events of every message whose recorded field `name` is `value` (rows of `events` go through event_fields). */
+export async function fieldEvents(db: D1Database, tenant: string, name: string, value: string): Promise<EventRow[]> {
+  const [keys, batches] = await db.batch<Record<string, unknown>>([
+    db.prepare("SELECT chain, message_id FROM message_fields WHERE tenant = ? AND name = ? AND value = ?").bind(tenant, name, value),
+    db.prepare(`SELECT DISTINCT b.id, b.events FROM message_fields AS k ${COVERING} WHERE k.tenant = ? AND k.name = ? AND k.value = ?`).bind(tenant, name, value),
+  ]);
+  const wanted = new Set((keys?.results ?? []).map((k) => `${k.chain as string}\n${k.message_id as string}`));
+  const out: EventRow[] = [];
+  for (const b of (batches?.results ?? []) as unknown as BatchRow[]) {
+    for (const e of expandBatch(b)) {
+      if (e.tenant !== tenant || !wanted.has(`${e.chain}\n${e.message_id}`) || e.fields === null) continue;
+      // The event's own recorded fields decide, as they do for rows of `events`.
+      if ((JSON.parse(e.fields) as Record<string, unknown>)[name] === value) out.push(e);
+    }
+  }
+  return out;
+}
+
+/** A chain's events after position `after`, in chain order: at least `limit` of them if there are (rows and batches merged). */
+export async function chainEvents(db: D1Database, chain: string, after: number, limit: number): Promise<EventRow[]> {
+  const { results: rows } = await db.prepare("SELECT * FROM events WHERE chain = ? AND chain_seq > ? ORDER BY chain_seq LIMIT ?").bind(chain, after, limit).all<EventRow>();
+  const out: EventRow[] = [...rows];
+  let from = after;
+  let got = 0;
+  // A few batches at a time (each may hold thousands of events), until `limit` of theirs are in hand.
+  while (got < limit) {
+    const { results } = await db.prepare("SELECT id, events, last_seq FROM event_batches WHERE chain = ? AND last_seq > ? ORDER BY chain_seq LIMIT 4").bind(chain, from).all<BatchRow & { last_seq: number }>();
+    for (const b of results) {
+      for (const e of expandBatch(b)) if ((e.chain_seq ?? 0) > after) out.push(e), got++;
+      from = b.last_seq;
+    }
+    if (results.length < 4) break;
+  }
+  return out.sort((a, b) => (a.chain_seq ?? 0) - (b.chain_seq ?? 0)).slice(0, Math.max(limit, 0));
+}
+
+/** The chains a tenant's log holds in one store (or the one named). */
+export async function chainsOf(db: D1Database, tenant: string, chain?: string): Promise<string[]> {
+  const { results } = chain
+    ? await db.prepare("SELECT chain FROM events WHERE chain = ? UNION SELECT chain FROM event_batches WHERE chain = ?").bind(chain, chain).all<{ chain: string }>()
+    : await db.prepare("SELECT DISTINCT chain FROM events WHERE tenant = ? AND chain IS NOT NULL UNION SELECT DISTINCT chain FROM event_batches WHERE tenant = ? ORDER BY chain").bind(tenant, tenant).all<{ chain: string }>();
+  return results.map((r) => r.chain);
+}
+
+/** What a page of batched events is filtered by: columns a batch has in common, and a test for each of its events. */
+export type BatchFilter = { where: string[]; args: (string | number)[]; keep: (e: EventRow) => boolean };
+
+/**
+ * The newest `limit` batched events that pass `filter`, newest first by
+ * (at, id). Batches are walked by their latest event time, a few at a
+ * time; every batch not yet read has only events at or before the last
+ * one read's latest, so the walk stops once `limit` events newer than that
+ * are in hand. Memory holds at most `limit` events and a few batches.
+ */
+export async function batchPage(db: D1Database, tenant: string, filter: BatchFilter, limit: number): Promise<EventRow[]> {
+  const CHUNK = 8;
+  let out: EventRow[] = [];
+  let key: [number, number] | null = null;
+  for (;;) {
+    const where: string[] = ["tenant = ?", ...filter.where, ...(key ? ["(at_hi, id) < (?, ?)"] : [])];
+    const { results }: { results: (BatchRow & { at_hi: number })[] } = await db
+      .prepare(`SELECT id, events, at_hi FROM event_batches WHERE ${where.join(" AND ")} ORDER BY at_hi DESC, id DESC LIMIT ${CHUNK}`)
+      .bind(tenant, ...filter.args, ...(key ?? []))
+      .all<BatchRow & { at_hi: number }>();
+    for (const b of results) for (const e of expandBatch(b)) if (filter.keep(e)) out.push(e);
+    out = out.sort((a, b) => byTime(b, a)).slice(0, limit);
+    const last: (BatchRow & { at_hi: number }) | undefined = results.at(-1);
+    if (results.length < CHUNK || !last) return out;
+    if (out.length >= limit && (out.at(-1) as EventRow).at > last.at_hi) return out;
+    key = [last.at_hi, last.id];
+  }
+}
