@@ -50,13 +50,21 @@ const byTime = (a: EventRow, b: EventRow) => a.at - b.at || a.id - b.id;
  */
 const COVERING = `JOIN event_batches AS b ON b.chain = k.chain AND b.mseq_lo BETWEEN k.mseq - ${BATCH_MAX - 1} AND k.mseq AND b.mseq_hi >= k.mseq`;
 
+/** A message's batches, by its lookup row (`types`: how many batch types to narrow to). */
+export const messageLookupSql = (types = 0) =>
+  `SELECT DISTINCT b.id, b.events, k.chain FROM message_index AS k ${COVERING} WHERE k.tenant = ? AND k.message_id = ?${types > 0 ? ` AND b.type IN (${Array(types).fill("?").join(", ")})` : ""}`;
+/** The batches of messages with a recorded field. */
+export const fieldLookupSql = `SELECT DISTINCT b.id, b.events FROM message_fields AS k ${COVERING} WHERE k.tenant = ? AND k.name = ? AND k.value = ?`;
+/** A tenant's batches newest first (by their latest event), narrowed by `where`, after the keyset (at_hi, id) when `keyed`. */
+export const batchWalkSql = (where: string[], keyed: boolean, chunk: number) =>
+  `SELECT id, events, at_hi FROM event_batches WHERE ${["tenant = ?", ...where, ...(keyed ? ["(at_hi, id) < (?, ?)"] : [])].join(" AND ")} ORDER BY at_hi DESC, id DESC LIMIT ${chunk}`;
+
 /** The batched events of one message in one store (`types`: only these). */
 export async function messageBatchEvents(db: D1Database, tenant: string, id: string, types?: readonly string[]): Promise<EventRow[]> {
   const wanted = types?.filter((t) => BATCHED_TYPES.has(t));
   if (wanted?.length === 0) return [];
-  const only = wanted ? ` AND b.type IN (${wanted.map(() => "?").join(", ")})` : "";
   const { results } = await db
-    .prepare(`SELECT DISTINCT b.id, b.events, k.chain FROM message_index AS k ${COVERING} WHERE k.tenant = ? AND k.message_id = ?${only}`)
+    .prepare(messageLookupSql(wanted?.length))
     .bind(tenant, id, ...(wanted ?? []))
     .all<BatchRow & { chain: string }>();
   const out: EventRow[] = [];
@@ -78,7 +86,7 @@ export async function messageEvents(db: D1Database, tenant: string, id: string, 
 export async function fieldEvents(db: D1Database, tenant: string, name: string, value: string): Promise<EventRow[]> {
   const [keys, batches] = await db.batch<Record<string, unknown>>([
     db.prepare("SELECT chain, message_id FROM message_fields WHERE tenant = ? AND name = ? AND value = ?").bind(tenant, name, value),
-    db.prepare(`SELECT DISTINCT b.id, b.events FROM message_fields AS k ${COVERING} WHERE k.tenant = ? AND k.name = ? AND k.value = ?`).bind(tenant, name, value),
+    db.prepare(fieldLookupSql).bind(tenant, name, value),
   ]);
   const wanted = new Set((keys?.results ?? []).map((k) => `${k.chain as string}\n${k.message_id as string}`));
   const out: EventRow[] = [];
@@ -133,9 +141,8 @@ export async function batchPage(db: D1Database, tenant: string, filter: BatchFil
   let out: EventRow[] = [];
   let key: [number, number] | null = null;
   for (;;) {
-    const where: string[] = ["tenant = ?", ...filter.where, ...(key ? ["(at_hi, id) < (?, ?)"] : [])];
     const { results }: { results: (BatchRow & { at_hi: number })[] } = await db
-      .prepare(`SELECT id, events, at_hi FROM event_batches WHERE ${where.join(" AND ")} ORDER BY at_hi DESC, id DESC LIMIT ${CHUNK}`)
+      .prepare(batchWalkSql(filter.where, key !== null, CHUNK))
       .bind(tenant, ...filter.args, ...(key ?? []))
       .all<BatchRow & { at_hi: number }>();
     for (const b of results) for (const e of expandBatch(b)) if (filter.keep(e)) out.push(e);

@@ -2,7 +2,8 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { PubMessage } from "../../wire/index.ts";
-import { eventFilter } from "./messages.ts";
+import { batchFilter, eventFilter } from "./messages.ts";
+import { batchWalkSql, fieldLookupSql, messageLookupSql } from "../event-log.ts";
 import { purgeLogRows } from "../retention.ts";
 
 const SELF = (exports as unknown as { default: Fetcher }).default;
@@ -14,19 +15,21 @@ async function get(path: string) {
   return { status: res.status, type: res.headers.get("content-type"), text: await res.text() };
 }
 
-/** Drives a channel object directly: publish `n` messages, acknowledge them, flush the log. */
-async function traffic(source: string, n: number, filename = (i: number) => `file-${i}.csv`) {
+/** Drives a channel object directly: publish `n` messages (`frame` to a publish), acknowledge them (in `acks` cumulative acks), flush the log. */
+async function traffic(source: string, n: number, filename: (i: number) => string | null = (i) => `file-${i}.csv`, o: { createdAt?: (i: number) => number; frame?: number; acks?: number } = {}) {
+  const frame = o.frame ?? 500;
+  const acks = o.acks ?? 1;
   const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:${source}`));
   await stub.configure(TENANT, source, [{ destination: "sink/in", ttlSeconds: 3600, protection: "none", archive: false }]);
   const msgs: PubMessage[] = [];
   const payloads: Uint8Array[] = [];
   for (let i = 1; i <= n; i++) {
     const p = new TextEncoder().encode(`m${i}`);
-    msgs.push({ seq: i, id: `${source.replace(/\W/g, "")}-${i}-xxxxxxxx`, createdAt: 1, contentType: "text/csv", size: p.byteLength, sha256: "a".repeat(64), fields: { filename: filename(i) } });
+    msgs.push({ seq: i, id: `${source.replace(/\W/g, "")}-${i}-xxxxxxxx`, createdAt: o.createdAt?.(i) ?? 1, contentType: "text/csv", size: p.byteLength, sha256: "a".repeat(64), ...(filename(i) === null ? {} : { fields: { filename: filename(i) as string } }) });
     payloads.push(p);
   }
-  for (let i = 0; i < n; i += 500) await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: msgs.slice(i, i + 500), payloads: payloads.slice(i, i + 500) });
-  await stub.ack(TENANT, source, "sink/in", n);
+  for (let i = 0; i < n; i += frame) await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: msgs.slice(i, i + frame), payloads: payloads.slice(i, i + frame) });
+  for (let a = 1; a <= acks; a++) await stub.ack(TENANT, source, "sink/in", Math.ceil((n * a) / acks));
   await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
   return stub;
 }
@@ -373,5 +376,107 @@ describe("usage: what objects bill, measured", () => {
     const bad = await get("/api/debug/usage?source=not-an-address");
     expect(bad.status).toBe(400);
     expect(bad.text).toContain("usage: source:");
+  });
+});
+
+describe("event log: batches (D21)", () => {
+  type Page = { events: { id: number; messageId: string; type: string; at: number }[]; nextCursor: string | null };
+  const all = async (q: string) => {
+    const ids: number[] = [];
+    let cursor: string | null = null;
+    do {
+      const p = JSON.parse((await get(`/api/messages?${q}&limit=97${cursor ? `&cursor=${cursor}` : ""}`)).text) as Page;
+      ids.push(...p.events.map((e) => e.id));
+      cursor = p.nextCursor;
+    } while (cursor);
+    return ids;
+  };
+
+  it("pages every event exactly once, newest first, across rows and batches whose times overlap and tie", async () => {
+    // Capture times scattered (batches' ranges overlap), accept and delivery times shared by hundreds, acks in three parts.
+    const source = "walk-a/out";
+    await traffic(source, 1300, undefined, { createdAt: (i) => ((i * 7919) % 1000) + 1, frame: 400, acks: 3 });
+    // Exceptions are rows of `events`, at times that tie with batched ones.
+    for (const at of [1, 500, 500, 1000]) {
+      await env.DB.prepare("INSERT INTO events (tenant, message_id, type, at, place, source, destination) VALUES (?, ?, 'expired', ?, 'edge', ?, 'sink/in')").bind(TENANT, `walk-x-${at}-${Math.random()}`, at, source).run();
+    }
+    expect((await env.DB.prepare("SELECT count(*) AS n FROM event_batches WHERE source = ?").bind(source).first<{ n: number }>())?.n).toBeGreaterThanOrEqual(10);
+    const truth = async (where: string, ...args: (string | number)[]) =>
+      (await env.DB.prepare(`SELECT id FROM event_log WHERE source = ? ${where} ORDER BY at DESC, id DESC`).bind(source, ...args).all<{ id: number }>()).results.map((r) => r.id);
+    const everything = await truth("");
+    expect(everything).toHaveLength(3 * 1300 + 4);
+    expect(await all(`source=${source}`)).toEqual(everything);
+    expect(await all(`source=${source}&type=captured`)).toEqual(await truth("AND type = 'captured'"));
+    expect(await all(`source=${source}&from=200&to=700`)).toEqual(await truth("AND at >= 200 AND at < 700"));
+    expect(await all(`connector=sink&source=${source}`)).toEqual(await truth("AND destination = 'sink/in'"));
+  });
+
+  it("traces a message by id and by field through its lookup row, with its rows of `events` too", async () => {
+    const source = "trace-a/out";
+    await traffic(source, 1000, (i) => `t-${i % 10}.csv`, { frame: 300, acks: 2 });
+    const id = "traceaout-567-xxxxxxxx";
+    await env.DB.prepare("INSERT INTO events (tenant, message_id, type, at, place, source, destination) VALUES (?, ?, 'attempt', 5, 'edge', ?, 'sink/in')").bind(TENANT, id, source).run();
+    const trace = JSON.parse((await get(`/api/messages/${id}`)).text) as { events: { type: string; messageId: string; seq: number }[] };
+    expect(trace.events.map((e) => e.type).sort()).toEqual(["accepted", "attempt", "captured", "delivered"]);
+    expect(trace.events.every((e) => e.messageId === id)).toBe(true);
+    expect(trace.events.filter((e) => e.type !== "attempt").map((e) => e.seq)).toEqual([567, 567, 567]);
+    expect((await all(`id=${id}`)).length).toBe(4);
+    // One in ten messages has this name: 100 messages, three events each, every one found, all with the name.
+    const named = JSON.parse((await get("/api/messages?field=filename:t-7.csv&limit=1000")).text) as { events: { messageId: string; fields: { filename: string } }[] };
+    expect(named.events).toHaveLength(300);
+    expect(new Set(named.events.map((e) => e.messageId)).size).toBe(100);
+    expect(named.events.every((e) => e.fields.filename === "t-7.csv")).toBe(true);
+    expect(await all("field=filename:t-7.csv")).toEqual(named.events.map((e) => (e as unknown as { id: number }).id));
+  });
+
+  it("writes about one D1 row per message with the full log, in full frames", async () => {
+    const perMessage = async (source: string, filename: (i: number) => string | null) => {
+      expect((await SELF.fetch("http://edge.test/api/routes", { method: "POST", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify({ source, destination: "sink/in" }) })).status).toBe(201);
+      const usage = async () => (JSON.parse((await get(`/api/debug/usage?source=${source}`)).text) as { channel: { d1RowsWritten?: number } }).channel.d1RowsWritten ?? 0;
+      const before = await usage();
+      await traffic(source, 4096, filename, { frame: 1024, acks: 4 });
+      return ((await usage()) - before) / 4096;
+    };
+    // Three events per message: one lookup row, and each batch's row and index entries shared by 1,024 (the target allows 1.1).
+    const bare = await perMessage("cost-a/out", () => null);
+    expect(bare).toBeGreaterThanOrEqual(1);
+    expect(bare).toBeLessThan(1.05);
+    // Each recorded field is one more row per message (its index for field search).
+    const named = await perMessage("cost-b/out", (i) => `f-${i}.csv`);
+    expect(named).toBeGreaterThanOrEqual(2);
+    expect(named).toBeLessThan(2.05);
+  });
+
+  it("counts the overview's accepted and delivered messages per minute from batches", async () => {
+    const count = async () => {
+      const v = JSON.parse((await get("/api/overview")).text) as { perMinute: { accepted: number; delivered: number; bytes: number }[] };
+      return v.perMinute.reduce((t, m) => ({ accepted: t.accepted + m.accepted, delivered: t.delivered + m.delivered, bytes: t.bytes + m.bytes }), { accepted: 0, delivered: 0, bytes: 0 });
+    };
+    const before = await count();
+    await traffic("minute-a/out", 120, undefined, { frame: 50 });
+    const after = await count();
+    // Payloads "m1".."m120": 9 of 2 bytes, 90 of 3, 21 of 4.
+    expect({ accepted: after.accepted - before.accepted, delivered: after.delivered - before.delivered, bytes: after.bytes - before.bytes }).toEqual({ accepted: 120, delivered: 120, bytes: 9 * 2 + 90 * 3 + 21 * 4 });
+  });
+
+  it("reads batches by index: the walk, a message's lookup, a field's, and the purge (EXPLAIN QUERY PLAN)", async () => {
+    const plan = async (sql: string, args: unknown[], db: D1Database = env.DB) =>
+      (await db.prepare(`EXPLAIN QUERY PLAN ${sql}`).bind(...args).all<{ detail: string }>()).results.map((r) => r.detail).join(" | ");
+    for (const db of [env.DB, env.DB_EU]) {
+      for (const q of [{}, { from: 1, to: 2 }, { source: "a/b" }, { destination: "a/b" }, { type: "delivered" as const }, { source: "a/b", routeDestination: "c/d" }, { cursor: "1.0.2" }]) {
+        const f = batchFilter(TENANT, q);
+        const p = await plan(batchWalkSql(f.where, true, 8), [TENANT, ...f.args, 5, 7], db);
+        expect(p, JSON.stringify(q)).toMatch(/SEARCH b?\s*(event_batches )?USING (COVERING )?INDEX event_batches_by_/);
+        expect(p, JSON.stringify(q)).not.toMatch(/SCAN|TEMP B-TREE/);
+      }
+      const byId = await plan(messageLookupSql(1), [TENANT, "x", "delivered"], db);
+      expect(byId).toMatch(/SEARCH k USING PRIMARY KEY \(tenant=\? AND message_id=\?\)/);
+      expect(byId).toMatch(/SEARCH b USING INDEX event_batches_by_mseq \(chain=\? AND mseq_lo>\? AND mseq_lo<\?\)/);
+      expect(byId).not.toMatch(/SCAN/);
+      const byField = await plan(fieldLookupSql, [TENANT, "filename", "x"], db);
+      expect(byField).toMatch(/SEARCH k USING PRIMARY KEY \(tenant=\? AND name=\? AND value=\?\)/);
+      expect(byField).toMatch(/SEARCH b USING INDEX event_batches_by_mseq/);
+      expect(byField).not.toMatch(/SCAN/);
+    }
   });
 });

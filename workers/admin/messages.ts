@@ -5,7 +5,7 @@ import { ApiError, invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { envelopeXml } from "./envelope-xml.ts";
 import { eventStores } from "../region.ts";
-import { BATCHED_TYPES, batchPage, fieldEvents, messageBatchEvents, messageEvents } from "../event-log.ts";
+import { BATCHED_TYPES, batchPage, fieldEvents, messageBatchEvents, messageEvents, type BatchFilter } from "../event-log.ts";
 import type { LoggedEvent } from "../../durable-objects/channel/events.ts";
 
 export type EventRow = {
@@ -165,6 +165,16 @@ type StoredRow = EventRow & { store: number };
  */
 async function batchedPage(db: D1Database, tenant: string, q: Omit<Query, "format">, store: number): Promise<EventRow[]> {
   if (q.type && !BATCHED_TYPES.has(q.type)) return [];
+  const filter = batchFilter(tenant, q, store);
+  const newest = (rows: EventRow[]) => rows.filter(filter.keep).sort((a, b) => b.at - a.at || b.id - a.id).slice(0, q.limit);
+  // A message, or the messages with a field, are found by key; anything else is a walk over the batches by time.
+  if (q.id) return newest(await messageBatchEvents(db, tenant, q.id));
+  if (q.field) return newest(await fieldEvents(db, tenant, q.field.slice(0, q.field.indexOf(":")), q.field.slice(q.field.indexOf(":") + 1)));
+  return batchPage(db, tenant, filter, q.limit);
+}
+
+/** The test of each batched event for a query, and what narrows the batches walked (see the EXPLAIN test). */
+export function batchFilter(tenant: string, q: Omit<Query, "limit" | "format">, store = 0): BatchFilter {
   const where: string[] = [];
   const args: (string | number)[] = [];
   const cursor = q.cursor ? (q.cursor.split(".").map(Number) as [number, number, number]) : null;
@@ -182,10 +192,6 @@ async function batchedPage(db: D1Database, tenant: string, q: Omit<Query, "forma
     (!field || (e.fields !== null && (JSON.parse(e.fields) as Record<string, unknown>)[field[0]] === field[1])) &&
     // Pages run newest first over (at, store, id), as for rows.
     (!cursor || (store < cursor[1] ? e.at <= cursor[0] : store > cursor[1] ? e.at < cursor[0] : e.at < cursor[0] || (e.at === cursor[0] && e.id < cursor[2])));
-  const newest = (rows: EventRow[]) => rows.filter(keep).sort((a, b) => b.at - a.at || b.id - a.id).slice(0, q.limit);
-  // A message, or the messages with a field, are found by key; anything else is a walk over the batches by time.
-  if (q.id) return newest(await messageBatchEvents(db, tenant, q.id));
-  if (field) return newest(await fieldEvents(db, tenant, field[0], field[1]));
   if (q.from !== undefined) where.push("at_hi >= ?"), args.push(q.from);
   if (q.to !== undefined) where.push("at_lo < ?"), args.push(q.to);
   if (cursor) where.push("at_lo <= ?"), args.push(cursor[0]);
@@ -197,7 +203,7 @@ async function batchedPage(db: D1Database, tenant: string, q: Omit<Query, "forma
     args.push(`${q.connector}/`, `${q.connector}0`, `${q.connector}/`, `${q.connector}0`);
   }
   if (q.type) where.push("type = ?"), args.push(q.type);
-  return batchPage(db, tenant, { where, args, keep }, q.limit);
+  return { where, args, keep };
 }
 
 /**
