@@ -29,14 +29,19 @@ export const PRICES = {
 } as const;
 
 /**
- * events table: the row plus six indexes (migrations 0001, 0002): seven rows
- * in D1 for an event with a destination (delivered, receipt), six for one
- * without (captured, accepted: the destination index is partial, 0012).
+ * events table (exceptions, and the signed receipt of each ack): the row plus
+ * six indexes (migrations 0001, 0002), and sqlite_sequence (AUTOINCREMENT)
+ * once per statement: eight rows for a receipt.
  */
-const D1_ROWS_PER_EVENT = 7;
-const D1_ROWS_PER_SOURCE_EVENT = 6;
-/** Six events per INSERT statement (events.ts ROWS_PER_STATEMENT); AUTOINCREMENT updates sqlite_sequence once per statement. */
-const D1_SEQUENCE_ROWS_PER_EVENT = 1 / 6;
+const D1_ROWS_PER_RECEIPT = 7 + 1;
+/**
+ * event_batches (migration 0013): a batch's row, its unique chain position
+ * and four indexes (time, source, type, stream position): six rows; seven
+ * for delivered batches (the partial destination index).
+ */
+const D1_ROWS_PER_BATCH = 6;
+/** message_index: one row per accepted message (WITHOUT ROWID, no other index). */
+const D1_ROWS_PER_MESSAGE = 1;
 /** The channel object's deliver frames carry at most 512 messages (channel.ts BATCH_MESSAGES). */
 const DELIVER_BATCH = 512;
 
@@ -58,8 +63,8 @@ export type Ops = {
  * object's outbox and copied to D1. `queued`: messages held by the channel
  * object (a backlog larger than a batch is read back from SQLite, a row per
  * segment). `fields`:
- * channel fields per message (a file carries its name): migration 0008's
- * trigger writes one event_fields row per field of each logged event.
+ * recorded channel fields per message (a file carries its name): one
+ * message_fields row per field of each accepted message (migration 0013).
  */
 export function opsPerMessage(batch: number, log: boolean, queued = batch, fields = 0): Ops {
   const b = Math.max(1, batch);
@@ -93,9 +98,10 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch, field
       1 / d + (2 + 2) / b +
       // the event outbox: rows staged, then deleted and the chain head moved when flushed
       stagings + flushWritten,
-    // The log writes; nothing on the path reads D1 per message.
-    d1RowsRead: 0,
-    d1RowsWritten: log ? 2 * (D1_ROWS_PER_SOURCE_EVENT + D1_SEQUENCE_ROWS_PER_EVENT) + (1 + 1 / d) * (D1_ROWS_PER_EVENT + D1_SEQUENCE_ROWS_PER_EVENT) + 3 * fields : 0,
+    // The log: each insert checks its chain positions are not taken (a lookup or two by index; migration 0013's triggers).
+    d1RowsRead: log ? (2 * 2) / b + 2 / d + 1 / d : 0,
+    // Captured and accepted batches once per publish, a delivered batch and the receipt's row once per ack; a lookup row (and a row per field) per message.
+    d1RowsWritten: log ? (2 * D1_ROWS_PER_BATCH) / b + (D1_ROWS_PER_BATCH + 1) / d + D1_ROWS_PER_RECEIPT / d + D1_ROWS_PER_MESSAGE + fields : 0,
     // Inline payloads (<= 1 MiB) never touch R2 unless the route archives; no Worker request per message (one WebSocket per connection).
     r2ClassA: 0,
     r2ClassB: 0,
