@@ -29,17 +29,12 @@ export const PRICES = {
 } as const;
 
 /**
- * events table (exceptions, and the signed receipt of each ack): the row plus
- * six indexes (migrations 0001, 0002), and sqlite_sequence (AUTOINCREMENT)
- * once per statement: eight rows for a receipt.
- */
-const D1_ROWS_PER_RECEIPT = 7 + 1;
-/**
  * event_batches (migration 0013): a batch's row, its unique chain position
- * and four indexes (time, source, type, stream position): six rows; seven
- * for delivered batches (the partial destination index).
+ * and three indexes (time, source, stream position): five rows; six for
+ * delivered batches (the partial destination index), which also hold the
+ * ack's signed receipt. Exceptions are rows of `events`, none per message.
  */
-const D1_ROWS_PER_BATCH = 6;
+const D1_ROWS_PER_BATCH = 5;
 /** message_index: one row per accepted message (WITHOUT ROWID, no other index). */
 const D1_ROWS_PER_MESSAGE = 1;
 /** The channel object's deliver frames carry at most 512 messages (channel.ts BATCH_MESSAGES). */
@@ -69,11 +64,11 @@ export type Ops = {
 export function opsPerMessage(batch: number, log: boolean, queued = batch, fields = 0): Ops {
   const b = Math.max(1, batch);
   const d = Math.min(b, DELIVER_BATCH);
-  // Staging calls (one outbox row each): publish once per batch; ack once, plus once for its signed receipt.
-  const stagings = log ? 1 / b + 2 / d : 0;
-  // At worst a flush per staging call (flushSoon; under load up to 8 rows share one): delete the row, read and move the chain head (2 rows).
-  const flushWritten = log ? stagings * (1 + 2) : 0;
-  const flushRead = log ? stagings * (1 + 2) : 0;
+  // Staging calls (one outbox row each): publish once per batch; ack once (its delivered events and the receipt).
+  const stagings = log ? 1 / b + 1 / d : 0;
+  // At worst a flush per staging call (flushSoon; under load up to 8 rows share one): delete the row, read and move the chain head (1 row).
+  const flushWritten = log ? stagings * (1 + 1) : 0;
+  const flushRead = log ? stagings * (1 + 1) : 0;
   return {
     // session.onPub -> channel.publish; channel.pump -> session.deliver; session.onAck -> channel.ack; channel.receipt -> session.notify.
     doRequests: 1 / b + 1 / d + 1 / d + 1 / d,
@@ -99,9 +94,9 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch, field
       // the event outbox: rows staged, then deleted and the chain head moved when flushed
       stagings + flushWritten,
     // The log: each insert checks its chain positions are not taken (a lookup or two by index; migration 0013's triggers).
-    d1RowsRead: log ? (2 * 2) / b + 2 / d + 1 / d : 0,
-    // Captured and accepted batches once per publish, a delivered batch and the receipt's row once per ack; a lookup row (and a row per field) per message.
-    d1RowsWritten: log ? (2 * D1_ROWS_PER_BATCH) / b + (D1_ROWS_PER_BATCH + 1) / d + D1_ROWS_PER_RECEIPT / d + D1_ROWS_PER_MESSAGE + fields : 0,
+    d1RowsRead: log ? (2 * 2) / b + 2 / d : 0,
+    // Captured and accepted batches once per publish, a delivered batch (with the receipt) once per ack; a lookup row (and a row per field) per message.
+    d1RowsWritten: log ? (2 * D1_ROWS_PER_BATCH) / b + (D1_ROWS_PER_BATCH + 1) / d + D1_ROWS_PER_MESSAGE + fields : 0,
     // Inline payloads (<= 1 MiB) never touch R2 unless the route archives; no Worker request per message (one WebSocket per connection).
     r2ClassA: 0,
     r2ClassB: 0,

@@ -30,13 +30,15 @@ CREATE TABLE event_batches (
   n INTEGER NOT NULL,
   events TEXT NOT NULL
 );
+-- No index by type: a batch is one of three types, so a walk by time reads
+-- at most three times the batches it needs, and an index entry is a row
+-- written for every batch.
 -- A re-sent flush (a crash between the D1 write and the object's commit)
 -- brings the same batches at the same positions: ignored, never doubled.
 CREATE UNIQUE INDEX event_batches_chain ON event_batches (chain, chain_seq);
 CREATE INDEX event_batches_by_time ON event_batches (tenant, at_hi);
 CREATE INDEX event_batches_by_source ON event_batches (chain, at_hi);
 CREATE INDEX event_batches_by_destination ON event_batches (tenant, destination, at_hi) WHERE destination IS NOT NULL;
-CREATE INDEX event_batches_by_type ON event_batches (tenant, type, at_hi);
 CREATE INDEX event_batches_by_mseq ON event_batches (chain, mseq_lo);
 
 -- A chain position is in `events` or in one batch, never both: a re-sent

@@ -14,7 +14,13 @@ export const BATCH_ID_BASE = 2 ** 40;
 /** At most this many events in a batch, and its messages' stream positions less than this apart (bounds the lookup by position). */
 export const BATCH_MAX = 4096;
 /** The event types written in batches when the object knows the message's stream position. */
-export const BATCHED_TYPES: ReadonlySet<string> = new Set(["captured", "accepted", "delivered"]);
+export const BATCHED_TYPES: ReadonlySet<string> = new Set(["captured", "accepted", "delivered", "receipt"]);
+/**
+ * The batch an event type goes in: an ack's signed receipt ends the batch of
+ * the delivered events it covers (a row of its own would cost as many D1
+ * rows as the whole batch). Every other batched type has batches of its own.
+ */
+export const batchTypeOf = (type: string): string => (type === "receipt" ? "delivered" : type);
 
 export type BatchRow = { id: number; events: string };
 
@@ -61,15 +67,33 @@ export const batchWalkSql = (where: string[], keyed: boolean, chunk: number) =>
 
 /** The batched events of one message in one store (`types`: only these). */
 export async function messageBatchEvents(db: D1Database, tenant: string, id: string, types?: readonly string[]): Promise<EventRow[]> {
-  const wanted = types?.filter((t) => BATCHED_TYPES.has(t));
+  const wanted = types ? [...new Set(types.filter((t) => BATCHED_TYPES.has(t)).map(batchTypeOf))] : undefined;
   if (wanted?.length === 0) return [];
   const { results } = await db
     .prepare(messageLookupSql(wanted?.length))
     .bind(tenant, id, ...(wanted ?? []))
     .all<BatchRow & { chain: string }>();
   const out: EventRow[] = [];
-  for (const b of results) for (const e of expandBatch(b)) if (e.message_id === id && e.chain === b.chain && e.tenant === tenant) out.push(e);
+  for (const b of results) for (const e of expandBatch(b)) if (e.message_id === id && e.chain === b.chain && e.tenant === tenant && (!types || types.includes(e.type))) out.push(e);
   return out;
+}
+
+/**
+ * The receipt event whose hash a delivered event names: a row of `events`
+ * (logged before batches), or in the delivered batch, or, when an ack's
+ * delivered events filled more than one batch, in one of the next ones.
+ */
+export async function receiptOf(db: D1Database, tenant: string, delivered: EventRow, hash: string): Promise<EventRow | null> {
+  const id = `receipt-${hash.slice(0, 56)}`;
+  const row = await db.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? AND type = 'receipt'").bind(tenant, id).first<EventRow>();
+  if (row || delivered.id < BATCH_ID_BASE) return row;
+  const batch = Math.floor((delivered.id - BATCH_ID_BASE) / BATCH_MAX);
+  const { results } = await db
+    .prepare("SELECT b.id, b.events FROM event_batches AS s JOIN event_batches AS b ON b.chain = s.chain AND b.chain_seq >= s.chain_seq WHERE s.id = ? AND b.type = 'delivered' ORDER BY b.chain_seq LIMIT 16")
+    .bind(batch)
+    .all<BatchRow>();
+  for (const b of results) for (const e of expandBatch(b)) if (e.type === "receipt" && e.message_id === id && e.tenant === tenant) return e;
+  return null;
 }
 
 /** Every event of one message in one store, rows and batches, oldest first (`types`: only these). */

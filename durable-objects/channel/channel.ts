@@ -535,8 +535,12 @@ export class ChannelObject extends DurableObject<Env> {
       this.sql.exec("DELETE FROM runs WHERE destination = ? AND end_dseq BETWEEN ? AND ?", destination, from, upTo);
       this.release(done.map((r) => [r.seg, -1]));
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
-      if (lifecycle) this.events.stage(rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, mseq: r.mseq, size: r.size, sha256: r.sha256, destination, fields: r.fields, detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) })));
-      if (lifecycle && receipt && receiptHash) this.events.stage([{ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } }]);
+      if (lifecycle) {
+        const logged: LoggedEvent[] = rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, mseq: r.mseq, size: r.size, sha256: r.sha256, destination, fields: r.fields, detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) }));
+        // The receipt closes the delivered events it covers, in their batch (workers/event-log.ts): no row of its own in D1.
+        if (receipt && receiptHash) logged.push({ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, mseq: rows.at(-1)?.mseq, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } });
+        this.events.stage(logged);
+      }
     });
     cur.acked = upTo;
     this.collectPayloads();

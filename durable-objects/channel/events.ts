@@ -1,6 +1,6 @@
 import { canonicalEvent, canonicalHash, GENESIS_HASH } from "../../wire/index.ts";
 import { eventDb } from "../../workers/region.ts";
-import { BATCH_MAX, BATCHED_TYPES } from "../../workers/event-log.ts";
+import { BATCH_MAX, BATCHED_TYPES, batchTypeOf } from "../../workers/event-log.ts";
 import { newUsage, type Usage } from "../usage.ts";
 
 /** One lifecycle event as the channel object records it. */
@@ -34,6 +34,8 @@ const COLUMNS = ["chain", "chain_seq", "prev_hash", "tenant", "message_id", "typ
 const INSERT_EVENTS = `INSERT OR IGNORE INTO events (${COLUMNS.join(", ")}) SELECT ${COLUMNS.map((_, i) => `json_extract(value, '$[${i}]')`).join(", ")} FROM json_each(?) ORDER BY key`;
 /** Characters of JSON per statement: well under D1's 2 MB per value. */
 const STATEMENT_CHARS = 512 * 1024;
+/** Characters of one batch's events: half D1's 2 MB per row (fewer batches, fewer index rows). */
+const BATCH_CHARS = 1024 * 1024;
 const INSERT_BATCH = "INSERT OR IGNORE INTO event_batches (chain, chain_seq, last_seq, tenant, source, destination, type, at_lo, at_hi, mseq_lo, mseq_hi, n, events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 /** Accepted messages' lookup rows: [id, mseq] pairs, one parameter. */
 const INSERT_INDEX = "INSERT OR IGNORE INTO message_index (tenant, message_id, chain, mseq) SELECT ?1, json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]') FROM json_each(?3)";
@@ -118,8 +120,11 @@ export class EventOutbox {
 
   /** The chain's head: position and hash of the last event written to D1. */
   private head(): { seq: number; hash: string } {
-    const rows = this.sql.exec<{ k: string; v: string }>("SELECT k, v FROM meta WHERE k IN ('chain_seq', 'chain_hash')").toArray();
+    // One row, "seq:hash" (each written row is billed); objects from before kept two.
+    const rows = this.sql.exec<{ k: string; v: string }>("SELECT k, v FROM meta WHERE k IN ('chain_head', 'chain_seq', 'chain_hash')").toArray();
     const m = new Map(rows.map((r) => [r.k, r.v]));
+    const head = m.get("chain_head");
+    if (head) return { seq: Number(head.slice(0, head.indexOf(":"))), hash: head.slice(head.indexOf(":") + 1) };
     return { seq: Number(m.get("chain_seq") ?? 0), hash: m.get("chain_hash") ?? GENESIS_HASH };
   }
 
@@ -158,7 +163,7 @@ export class EventOutbox {
         for (const e of Array.isArray(parsed) ? parsed : [parsed]) {
           if (!BATCHED_TYPES.has(e.type) || typeof e.mseq !== "number") rest.push(e);
           else {
-            const k = `${e.type}\n${e.destination ?? ""}`;
+            const k = `${batchTypeOf(e.type)}\n${e.destination ?? ""}`;
             const g = groups.get(k);
             if (g) g.push(e);
             else groups.set(k, [e]);
@@ -180,10 +185,11 @@ export class EventOutbox {
             singles.push(row);
             continue;
           }
-          const b: Batch | null = open;
+          const b = open as Batch | null;
+          const type = batchTypeOf(e.type);
           // A batch is one type and destination, at most BATCH_MAX events whose positions lie less than BATCH_MAX apart, one D1 value.
-          if (!b || b.type !== e.type || b.destination !== e.destination || b.rows.length >= BATCH_MAX || Math.max(b.hi, mseq) - Math.min(b.lo, mseq) >= BATCH_MAX || b.chars + row.length > STATEMENT_CHARS) {
-            open = { type: e.type, destination: e.destination, first: linked.chainSeq, last: linked.chainSeq, atLo: e.at, atHi: e.at, lo: mseq, hi: mseq, rows: [row], chars: row.length };
+          if (!b || b.type !== type || b.destination !== e.destination || b.rows.length >= BATCH_MAX || Math.max(b.hi, mseq) - Math.min(b.lo, mseq) >= BATCH_MAX || b.chars + row.length > BATCH_CHARS) {
+            open = { type, destination: e.destination, first: linked.chainSeq, last: linked.chainSeq, atLo: e.at, atHi: e.at, lo: mseq, hi: mseq, rows: [row], chars: row.length };
             batches.push(open);
           } else {
             b.last = linked.chainSeq;
@@ -216,7 +222,7 @@ export class EventOutbox {
       const h = head;
       this.ctx.storage.transactionSync(() => {
         this.sql.exec("DELETE FROM event_outbox WHERE id <= ?", last.id);
-        this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('chain_seq', ?), ('chain_hash', ?)", String(h.seq), h.hash);
+        this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('chain_head', ?)", `${h.seq}:${h.hash}`);
       });
     }
   }

@@ -16,7 +16,7 @@ async function get(path: string) {
 }
 
 /** Drives a channel object directly: publish `n` messages (`frame` to a publish), acknowledge them (in `acks` cumulative acks), flush the log. */
-async function traffic(source: string, n: number, filename: (i: number) => string | null = (i) => `file-${i}.csv`, o: { createdAt?: (i: number) => number; frame?: number; acks?: number } = {}) {
+async function traffic(source: string, n: number, filename: (i: number) => string | null = (i) => `file-${i}.csv`, o: { createdAt?: (i: number) => number; frame?: number; acks?: number; receipt?: string } = {}) {
   const frame = o.frame ?? 500;
   const acks = o.acks ?? 1;
   const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:${source}`));
@@ -29,7 +29,7 @@ async function traffic(source: string, n: number, filename: (i: number) => strin
     payloads.push(p);
   }
   for (let i = 0; i < n; i += frame) await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: msgs.slice(i, i + frame), payloads: payloads.slice(i, i + frame) });
-  for (let a = 1; a <= acks; a++) await stub.ack(TENANT, source, "sink/in", Math.ceil((n * a) / acks));
+  for (let a = 1; a <= acks; a++) await stub.ack(TENANT, source, "sink/in", Math.ceil((n * a) / acks), o.receipt);
   await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
   return stub;
 }
@@ -89,7 +89,7 @@ describe("event log: hash chain", () => {
     const accepted = { messageId: "chain-dout-1-xxxxxxxx", type: "accepted", at: 1, seq: 1, size: 2, sha256: "a".repeat(64), destination: null, fields: { filename: "file-1.csv" }, detail: null };
     for (const event of [{ ...accepted, mseq: 1 }, accepted]) {
       await runInDurableObject(stub, (_o, state) => {
-        state.storage.sql.exec("DELETE FROM meta WHERE k IN ('chain_seq', 'chain_hash')");
+        state.storage.sql.exec("DELETE FROM meta WHERE k IN ('chain_head', 'chain_seq', 'chain_hash')");
         state.storage.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify([event]));
       });
       await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
@@ -445,6 +445,25 @@ describe("event log: batches (D21)", () => {
     const named = await perMessage("cost-b/out", (i) => `f-${i}.csv`);
     expect(named).toBeGreaterThanOrEqual(2);
     expect(named).toBeLessThan(2.05);
+  });
+
+  it("keeps an ack's signed receipt in its delivered batch, found from every delivered event it covers", async () => {
+    // 5,000 messages in one ack: their delivered events fill more than one batch (1 MiB of JSON at most), the receipt ends the last.
+    const source = "rcpt-a/out";
+    const jws = "eyJhbGciOiJFZERTQSJ9.eyJtc2dzIjpbXX0.c2ln";
+    await traffic(source, 5000, () => null, { frame: 1000, receipt: jws });
+    const batches = await env.DB.prepare("SELECT n, json_extract(events, '$[#-1][5]') AS last FROM event_batches WHERE source = ? AND type = 'delivered' ORDER BY chain_seq").bind(source).all<{ n: number; last: string }>();
+    expect(batches.results.length).toBeGreaterThan(1);
+    expect(batches.results.reduce((t, b) => t + b.n, 0)).toBe(5001);
+    expect(batches.results.map((b) => b.last)).toEqual([...Array(batches.results.length - 1).fill("delivered"), "receipt"]);
+    expect((await env.DB.prepare("SELECT count(*) AS n FROM events WHERE source = ?").bind(source).first<{ n: number }>())?.n).toBe(0);
+    for (const id of ["rcptaout-1-xxxxxxxx", "rcptaout-5000-xxxxxxxx"]) {
+      const r = JSON.parse((await get(`/api/messages/${id}/receipt`)).text) as { receipts: { destination: string; signed: boolean; jws: string | null }[] };
+      expect(r.receipts, id).toMatchObject([{ destination: "sink/in", signed: true, jws }]);
+    }
+    // Searching by type finds it where it is.
+    const listed = JSON.parse((await get(`/api/messages?source=${source}&type=receipt`)).text) as { events: { type: string; destination: string }[] };
+    expect(listed.events).toMatchObject([{ type: "receipt", destination: "sink/in" }]);
   });
 
   it("counts the overview's accepted and delivered messages per minute from batches", async () => {

@@ -5,7 +5,7 @@ import { ApiError, invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { envelopeXml } from "./envelope-xml.ts";
 import { eventStores } from "../region.ts";
-import { BATCHED_TYPES, batchPage, fieldEvents, messageBatchEvents, messageEvents, type BatchFilter } from "../event-log.ts";
+import { BATCHED_TYPES, batchPage, batchTypeOf, fieldEvents, messageBatchEvents, messageEvents, receiptOf, type BatchFilter } from "../event-log.ts";
 import type { LoggedEvent } from "../../durable-objects/channel/events.ts";
 
 export type EventRow = {
@@ -202,7 +202,7 @@ export function batchFilter(tenant: string, q: Omit<Query, "limit" | "format">, 
     where.push("(source >= ? AND source < ? OR destination >= ? AND destination < ?)");
     args.push(`${q.connector}/`, `${q.connector}0`, `${q.connector}/`, `${q.connector}0`);
   }
-  if (q.type) where.push("type = ?"), args.push(q.type);
+  if (q.type) where.push("type = ?"), args.push(batchTypeOf(q.type));
   return { where, args, keep };
 }
 
@@ -298,8 +298,8 @@ export const messages = new Hono<AppEnv>()
         const hash = r.detail ? (JSON.parse(r.detail) as { receipt?: string }).receipt : undefined;
         const destination = r.destination as string;
         if (!hash) return { destination, at: r.at, signed: false as const };
-        const ev = await db.prepare("SELECT detail FROM events WHERE tenant = ? AND message_id = ? AND type = 'receipt'").bind(tenant, `receipt-${hash.slice(0, 56)}`).first<{ detail: string }>();
-        const jws = ev ? (JSON.parse(ev.detail) as { jws: string }).jws : null;
+        const ev = await receiptOf(db, tenant, r, hash);
+        const jws = ev?.detail ? (JSON.parse(ev.detail) as { jws: string }).jws : null;
         const signer = destination.slice(0, destination.indexOf("/"));
         const key = await c.env.DB.prepare("SELECT public_jwk FROM connectors WHERE tenant = ? AND name = ?").bind(tenant, signer).first<{ public_jwk: string | null }>();
         const claims = jws && key?.public_jwk ? await verifyReceipt(jws, JSON.parse(key.public_jwk)) : null;

@@ -47,9 +47,10 @@ export const overview = new Hono<AppEnv>().get("/", async (c) => {
         .bind(tenant, since),
       db
         .prepare(
-          `SELECT (json_extract(j.value, '$[6]') / 60000) * 60000 AS minute, b.type AS type, count(*) AS n, coalesce(sum(json_extract(j.value, '$[11]')), 0) AS bytes
+          `SELECT (json_extract(j.value, '$[6]') / 60000) * 60000 AS minute, json_extract(j.value, '$[5]') AS type, count(*) AS n, coalesce(sum(json_extract(j.value, '$[11]')), 0) AS bytes
              FROM event_batches AS b, json_each(b.events) AS j
-             WHERE b.tenant = ? AND b.at_hi >= ? AND b.type IN ('accepted', 'delivered') AND json_extract(j.value, '$[6]') >= ? GROUP BY minute, b.type`,
+             WHERE b.tenant = ? AND b.at_hi >= ? AND b.type IN ('accepted', 'delivered') AND json_extract(j.value, '$[6]') >= ?
+               AND json_extract(j.value, '$[5]') IN ('accepted', 'delivered') GROUP BY minute, 2`,
         )
         .bind(tenant, since, since),
     ]);
