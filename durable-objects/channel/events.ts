@@ -134,13 +134,15 @@ export class EventOutbox {
    * drops them here. A crash in between re-sends the same positions with the
    * same hashes, which D1 ignores (unique chain position): no gaps, no twins.
    *
-   * Lifecycle events (captured, accepted, delivered of a queued message) go
-   * as batches: within one staged group they are chained type by type (all
-   * captured, then all accepted...), so each type's events hold consecutive
-   * positions and make one event_batches row; D1 then writes a handful of
-   * index entries per batch instead of six or seven per event. Everything
-   * else stays a row of `events`. Grouping depends only on the staged row,
-   * so a re-sent flush makes the same batches at the same positions.
+   * Lifecycle events (captured, accepted, delivered of a queued message,
+   * and the receipt that ends an ack's delivered events) go as batches:
+   * within one staged group they are chained type by type (all captured,
+   * then all accepted...), so each type's events hold consecutive positions
+   * and make one event_batches row; D1 then writes a handful of index
+   * entries per batch instead of six or seven per event. Everything else
+   * stays a row of `events`. Grouping depends only on the staged row, so a
+   * re-sent flush makes the same batches at the same positions (and
+   * migration 0013's triggers skip any position already taken).
    */
   private async drain(): Promise<void> {
     const place = this.env.FERRY_REGION;
