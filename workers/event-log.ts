@@ -87,12 +87,16 @@ export async function receiptOf(db: D1Database, tenant: string, delivered: Event
   const id = `receipt-${hash.slice(0, 56)}`;
   const row = await db.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? AND type = 'receipt'").bind(tenant, id).first<EventRow>();
   if (row || delivered.id < BATCH_ID_BASE) return row;
-  const batch = Math.floor((delivered.id - BATCH_ID_BASE) / BATCH_MAX);
-  const { results } = await db
-    .prepare("SELECT b.id, b.events FROM event_batches AS s JOIN event_batches AS b ON b.chain = s.chain AND b.chain_seq >= s.chain_seq WHERE s.id = ? AND b.type = 'delivered' ORDER BY b.chain_seq LIMIT 16")
-    .bind(batch)
-    .all<BatchRow>();
-  for (const b of results) for (const e of expandBatch(b)) if (e.type === "receipt" && e.message_id === id && e.tenant === tenant) return e;
+  // One batch at a time: an ack's batches hold consecutive positions, the receipt at the end of the last.
+  type Held = BatchRow & { chain: string; last_seq: number; destination: string | null };
+  let b = await db.prepare("SELECT id, events, chain, last_seq, destination FROM event_batches WHERE id = ?").bind(Math.floor((delivered.id - BATCH_ID_BASE) / BATCH_MAX)).first<Held>();
+  while (b) {
+    for (const e of expandBatch(b)) if (e.type === "receipt" && e.message_id === id && e.tenant === tenant) return e;
+    b = await db
+      .prepare("SELECT id, events, chain, last_seq, destination FROM event_batches WHERE chain = ? AND chain_seq = ? AND type = 'delivered' AND destination IS ?")
+      .bind(b.chain, b.last_seq + 1, b.destination)
+      .first<Held>();
+  }
   return null;
 }
 
@@ -124,6 +128,11 @@ export async function fieldEvents(db: D1Database, tenant: string, name: string, 
   return out;
 }
 
+/** A chain's next batches after position ?2: from the one holding ?2 + 1 (batches never overlap), by the unique (chain, chain_seq) index, never a scan of the chain's start. */
+export const chainBatchesSql = `SELECT id, events, last_seq FROM event_batches WHERE chain = ?1 AND chain_seq >= coalesce(
+  (SELECT CASE WHEN last_seq > ?2 THEN chain_seq END FROM event_batches WHERE chain = ?1 AND chain_seq <= ?2 ORDER BY chain_seq DESC LIMIT 1), ?2 + 1)
+ORDER BY chain_seq LIMIT 4`;
+
 /** A chain's events after position `after`, in chain order: at least `limit` of them if there are (rows and batches merged). */
 export async function chainEvents(db: D1Database, chain: string, after: number, limit: number): Promise<EventRow[]> {
   const { results: rows } = await db.prepare("SELECT * FROM events WHERE chain = ? AND chain_seq > ? ORDER BY chain_seq LIMIT ?").bind(chain, after, limit).all<EventRow>();
@@ -132,7 +141,10 @@ export async function chainEvents(db: D1Database, chain: string, after: number, 
   let got = 0;
   // A few batches at a time (each may hold thousands of events), until `limit` of theirs are in hand.
   while (got < limit) {
-    const { results } = await db.prepare("SELECT id, events, last_seq FROM event_batches WHERE chain = ? AND last_seq > ? ORDER BY chain_seq LIMIT 4").bind(chain, from).all<BatchRow & { last_seq: number }>();
+    const { results } = await db
+      .prepare(chainBatchesSql)
+      .bind(chain, from)
+      .all<BatchRow & { last_seq: number }>();
     for (const b of results) {
       for (const e of expandBatch(b)) if ((e.chain_seq ?? 0) > after) out.push(e), got++;
       from = b.last_seq;

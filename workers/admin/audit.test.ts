@@ -3,7 +3,7 @@ import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import type { PubMessage } from "../../wire/index.ts";
 import { batchFilter, eventFilter } from "./messages.ts";
-import { batchWalkSql, fieldLookupSql, messageLookupSql } from "../event-log.ts";
+import { batchWalkSql, chainBatchesSql, fieldLookupSql, messageLookupSql } from "../event-log.ts";
 import { purgeLogRows } from "../retention.ts";
 
 const SELF = (exports as unknown as { default: Fetcher }).default;
@@ -466,6 +466,16 @@ describe("event log: batches (D21)", () => {
     expect(listed.events).toMatchObject([{ type: "receipt", destination: "sink/in" }]);
   });
 
+  it("verifies a long chain page by page across batch boundaries, and finds a break deep inside it", async () => {
+    // 2,500 messages in frames of 300, acked in three parts: 7,500 events in 20 batches, checked 1,000 at a time.
+    await traffic("long-a/out", 2500, () => null, { frame: 300, acks: 3 });
+    type Verified = { ok: boolean; chains: { events: number; from: number; to: number; broken: { chainSeq: number; reason: string } | null }[] };
+    const verify = async () => JSON.parse((await get("/api/log/verify?source=long-a/out")).text) as Verified;
+    expect(await verify()).toMatchObject({ ok: true, chains: [{ events: 7500, from: 1, to: 7500, broken: null }] });
+    await env.DB.prepare("UPDATE event_batches SET events = json_set(events, '$[' || (5678 - chain_seq) || '][11]', 7) WHERE chain = 'default:long-a/out' AND chain_seq <= 5678 AND last_seq >= 5678").run();
+    expect((await verify()).chains[0]?.broken).toMatchObject({ chainSeq: 5678, reason: expect.stringContaining("altered") });
+  });
+
   it("counts the overview's accepted and delivered messages per minute from batches", async () => {
     const count = async () => {
       const v = JSON.parse((await get("/api/overview")).text) as { perMinute: { accepted: number; delivered: number; bytes: number }[] };
@@ -496,6 +506,10 @@ describe("event log: batches (D21)", () => {
       expect(byField).toMatch(/SEARCH k USING PRIMARY KEY \(tenant=\? AND name=\? AND value=\?\)/);
       expect(byField).toMatch(/SEARCH b USING INDEX event_batches_by_mseq/);
       expect(byField).not.toMatch(/SCAN/);
+      // Verification pages through a chain by position, both lookups on the unique index.
+      const chain = await plan(chainBatchesSql, ["default:a/b", 1000], db);
+      expect(chain.match(/SEARCH event_batches USING INDEX event_batches_chain \(chain=\? AND chain_seq[<>]\?\)/g)?.length, chain).toBe(2);
+      expect(chain).not.toMatch(/SCAN|TEMP B-TREE/);
     }
   });
 });
