@@ -5,8 +5,9 @@
 -- staged group of events of one type (and destination), the events inside
 -- as the JSON array of their canonical rows, each with its hash appended,
 -- exactly as `events` held them column by column, so every event is still
--- verified one by one. Exceptions (rejected, expired, attempts, redrives,
--- discards, receipts, archive events) stay one row of `events` each: they
+-- verified one by one; an ack's signed receipt ends the batch of the
+-- delivered events it covers. Exceptions (rejected, expired, attempts,
+-- redrives, discards, archive events) stay one row of `events` each: they
 -- are rare and are what people search for.
 
 CREATE TABLE event_batches (
