@@ -8,16 +8,26 @@ import { waitFor } from "./wait.ts";
 
 export const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
+/** Ports this process has handed out: the kernel may offer a just-closed port again. */
+const given = new Set<number>();
+
+/** A loopback port free now and not handed out before by this process (two asked in a row once came back equal). */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.once("error", reject);
+      srv.listen(0, "127.0.0.1", () => {
+        const addr = srv.address();
+        const p = typeof addr === "object" && addr ? addr.port : 0;
+        srv.close(() => resolve(p));
+      });
     });
-  });
+    if (!given.has(port)) {
+      given.add(port);
+      return port;
+    }
+  }
 }
 
 /**
