@@ -49,6 +49,8 @@ export function expandBatch(b: BatchRow): EventRow[] {
 }
 
 const byTime = (a: EventRow, b: EventRow) => a.at - b.at || a.id - b.id;
+/** The API's page order: newest first by (at, id). */
+export const newestFirst = (a: EventRow, b: EventRow) => byTime(b, a);
 
 /**
  * Joins a table of (tenant, chain, mseq) keys to the batches whose position
@@ -112,17 +114,12 @@ export async function messageEvents(db: D1Database, tenant: string, id: string, 
 
 /** The batched events of every message whose recorded field `name` is `value` (rows of `events` go through event_fields). */
 export async function fieldEvents(db: D1Database, tenant: string, name: string, value: string): Promise<EventRow[]> {
-  const [keys, batches] = await db.batch<Record<string, unknown>>([
-    db.prepare("SELECT chain, message_id FROM message_fields WHERE tenant = ? AND name = ? AND value = ?").bind(tenant, name, value),
-    db.prepare(fieldLookupSql).bind(tenant, name, value),
-  ]);
-  const wanted = new Set((keys?.results ?? []).map((k) => `${k.chain as string}\n${k.message_id as string}`));
+  const { results } = await db.prepare(fieldLookupSql).bind(tenant, name, value).all<BatchRow>();
   const out: EventRow[] = [];
-  for (const b of (batches?.results ?? []) as unknown as BatchRow[]) {
+  for (const b of results) {
     for (const e of expandBatch(b)) {
-      if (e.tenant !== tenant || !wanted.has(`${e.chain}\n${e.message_id}`) || e.fields === null) continue;
-      // The event's own recorded fields decide, as they do for rows of `events`.
-      if ((JSON.parse(e.fields) as Record<string, unknown>)[name] === value) out.push(e);
+      // The event's own recorded fields decide, as they do for rows of `events` (the batch may hold other messages).
+      if (e.tenant === tenant && e.fields !== null && (JSON.parse(e.fields) as Record<string, unknown>)[name] === value) out.push(e);
     }
   }
   return out;
@@ -151,7 +148,7 @@ export async function chainEvents(db: D1Database, chain: string, after: number, 
     }
     if (results.length < 4) break;
   }
-  return out.sort((a, b) => (a.chain_seq ?? 0) - (b.chain_seq ?? 0)).slice(0, Math.max(limit, 0));
+  return out.sort((a, b) => (a.chain_seq ?? 0) - (b.chain_seq ?? 0)).slice(0, limit);
 }
 
 /** The chains a tenant's log holds in one store (or the one named). */
@@ -182,7 +179,7 @@ export async function batchPage(db: D1Database, tenant: string, filter: BatchFil
       .bind(tenant, ...filter.args, ...(key ?? []))
       .all<BatchRow & { at_hi: number }>();
     for (const b of results) for (const e of expandBatch(b)) if (filter.keep(e)) out.push(e);
-    out = out.sort((a, b) => byTime(b, a)).slice(0, limit);
+    out = out.sort(newestFirst).slice(0, limit);
     const last: (BatchRow & { at_hi: number }) | undefined = results.at(-1);
     if (results.length < CHUNK || !last) return out;
     if (out.length >= limit && (out.at(-1) as EventRow).at > last.at_hi) return out;

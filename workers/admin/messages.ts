@@ -5,7 +5,7 @@ import { ApiError, invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
 import { envelopeXml } from "./envelope-xml.ts";
 import { eventStores } from "../region.ts";
-import { BATCHED_TYPES, batchPage, batchTypeOf, fieldEvents, messageBatchEvents, messageEvents, receiptOf, type BatchFilter } from "../event-log.ts";
+import { BATCHED_TYPES, batchPage, batchTypeOf, fieldEvents, messageBatchEvents, messageEvents, newestFirst, receiptOf, type BatchFilter } from "../event-log.ts";
 import type { LoggedEvent } from "../../durable-objects/channel/events.ts";
 
 export type EventRow = {
@@ -86,6 +86,9 @@ const Query = z.strictObject({
 });
 type Query = z.infer<typeof Query> & { routeDestination?: string };
 
+/** `NAME:VALUE` (the query's `field`) as its two parts; the value may hold colons. */
+const fieldOf = (f: string): [string, string] => [f.slice(0, f.indexOf(":")), f.slice(f.indexOf(":") + 1)];
+
 /**
  * The WHERE clause for a query. Every filter is a bound parameter (never
  * spliced into SQL), and each common filter is served by an index that
@@ -112,9 +115,8 @@ export function eventFilter(tenant: string, q: Omit<Query, "limit" | "format">, 
     // event_fields (migrations/0008, filled by a trigger on insert) indexes
     // each channel field by (tenant, name, value): the matching rows are found
     // by key, never by reading every event's JSON.
-    const i = q.field.indexOf(":");
     where.push("id IN (SELECT event_id FROM event_fields WHERE tenant = ? AND name = ? AND value = ?)");
-    args.push(tenant, q.field.slice(0, i), q.field.slice(i + 1));
+    args.push(tenant, ...fieldOf(q.field));
   }
   if (q.cursor) {
     // Pages run newest first over (at, store, id); `store` is this query's store.
@@ -166,10 +168,10 @@ type StoredRow = EventRow & { store: number };
 async function batchedPage(db: D1Database, tenant: string, q: Omit<Query, "format">, store: number): Promise<EventRow[]> {
   if (q.type && !BATCHED_TYPES.has(q.type)) return [];
   const filter = batchFilter(tenant, q, store);
-  const newest = (rows: EventRow[]) => rows.filter(filter.keep).sort((a, b) => b.at - a.at || b.id - a.id).slice(0, q.limit);
+  const newest = (rows: EventRow[]) => rows.filter(filter.keep).sort(newestFirst).slice(0, q.limit);
   // A message, or the messages with a field, are found by key; anything else is a walk over the batches by time.
   if (q.id) return newest(await messageBatchEvents(db, tenant, q.id));
-  if (q.field) return newest(await fieldEvents(db, tenant, q.field.slice(0, q.field.indexOf(":")), q.field.slice(q.field.indexOf(":") + 1)));
+  if (q.field) return newest(await fieldEvents(db, tenant, ...fieldOf(q.field)));
   return batchPage(db, tenant, filter, q.limit);
 }
 
@@ -178,7 +180,7 @@ export function batchFilter(tenant: string, q: Omit<Query, "limit" | "format">, 
   const where: string[] = [];
   const args: (string | number)[] = [];
   const cursor = q.cursor ? (q.cursor.split(".").map(Number) as [number, number, number]) : null;
-  const field = q.field ? ([q.field.slice(0, q.field.indexOf(":")), q.field.slice(q.field.indexOf(":") + 1)] as const) : null;
+  const field = q.field ? fieldOf(q.field) : null;
   const inConnector = (a: string | null) => q.connector !== undefined && a !== null && a >= `${q.connector}/` && a < `${q.connector}0`;
   const keep = (e: EventRow): boolean =>
     (q.from === undefined || e.at >= q.from) &&
