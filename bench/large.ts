@@ -54,7 +54,12 @@ export function staleBundle(): string | null {
 
 const firstError = (p: ConnectorProcess) => p.lines.find((l) => l.level === "error" || l.level === "fatal");
 
-export async function ferryLarge(edge: LocalEdge, place: Place, tag: string, megabytes: number): Promise<Sample> {
+/**
+ * `relay`: the receiver takes relays (the default: while it is online the
+ * payload goes straight to its disk, D19); false: it declines them, so the
+ * payload is stored in the edge's R2 and fetched from there.
+ */
+export async function ferryLarge(edge: LocalEdge, place: Place, tag: string, megabytes: number, relay = true): Promise<Sample> {
   const bytes = Math.round(megabytes * MIB);
   await mkdir(place.root, { recursive: true });
   const dir = await mkdtemp(join(place.root, `${tag}-`));
@@ -64,7 +69,7 @@ export async function ferryLarge(edge: LocalEdge, place: Place, tag: string, meg
       await addConnector(edge, `${tag}-${side}`, join(dir, `${side}-state`));
       await writeFile(
         join(dir, `${side}.toml`),
-        `state = "./${side}-state"\nlog = "json"\n\n[[channels]]\nname = "files"\nprotocol = "file"\noutbox = "./${side}-out"\ninbox = "./${side}-in"\npoll_ms = 50\n`,
+        `state = "./${side}-state"\nlog = "json"\n${relay ? "" : "relay = false\n"}\n[[channels]]\nname = "files"\nprotocol = "file"\noutbox = "./${side}-out"\ninbox = "./${side}-in"\npoll_ms = 50\n`,
       );
     }
     await api(edge, "POST", "/api/routes", { source: `${tag}-a/files`, destination: `${tag}-b/files` });

@@ -116,7 +116,8 @@ async function main(): Promise<void> {
       if (wanted("large")) {
         const k = `large ${config.largeMb} MiB file`;
         const f = ferries[0] as (typeof ferries)[number];
-        record(k, `${f.system}, connector processes`, "MB/s", await guarded(k, () => ferryLarge(f.edge, f.place, `l${r}`, config.largeMb)));
+        record(k, `${f.system}, connector processes, relayed`, "MB/s", await guarded(k, () => ferryLarge(f.edge, f.place, `l${r}`, config.largeMb)));
+        record(k, `${f.system}, connector processes, stored in R2`, "MB/s", await guarded(k, () => ferryLarge(f.edge, f.place, `ls${r}`, config.largeMb, false)));
         // The ceiling for one big transfer: 1 MiB messages, 16 MiB in flight.
         await ceilingRuns(k, "MB/s", async (u, t) => {
           const s = await stream(`${u}/${t}`, { size: MIB, count: config.largeMb, mode: "windowed", frameMessages: 1 });
@@ -184,11 +185,13 @@ async function main(): Promise<void> {
   }
   ratio("one at a time p50, on disk / raw WebSocket (lower is better)", fig("small 1 KiB x " + config.serial, "Ferry (disk)")?.p50, fig("small 1 KiB x " + config.serial, "raw WebSocket (Node relay)")?.p50);
   ratio("medium MB/s, on disk / raw WebSocket", fig("medium", "Ferry (disk)")?.rate, fig("medium", "raw WebSocket (Node relay)")?.rate);
-  const large = fig("large", "Ferry (disk), connector processes");
-  ratio("large file MB/s, on disk / raw WebSocket", large?.rate, fig("large", "raw WebSocket (Node relay)")?.rate, { op: ">=", x: 0.5 }, large?.failed ? `large case failed: ${large.failed}` : undefined);
-  ratio("large file MB/s, on disk / local R2 alone (write, then read back)", large?.rate, fig("large", "local R2 (write, then read back)")?.rate);
+  const large = fig("large", "Ferry (disk), connector processes, relayed");
+  const stored = fig("large", "Ferry (disk), connector processes, stored in R2");
+  ratio("large file MB/s, on disk, relayed (receiver online) / raw WebSocket", large?.rate, fig("large", "raw WebSocket (Node relay)")?.rate, { op: ">=", x: 0.5 }, large?.failed ? `large case failed: ${large.failed}` : undefined);
+  ratio("large file MB/s, on disk, stored in R2 (receiver declines relays) / raw WebSocket", stored?.rate, fig("large", "raw WebSocket (Node relay)")?.rate);
+  ratio("large file MB/s, stored in R2 / local R2 alone (write, then read back)", stored?.rate, fig("large", "local R2 (write, then read back)")?.rate);
   ratio("local R2 alone / raw WebSocket (what the machine allows a claim check, at most)", fig("large", "local R2 (write, then read back)")?.rate, fig("large", "raw WebSocket (Node relay)")?.rate);
-  const connRss = large?.rssMiB ? Math.max(large.rssMiB.sender ?? 0, large.rssMiB.receiver ?? 0) : undefined;
+  const connRss = large?.rssMiB || stored?.rssMiB ? Math.max(large?.rssMiB?.sender ?? 0, large?.rssMiB?.receiver ?? 0, stored?.rssMiB?.sender ?? 0, stored?.rssMiB?.receiver ?? 0) : undefined;
   ratios.push({ name: "large file: connector peak RSS MiB (absolute)", value: connRss ?? null, target: "< 150", met: connRss === undefined ? null : connRss < 150, ...(connRss === undefined ? { note: "large case did not complete" } : {}) });
   const scale = rows.find((r) => r.case.startsWith("scale"))?.figure;
   const perConn = scale?.extra?.workerdMiBPerConnector;

@@ -105,6 +105,8 @@ export type TransferView = {
   uploaded: number;
   /** Per destination: the highest part it has fetched (0: not started). */
   downloads: { destination: string; fetched: number }[];
+  /** Relayed straight to its destinations while they are online: the edge stores none of it (D19). */
+  relayed?: boolean;
   updatedAt: number;
 };
 

@@ -62,6 +62,8 @@ export const FrameType = {
   CHUNK: "chunk",
   GET: "get",
   PART: "part",
+  RELAY: "relay",
+  RELAYED: "relayed",
 } as const;
 
 const Seq = z.number().int().positive().max(Number.MAX_SAFE_INTEGER);
@@ -260,6 +262,8 @@ export const ErrorFrame = z.object({
   /** For errors about one large payload's transfer: its message id, and the part concerned. */
   id: MessageId.optional(),
   part: Part.optional(),
+  /** For BAD_CHUNK: the parts the edge holds in order (send again from the next). */
+  have: z.number().int().nonnegative().max(Limits.MAX_PARTS).optional(),
 });
 
 /**
@@ -313,6 +317,47 @@ export const PartFrame = z.object({
   sha256: Sha256Hex,
 });
 
+/**
+ * Large payloads relayed (docs/decisions.md D19): while every destination is
+ * online, the edge pushes each uploaded part straight to them instead of
+ * storing it. `size`, `sha256`, `chunk` and `parts` describe the whole
+ * payload (as in `upload`), `psha` this part; the receiver writes the part
+ * where a download of the same message would, checks it, and answers
+ * `relayed`. The sender's part is acknowledged only once every destination
+ * wrote it, and its last part only once each fsynced the whole payload and
+ * checked its SHA-256: the destinations hold the payload, not the edge.
+ */
+export const RelayFrame = z.object({
+  t: z.literal(FrameType.RELAY),
+  src: Address,
+  dst: Address,
+  id: MessageId,
+  part: Part,
+  parts: Part,
+  size: z.number().int().positive().max(MAX_BLOB_BYTES),
+  sha256: Sha256Hex,
+  chunk: BlobRef.shape.chunk,
+  len: ChunkLen,
+  psha: Sha256Hex,
+});
+/**
+ * The receiver's answer to one relayed part. `have`: the parts it holds in
+ * order. Not ok with BAD_CHUNK: resend from `have + 1` (a damaged or
+ * out-of-order part); with any other code the relay ends and the edge stores
+ * the payload instead (disk full, no relay of that payload in progress).
+ */
+export const RelayedFrame = z.strictObject({
+  t: z.literal(FrameType.RELAYED),
+  src: Address,
+  dst: Address,
+  id: MessageId,
+  part: Part,
+  have: z.number().int().nonnegative().max(Limits.MAX_PARTS),
+  ok: z.boolean(),
+  code: z.string().regex(/^[A-Z_]{1,64}$/).optional(),
+  message: z.string().max(2048).optional(),
+});
+
 export const Frame = z.discriminatedUnion("t", [
   WelcomeFrame,
   PubFrame,
@@ -327,6 +372,8 @@ export const Frame = z.discriminatedUnion("t", [
   ChunkFrame,
   GetFrame,
   PartFrame,
+  RelayFrame,
+  RelayedFrame,
 ]);
 export type Frame = z.infer<typeof Frame>;
 export type WelcomeFrame = z.infer<typeof WelcomeFrame>;
@@ -342,9 +389,11 @@ export type UploadedFrame = z.infer<typeof UploadedFrame>;
 export type ChunkFrame = z.infer<typeof ChunkFrame>;
 export type GetFrame = z.infer<typeof GetFrame>;
 export type PartFrame = z.infer<typeof PartFrame>;
+export type RelayFrame = z.infer<typeof RelayFrame>;
+export type RelayedFrame = z.infer<typeof RelayedFrame>;
 
 /** Frames whose payload bytes follow the header. */
-type WithPayload = PubFrame | DeliverFrame | ChunkFrame | PartFrame;
+type WithPayload = PubFrame | DeliverFrame | ChunkFrame | PartFrame | RelayFrame;
 
 /** The byte length of each payload a frame carries, in order (claim checks carry none). */
 function payloadSizes(frame: Frame): number[] {
@@ -354,6 +403,7 @@ function payloadSizes(frame: Frame): number[] {
       return frame.msgs.map((m) => (m.blob ? 0 : m.size));
     case "chunk":
     case "part":
+    case "relay":
       return [frame.len];
     default:
       return [];

@@ -32,7 +32,7 @@ export class Agent {
   static async start(configFile: string): Promise<Agent> {
     const cfg = await loadConfig(configFile);
     const log = createLogger(cfg.log ? { format: cfg.log } : {});
-    const connector = await Connector.open({ stateDir: cfg.state, log, heartbeatSeconds: cfg.heartbeat_seconds, transfers: cfg.transfers, ...(cfg.edges ? { edges: cfg.edges } : {}) });
+    const connector = await Connector.open({ stateDir: cfg.state, log, heartbeatSeconds: cfg.heartbeat_seconds, transfers: cfg.transfers, relay: cfg.relay, ...(cfg.edges ? { edges: cfg.edges } : {}) });
     const agent = new Agent(cfg, connector, log, configFile);
     agent.useSavedEdgeConfig();
     // The enrolment URL is only the first contact: the edge names its addresses.

@@ -93,6 +93,12 @@ export const ConfigSchema = z.strictObject({
   heartbeat_seconds: z.number().int().min(1).max(300).default(15),
   /** Large files (over 1 MiB) uploaded, and fetched, at the same time. */
   transfers: z.number().int().min(1).max(16).default(2),
+  /**
+   * Take large files relayed straight from their sender while this connector
+   * is online (the edge stores none of their bytes; this disk holds them),
+   * instead of fetching them from the edge's store afterwards.
+   */
+  relay: z.boolean().default(true),
   /** Local health, readiness and Prometheus endpoint, e.g. "127.0.0.1:9464". */
   health: LoopbackListen.optional(),
   channels: z.array(Channel).min(1),
@@ -112,6 +118,7 @@ export const FIELD_HELP: { top: Record<string, string>; channel: Record<string, 
     log: `"json" (JSON lines) or "pretty" (one readable line per event), e.g. log = "json"`,
     heartbeat_seconds: `seconds between heartbeats, an integer 1-300, e.g. heartbeat_seconds = 15`,
     transfers: `large files moved at the same time (each way), an integer 1-16, e.g. transfers = 2`,
+    relay: `true (take large files relayed straight from their sender while online) or false (always fetch them from the edge's store), e.g. relay = false`,
     health: `listen on loopback only, e.g. health = "127.0.0.1:9464" (Ferry opens no port beyond this machine)`,
     channels: `declare at least one [[channels]] table, e.g. [[channels]] name = "orders" protocol = "file" outbox = "./a-out" (one key per line)`,
   },

@@ -109,6 +109,8 @@ export type ConnectorOptions = {
   heartbeatSeconds?: number;
   /** Large payloads uploaded, and fetched, at the same time (default 2 each way). */
   transfers?: number;
+  /** Take large payloads relayed from their sender while online (default true; docs/decisions.md D19). */
+  relay?: boolean;
 };
 
 /**
@@ -171,6 +173,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       authorize: () => connectAssertion(identity),
       log,
       heartbeatSeconds: opts.heartbeatSeconds ?? 15,
+      features: opts.relay === false ? [] : ["relay"],
       events: {
         open: (edge) => this.onOpen(edge),
         close: (code, reason) => this.onClose(code, reason),
@@ -910,6 +913,9 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         return;
       case "part":
         this.downloads.onPart(frame, payloads[0] as Uint8Array);
+        return;
+      case "relay":
+        this.downloads.relay(frame, payloads[0] as Uint8Array);
         return;
       case "error":
         this.emit("edgeError", frame);

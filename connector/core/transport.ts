@@ -25,6 +25,8 @@ export type TransportOptions = {
   heartbeatSeconds?: number;
   /** Stay up this long before the backoff is forgotten. */
   stableAfterMs?: number;
+  /** What this connector can do beyond the base protocol, told to the edge at connect (e.g. "relay"). */
+  features?: string[];
   events: TransportEvents;
 };
 
@@ -135,7 +137,7 @@ export class Transport {
     }
     if (this.state !== "connecting") return;
     const agent = edgeSocketAgent(edge);
-    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}`, "x-ferry-connector-version": CONNECTOR_VERSION }, maxPayload: 32 * 1024 * 1024, handshakeTimeout: 15_000,
+    const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}`, "x-ferry-connector-version": CONNECTOR_VERSION, "x-ferry-features": (this.opts.features ?? []).join(",") }, maxPayload: 32 * 1024 * 1024, handshakeTimeout: 15_000,
       // No permessage-deflate: payloads are mostly compressed already, and deflating 8 MiB chunks costs more CPU than the link saves.
       perMessageDeflate: false, ...(agent ? { agent } : {}) });
     this.ws = ws;

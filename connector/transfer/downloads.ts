@@ -4,7 +4,7 @@ import { mkdir, open, readFile, unlink, type FileHandle } from "node:fs/promises
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
-import { encodeFrame, ErrorCode, partLength, type DeliverMessage, type ErrorFrame, type PartFrame } from "../../wire/index.ts";
+import { encodeFrame, ErrorCode, partLength, type DeliverMessage, type ErrorFrame, type PartFrame, type RelayFrame, type RelayedFrame } from "../../wire/index.ts";
 import { fsyncPath, writeAll, writeFileAtomic } from "../core/durable-fs.ts";
 import { hashTap } from "../core/hash-tap.ts";
 import type { Logger } from "../core/log.ts";
@@ -21,7 +21,27 @@ const MAX_PART_RETRIES = 5;
 /** Bytes of the progress record (JSON padded with spaces). */
 const PROGRESS_RECORD = 256;
 
-type Progress = { have: number; size: number; sha256: string; chunk: number };
+/** `verified`: the whole payload was written, fsynced and its SHA-256 checked as it was written (a relay). */
+type Progress = { have: number; size: number; sha256: string; chunk: number; verified?: boolean };
+
+/** A relayed payload being received (docs/decisions.md D19): written where its download would be. */
+type Relay = {
+  key: string;
+  progressFh?: FileHandle;
+  src: string;
+  dst: string;
+  id: string;
+  size: number;
+  sha256: string;
+  chunk: number;
+  parts: number;
+  fh: FileHandle;
+  hash: Hash;
+  have: number;
+  lastAt: number;
+};
+
+type RelayAnswer = Pick<RelayedFrame, "ok" | "have" | "code" | "message">;
 
 function progressRecord(p: Progress): Buffer {
   const buf = Buffer.alloc(PROGRESS_RECORD, " ");
@@ -57,6 +77,8 @@ type Download = {
   fh: FileHandle;
   hash: Hash;
   have: number;
+  /** Written, fsynced and checked whole by a relay: not hashed again. */
+  verified: boolean;
   /** The next part to ask for. */
   next: number;
   arrived: Map<number, Uint8Array>;
@@ -89,6 +111,9 @@ export type DownloadDeps = {
  */
 export class Downloads {
   private readonly active = new Map<string, Download>();
+  private readonly relays = new Map<string, Relay>();
+  /** Per payload: relayed parts are handled one after another, in the order they came. */
+  private readonly relayChains = new Map<string, Promise<void>>();
   private readonly waiting: (() => void)[] = [];
 
   constructor(private readonly d: DownloadDeps) {}
@@ -98,7 +123,10 @@ export class Downloads {
   }
 
   list(): TransferProgress[] {
-    return [...this.active.values()].map((x) => this.progress(x));
+    return [
+      ...[...this.active.values()].map((x) => this.progress(x)),
+      ...[...this.relays.values()].map((r) => this.relayProgress(r)),
+    ];
   }
 
   /** Fetches a delivered message's payload; resolves with the path of the verified file. */
@@ -117,21 +145,26 @@ export class Downloads {
 
   private async run(key: string, src: string, dst: string, meta: Download["meta"]): Promise<string> {
     await mkdir(this.d.dir, { recursive: true });
+    // A relay of this payload ended (whole) or broke off: what it wrote is where this resumes.
+    await this.settleRelay(key);
     const { part: path, progress } = this.paths(key);
     // Resume from what an earlier run wrote, if it was fetching this very payload.
     // A torn record (power lost mid-write) reads as none: the download starts over, never resumes wrongly.
     const prior = await readFile(progress, "utf8").then((t) => JSON.parse(t) as Progress, () => null);
-    let have = prior && prior.size === meta.size && prior.sha256 === meta.sha256 && prior.chunk === meta.blob.chunk ? prior.have : 0;
+    let have = prior && prior.size === meta.size && prior.sha256 === meta.sha256 && prior.chunk === meta.blob.chunk ? Math.min(prior.have, meta.blob.parts) : 0;
+    const verified = prior?.verified === true && have === meta.blob.parts;
     const fh = await open(path, have > 0 ? "r+" : "w", 0o600).catch(async () => {
       have = 0;
       return open(path, "w", 0o600);
     });
     const hash = createHash("sha256");
     try {
-      // Bytes past the last recorded part may be torn: cut them, and hash what stays.
-      await fh.truncate(have * meta.blob.chunk);
-      if (have > 0) {
-        for await (const c of createReadStream(path, { start: 0, end: have * meta.blob.chunk - 1, highWaterMark: 1024 * 1024 })) hash.update(c as Buffer);
+      // Bytes past the last recorded part may be torn: cut them, and hash what stays
+      // (a payload a relay wrote and checked whole is not read again).
+      const held = Math.min(have * meta.blob.chunk, meta.size);
+      await fh.truncate(held);
+      if (have > 0 && !verified) {
+        for await (const c of createReadStream(path, { start: 0, end: held - 1, highWaterMark: 1024 * 1024 })) hash.update(c as Buffer);
         this.d.log("info", "resuming a large payload", { id: meta.id, file: meta.fields?.filename, parts: `${have}/${meta.blob.parts}` });
       }
       // The progress record's space is taken now, while there is some: updates then overwrite it in place.
@@ -143,7 +176,7 @@ export class Downloads {
     }
     return new Promise<string>((resolve, reject) => {
       const x: Download = {
-        key, src, dst, meta, path, fh, hash, have, next: have + 1, arrived: new Map(), retries: new Map(), writing: false, lastProgress: Date.now(),
+        key, src, dst, meta, path, fh, hash, have, verified, next: have + 1, arrived: new Map(), retries: new Map(), writing: false, lastProgress: Date.now(),
         resolve, reject,
       };
       this.active.set(key, x);
@@ -226,7 +259,7 @@ export class Downloads {
         this.ask(x);
       }
       if (x.have >= x.meta.blob.parts) {
-        const digest = x.hash.digest("hex");
+        const digest = x.verified ? x.meta.sha256 : x.hash.digest("hex");
         if (digest !== x.meta.sha256) {
           await this.remove(x.key);
           this.fail(x, new TransferError(`the payload of ${x.meta.id} has SHA-256 ${digest}, not the ${x.meta.sha256} its sender computed`, false));
@@ -291,7 +324,11 @@ export class Downloads {
    * new disk space (it must work on a full disk) and costs one fsync.
    */
   private async record(x: Download, have: number): Promise<void> {
-    const buf = progressRecord({ have, size: x.meta.size, sha256: x.meta.sha256, chunk: x.meta.blob.chunk });
+    await this.writeRecord(x, { have, size: x.meta.size, sha256: x.meta.sha256, chunk: x.meta.blob.chunk });
+  }
+
+  private async writeRecord(x: { key: string; progressFh?: FileHandle }, p: Progress): Promise<void> {
+    const buf = progressRecord(p);
     x.progressFh ??= await open(this.paths(x.key).progress, "r+");
     await writeAll(x.progressFh, buf, 0);
     await x.progressFh.sync();
@@ -335,6 +372,122 @@ export class Downloads {
     x.reject(e);
   }
 
+  /**
+   * One part of a payload the edge relays from its sender (D19), written
+   * where its download would be and answered with `relayed`. Parts of one
+   * payload are handled in the order they came.
+   */
+  relay(f: RelayFrame, bytes: Uint8Array): void {
+    const key = keyOf(f.dst, f.id);
+    const run = (this.relayChains.get(key) ?? Promise.resolve())
+      .then(() => this.relayPart(key, f, bytes))
+      .then((a) => {
+        this.d.send(encodeFrame({ t: "relayed", src: f.src, dst: f.dst, id: f.id, part: f.part, ...a }));
+      })
+      .catch((e: unknown) => this.d.log("error", "a relayed part could not be handled", { id: f.id, part: f.part, error: (e as Error).message }));
+    this.relayChains.set(key, run);
+    void run.then(() => {
+      if (this.relayChains.get(key) === run) this.relayChains.delete(key);
+    });
+  }
+
+  private async relayPart(key: string, f: RelayFrame, bytes: Uint8Array): Promise<RelayAnswer> {
+    let r = this.relays.get(key);
+    if (r && (r.src !== f.src || r.size !== f.size || r.sha256 !== f.sha256 || r.chunk !== f.chunk)) {
+      await this.settleRelay(key);
+      r = undefined;
+    }
+    if (!r) {
+      if (this.active.has(key)) return { ok: false, have: 0, code: ErrorCode.UNKNOWN_STREAM, message: `${f.id} is being fetched from the edge's store here already` };
+      // A relay starts at part 1; one that finds no state here lost it (a restart): the edge stores the payload instead.
+      if (f.part !== 1) return { ok: false, have: 0, code: ErrorCode.UNKNOWN_STREAM, message: `no relay of ${f.id} is in progress here (this connector restarted); store it at the edge` };
+      const { part: path, progress } = this.paths(key);
+      try {
+        await mkdir(this.d.dir, { recursive: true });
+        const fh = await open(path, "w", 0o600);
+        r = { key, src: f.src, dst: f.dst, id: f.id, size: f.size, sha256: f.sha256, chunk: f.chunk, parts: f.parts, fh, hash: createHash("sha256"), have: 0, lastAt: Date.now() };
+        this.relays.set(key, r);
+        await writeFileAtomic(progress, progressRecord({ have: 0, size: f.size, sha256: f.sha256, chunk: f.chunk }));
+      } catch (e) {
+        if (r) await this.settleRelay(key);
+        const message = this.diskError(`cannot start receiving ${f.id}`, e);
+        this.d.log("warn", "a relayed payload could not be written here; the edge stores it instead and it is fetched later", { id: f.id, have: 0, error: message });
+        return { ok: false, have: 0, code: ErrorCode.STORAGE, message };
+      }
+      this.d.log("info", "receiving a large payload relayed from its sender", { id: f.id, from: f.src, channel: f.dst, size: f.size, parts: f.parts });
+    }
+    r.lastAt = Date.now();
+    if (f.part <= r.have) return { ok: true, have: r.have };
+    if (f.part !== r.have + 1) return { ok: false, have: r.have, code: ErrorCode.BAD_CHUNK, message: `part ${f.part} of ${f.id} arrived before part ${r.have + 1}` };
+    if (bytes.byteLength !== partLength(f.size, f.chunk, f.part) || createHash("sha256").update(bytes).digest("hex") !== f.psha) {
+      this.d.log("warn", "a relayed part arrived damaged; asking for it again", { id: f.id, part: f.part });
+      return { ok: false, have: r.have, code: ErrorCode.BAD_CHUNK, message: `part ${f.part} of ${f.id} does not match its size or SHA-256 (damaged on the way); resend it` };
+    }
+    try {
+      await writeAll(r.fh, bytes, (f.part - 1) * f.chunk);
+      r.hash.update(bytes);
+      r.have = f.part;
+      if (r.have === r.parts) {
+        const digest = r.hash.digest("hex");
+        if (digest !== r.sha256) {
+          await this.settleRelay(key);
+          await this.remove(key);
+          return { ok: false, have: 0, code: ErrorCode.BAD_FRAME, message: `the relayed payload of ${f.id} has SHA-256 ${digest}, not the ${r.sha256} its sender computed` };
+        }
+        // Whole and checked: durable before the edge may count it as held (the sender then lets go of its copy).
+        await r.fh.sync();
+        await this.writeRecord(r, { have: r.have, size: r.size, sha256: r.sha256, chunk: r.chunk, verified: true });
+        await this.settleRelay(key);
+        this.d.log("info", "relayed payload received whole", { id: f.id, size: f.size });
+      } else if (r.have % SYNC_EVERY === 0) {
+        await r.fh.sync();
+        await this.writeRecord(r, { have: r.have, size: r.size, sha256: r.sha256, chunk: r.chunk });
+      }
+    } catch (e) {
+      const have = r.have;
+      await this.settleRelay(key);
+      const message = this.diskError(`cannot write part ${f.part} of ${f.id}`, e);
+      this.d.log("warn", "a relayed payload could not be written here; the edge stores it instead and it is fetched later", { id: f.id, have, error: message });
+      return { ok: false, have, code: ErrorCode.STORAGE, message };
+    }
+    keepMemoryUnder(TRANSFER_RSS_LIMIT);
+    this.d.onProgress(this.relayProgress(r));
+    this.d.log("debug", "relay progress", { id: f.id, have: r.have, parts: r.parts });
+    return { ok: true, have: r.have };
+  }
+
+  private diskError(what: string, e: unknown): string {
+    return (e as NodeJS.ErrnoException).code === "ENOSPC" ? `${what}: the disk holding ${this.d.dir} is full` : `${what}: ${(e as Error).message}`;
+  }
+
+  /**
+   * Ends a relay here (whole, broken off, or idle): the parts written so far
+   * are made durable and counted (best effort), so a download of the payload
+   * from the edge's store resumes after them.
+   */
+  private async settleRelay(key: string): Promise<void> {
+    const r = this.relays.get(key);
+    if (!r) return;
+    this.relays.delete(key);
+    try {
+      const held = Math.min(r.have * r.chunk, r.size);
+      if (r.have < r.parts) {
+        await r.fh.truncate(held);
+        await r.fh.sync();
+        await this.writeRecord(r, { have: r.have, size: r.size, sha256: r.sha256, chunk: r.chunk });
+      }
+    } catch {
+      // The disk refused even that: the record on disk still counts only fsynced parts.
+    } finally {
+      await r.fh.close().catch(() => undefined);
+      await r.progressFh?.close().catch(() => undefined);
+    }
+  }
+
+  private relayProgress(r: Relay): TransferProgress {
+    return { direction: "down", channel: r.dst, id: r.id, name: r.id, done: Math.min(r.size, r.have * r.chunk), total: r.size };
+  }
+
   /** An error frame about a fetch; false if it is not about one of ours. */
   onError(f: ErrorFrame): boolean {
     const x = f.id && f.dst ? this.active.get(keyOf(f.dst, f.id)) : undefined;
@@ -351,6 +504,8 @@ export class Downloads {
 
   /** A fetch waited for a part longer than `ms`: the link is bad. */
   stalled(now: number, ms: number): boolean {
+    // A relay that stopped coming ended at the edge (which then stores the payload): let go of its file.
+    for (const r of this.relays.values()) if (now - r.lastAt > 2 * ms) void this.settleRelay(r.key);
     for (const x of this.active.values()) {
       if (x.next - 1 > x.have && now - x.lastProgress > ms) {
         x.lastProgress = now;

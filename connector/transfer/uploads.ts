@@ -149,6 +149,13 @@ export class Uploads {
     const u = this.uploads.get(f.id);
     if (!u) return;
     if (f.have > u.have) u.backoff.reset();
+    if (u.asked && f.have < u.have) {
+      // The answer to `upload` is where the edge stands: a relay that broke off
+      // (D19) starts over into the edge's store, from part 1.
+      this.d.log("info", "the edge holds fewer parts than it had taken; uploading again from there", { channel: u.rec.channel, id: u.rec.id, have: f.have, was: u.have });
+      u.have = f.have;
+      u.next = f.have + 1;
+    }
     u.asked = false;
     u.have = Math.max(u.have, f.have);
     u.next = Math.max(u.next, u.have + 1);
@@ -177,6 +184,13 @@ export class Uploads {
       u.done = false;
       u.opened = false;
       this.openAll();
+      return true;
+    }
+    if (f.code === ErrorCode.BAD_CHUNK && f.have !== undefined && f.have < u.have) {
+      // The edge holds less than this side counted (a relay broke off, D19): send again from what it holds.
+      u.have = f.have;
+      u.next = f.have + 1;
+      this.pump();
       return true;
     }
     if (f.code === ErrorCode.BAD_CHUNK && f.part !== undefined && f.part > u.have + 1) {

@@ -7,13 +7,15 @@ import {
   toHex,
   type DeliverMessage,
   type PubMessage,
+  type RelayedFrame,
   type TransferView,
   type UploadFrame,
 } from "../../wire/index.ts";
 import type { AckResult, ChannelRoute, DeadLetter, IngestRequest, IngestResult, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
 import { EventOutbox, type LoggedEvent } from "./events.ts";
 import { Archiver } from "./archive.ts";
-import { ABANDON_AFTER_MS, Transfers, type PartResult, type UploadState } from "./transfers.ts";
+import { ABANDON_AFTER_MS, RelayMode, Transfers, type PartResult, type UploadState } from "./transfers.ts";
+import { Relays } from "./relay.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
 import { meteredSql, newUsage, type Usage } from "../usage.ts";
 import { encodeSegment, migrateLegacy, SEGMENT_BYTES, Segments, type Segment, type StoredMessage } from "./segments.ts";
@@ -75,6 +77,7 @@ export class ChannelObject extends DurableObject<Env> {
   private readonly events: EventOutbox;
   private readonly archiver: Archiver;
   private readonly transfers: Transfers;
+  private readonly relays: Relays;
   private readonly segments: Segments;
   private tenant = "";
   private source = "";
@@ -140,6 +143,7 @@ export class ChannelObject extends DurableObject<Env> {
     this.events = new EventOutbox(ctx, env, () => this.region, (f) => this.loggedFields(f), this.sql, this.usageNow);
     this.archiver = new Archiver(ctx, env, this.events, this.segments, (mseq) => this.unref(mseq), (mseq) => this.transfers.location(mseq), this.sql);
     this.transfers = new Transfers(ctx, env, this.sql);
+    this.relays = new Relays({ transfers: this.transfers, session: (connector) => this.session(connector) });
     const migrated = migrateLegacy(this.sql, (f) => this.ctx.storage.transactionSync(f));
     if (migrated > 0) console.log(`${ctx.id.toString()}: moved ${migrated} stored messages into segments`);
     this.load();
@@ -300,7 +304,7 @@ export class ChannelObject extends DurableObject<Env> {
           const mseq = this.nextMseq;
           // A claim check is accepted only if its payload is stored whole; the batch stops at one that is not.
           if (m.blob) {
-            const bound = this.transfers.bind(m.id, m.size, m.sha256, mseq);
+            const bound = this.transfers.bind(m.id, m.size, m.sha256, mseq, this.relayable() ? this.routes.map((r) => r.destination) : null);
             if (typeof bound === "string") {
               incomplete = { id: m.id, message: bound };
               break;
@@ -373,16 +377,41 @@ export class ChannelObject extends DurableObject<Env> {
     this.usageNow.requests++;
     this.identify(tenant, source);
     if (this.routes.length === 0) return { ok: false, code: ErrorCode.NO_ROUTE, message: `no route from ${source}; the connector keeps the file and retries` };
-    const res = await this.transfers.open(tenant, source, this.region, f);
+    const destinations = this.routes.map((r) => r.destination);
+    const prior = this.transfers.row(f.id);
+    if (prior?.relay === RelayMode.RELAYING && !(await this.relays.resume(f.id, prior.have))) {
+      await this.relays.end(f.id, "not every destination is online to go on", false);
+    } else if (prior?.relay === RelayMode.RELAYED && (!this.relayable() || this.transfers.notRelayedTo(prior, destinations))) {
+      // Relayed whole, but the routes changed before the claim check came: store it for them.
+      await this.transfers.toStore(f.id);
+    }
+    const res = (!prior && this.relayable() ? await this.relays.open(tenant, source, this.region, f, destinations) : null) ?? (await this.transfers.open(tenant, source, this.region, f));
     await this.ensureAlarm();
     return res;
+  }
+
+  /**
+   * May uploads from this source be relayed (D19)? Not when a route keeps
+   * a copy at the edge (archive) or delivers from it (hosted egress).
+   */
+  private relayable(): boolean {
+    return this.routes.length > 0 && this.routes.every((r) => !r.archive && !r.egress);
   }
 
   /** One part of a large payload. */
   async putPart(tenant: string, source: string, id: string, part: number, bytes: Uint8Array, sha256: string): Promise<UploadState> {
     this.usageNow.requests++;
     this.identify(tenant, source);
+    const row = this.transfers.row(id);
+    if (row?.relay === RelayMode.RELAYING) return this.relays.put(id, row.have, part, bytes, sha256);
     return this.transfers.put(id, part, bytes, sha256);
+  }
+
+  /** A destination's answer to a relayed part. */
+  async relayAck(tenant: string, source: string, f: RelayedFrame): Promise<void> {
+    this.usageNow.requests++;
+    this.identify(tenant, source);
+    await this.relays.answer(f);
   }
 
   /** One part of a large payload queued for `destination` (and for nobody else). */
@@ -594,6 +623,7 @@ export class ChannelObject extends DurableObject<Env> {
       this.rewind(d, cur.acked);
       this.offline.delete(d);
       this.kick(d);
+      await this.relays.reattached(d);
     }
   }
 

@@ -8,7 +8,8 @@ const PREFIX = "transfers";
 
 import type { TransferView } from "../../wire/index.ts";
 
-export type UploadState = { ok: true; have: number; parts: number } | { ok: false; code: ErrorCode; message: string; have?: number };
+/** `relaying`: the part went on to the destinations (D19); it is answered when they answer. */
+export type UploadState = { ok: true; have: number; parts: number; relaying?: boolean } | { ok: false; code: ErrorCode; message: string; have?: number };
 export type PartResult = { ok: true; bytes: Uint8Array; sha256: string } | { ok: false; code: ErrorCode; message: string };
 
 type UploadRow = {
@@ -24,7 +25,12 @@ type UploadRow = {
   done: number;
   mseq: number | null;
   updated_at: number;
+  /** 0: stored in R2; 1: being relayed to `relay_to` (no R2 object); 2: relayed whole, held by `relay_to`. */
+  relay: number;
+  relay_to: string | null;
 };
+
+export const RelayMode = { STORE: 0, RELAYING: 1, RELAYED: 2 } as const;
 
 /**
  * Large payloads of one source (the claim check). The channel object owns
@@ -54,14 +60,61 @@ export class Transfers {
       CREATE TABLE IF NOT EXISTS upload_parts (id TEXT NOT NULL, part INTEGER NOT NULL, etag TEXT NOT NULL, sha256 TEXT NOT NULL, PRIMARY KEY (id, part)) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS blob_gc (key TEXT PRIMARY KEY, bucket TEXT NOT NULL, upload_id TEXT, done INTEGER NOT NULL);
     `);
+    // Objects from before relays (D19) get their columns: every upload they hold is stored.
+    const cols = this.sql.exec<{ name: string }>("SELECT name FROM pragma_table_info('uploads')").toArray().map((c) => c.name);
+    if (!cols.includes("relay")) {
+      this.sql.exec("ALTER TABLE uploads ADD COLUMN relay INTEGER NOT NULL DEFAULT 0");
+      this.sql.exec("ALTER TABLE uploads ADD COLUMN relay_to TEXT");
+    }
   }
 
   private bucket(name: string): R2Bucket {
     return this.env[name as "ARCHIVE" | "ARCHIVE_EU"];
   }
 
-  private row(id: string): UploadRow | undefined {
+  row(id: string): UploadRow | undefined {
     return this.sql.exec<UploadRow>("SELECT * FROM uploads WHERE id = ?", id).toArray()[0];
+  }
+
+  /**
+   * Opens the relay of one message's payload to `destinations` (D19): no R2
+   * object; the row counts the parts every destination has written.
+   */
+  openRelay(tenant: string, source: string, region: string | null, f: UploadFrame, destinations: string[]): UploadState | null {
+    const binding = archiveBinding(region);
+    if (!binding || this.row(f.id)) return null;
+    this.sql.exec(
+      "INSERT INTO uploads (id, key, bucket, upload_id, size, sha256, chunk, parts, have, done, mseq, updated_at, relay, relay_to) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0, 0, NULL, ?, 1, ?)",
+      f.id, `${PREFIX}/${tenant}/${source}/${f.id}`, binding, f.size, f.sha256, f.chunk, f.parts, Date.now(), JSON.stringify(destinations),
+    );
+    return { ok: true, have: 0, parts: f.parts };
+  }
+
+  /** Every destination of a relay wrote parts 1..have (and, when whole, fsynced and checked the payload). */
+  relayed(id: string, have: number): void {
+    const u = this.row(id);
+    if (!u || u.relay !== RelayMode.RELAYING || have <= u.have) return;
+    const whole = have >= u.parts;
+    this.sql.exec("UPDATE uploads SET have = ?, done = ?, relay = ?, updated_at = ? WHERE id = ?", have, whole ? 1 : 0, whole ? RelayMode.RELAYED : RelayMode.RELAYING, Date.now(), id);
+  }
+
+  /**
+   * A relay that cannot go on becomes a stored upload from part 1 (the
+   * sender still holds the payload: it lets go only once the claim check
+   * is accepted). Returns false if the upload is stored already.
+   */
+  async toStore(id: string): Promise<boolean> {
+    const u = this.row(id);
+    if (!u || u.relay === RelayMode.STORE || u.mseq !== null) return false;
+    const mpu = await this.bucket(u.bucket).createMultipartUpload(u.key, { customMetadata: { messageId: u.id, sha256: u.sha256 } });
+    const again = this.row(id);
+    if (!again || again.relay === RelayMode.STORE || again.mseq !== null) {
+      await mpu.abort().catch(() => undefined);
+      return false;
+    }
+    this.sql.exec("UPDATE uploads SET upload_id = ?, have = 0, done = 0, relay = 0, relay_to = NULL, updated_at = ? WHERE id = ?", mpu.uploadId, Date.now(), id);
+    this.sql.exec("DELETE FROM upload_parts WHERE id = ?", id);
+    return true;
   }
 
   /** Opens the transfer of one message's payload, or tells how far an earlier one got. */
@@ -130,18 +183,31 @@ export class Transfers {
    * Inside the accepting transaction: is the payload of `id` stored whole, as
    * the message describes it? Then it is bound to the message's row.
    */
-  bind(id: string, size: number, sha256: string, mseq: number): { key: string; chunk: number; parts: number } | string {
+  bind(id: string, size: number, sha256: string, mseq: number, destinations: string[] | null): { key: string; chunk: number; parts: number } | string {
     const u = this.row(id);
     if (!u) return `no upload of message ${id} is held here`;
     if (!u.done) return `the upload of message ${id} holds ${u.have} of ${u.parts} parts`;
     if (u.size !== size || u.sha256 !== sha256) return `the upload of message ${id} has another size or digest than the message`;
+    if (destinations === null && u.relay !== RelayMode.STORE) return `the payload of message ${id} was relayed to its destinations, but its routes now keep a copy at the edge (archive or hosted delivery); it is stored when uploaded again`;
+    const missing = destinations && this.notRelayedTo(u, destinations);
+    if (missing) return `the payload of message ${id} was relayed to its destinations of then, not to ${missing} (a route added since); it is stored at the edge when uploaded again`;
     this.sql.exec("UPDATE uploads SET mseq = ?, updated_at = ? WHERE id = ?", mseq, Date.now(), id);
     return { key: u.key, chunk: u.chunk, parts: u.parts };
+  }
+
+  /** A destination a relayed payload did not go to (routes changed since), or null. */
+  notRelayedTo(u: UploadRow, destinations: string[]): string | null {
+    if (u.relay === RelayMode.STORE) return null;
+    const to = new Set(JSON.parse(u.relay_to ?? "[]") as string[]);
+    return destinations.find((d) => !to.has(d)) ?? null;
   }
 
   /** One part of a stored payload, with the digest it was checked against on upload. */
   async part(id: string, part: number): Promise<PartResult> {
     const u = this.row(id);
+    if (u && u.relay !== RelayMode.STORE) {
+      return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `the payload of message ${id} was relayed to its destination's disk while it was online and is not stored at the edge; that copy is gone` };
+    }
     if (!u?.done || part > u.parts) return { ok: false, code: ErrorCode.UNKNOWN_STREAM, message: `message ${id} has no part ${part} here` };
     const digest = this.sql.exec<{ sha256: string }>("SELECT sha256 FROM upload_parts WHERE id = ? AND part = ?", id, part).toArray()[0];
     const obj = await this.bucket(u.bucket).get(u.key, { range: { offset: (part - 1) * u.chunk, length: partLength(u.size, u.chunk, part) } });
@@ -159,6 +225,14 @@ export class Transfers {
       // A claim check is alone in its segment (first mseq = its mseq): its runs are its queue places.
       const destinations = u.mseq === null ? [] : this.sql.exec<{ destination: string }>("SELECT DISTINCT destination FROM runs WHERE claim = 1 AND seg = ?", u.mseq).toArray();
       const fields = u.mseq === null ? null : fieldsOf(u.mseq);
+      if (u.relay !== RelayMode.STORE) {
+        // A relay's destinations hold what the row counts (every one of them has written `have` parts).
+        const to = JSON.parse(u.relay_to ?? "[]") as string[];
+        return {
+          id: u.id, source, filename: fields?.filename ?? null, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at, relayed: true,
+          downloads: to.map((destination) => ({ destination, fetched: u.have })),
+        };
+      }
       return {
         id: u.id, source, filename: fields?.filename ?? null, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at,
         downloads: destinations.map((d) => ({ destination: d.destination, fetched: fetched(d.destination, u.id) })),
@@ -188,7 +262,7 @@ export class Transfers {
     const gone = JSON.stringify(segments);
     this.sql.exec(
       `INSERT OR IGNORE INTO blob_gc (key, bucket, upload_id, done)
-         SELECT key, bucket, upload_id, done FROM uploads WHERE mseq IN (SELECT value FROM json_each(?)) AND key NOT IN (SELECT key FROM archived)`,
+         SELECT key, bucket, upload_id, done FROM uploads WHERE mseq IN (SELECT value FROM json_each(?)) AND relay = 0 AND key NOT IN (SELECT key FROM archived)`,
       gone,
     );
     const ids = this.sql.exec<{ id: string }>("SELECT id FROM uploads WHERE mseq IN (SELECT value FROM json_each(?))", gone).toArray();
@@ -204,7 +278,8 @@ export class Transfers {
     if (gone.length === 0) return [];
     this.ctx.storage.transactionSync(() => {
       for (const u of gone) {
-        this.sql.exec("INSERT OR IGNORE INTO blob_gc VALUES (?, ?, ?, ?)", u.key, u.bucket, u.upload_id, u.done);
+        // A relay has no R2 object to delete.
+        if (u.relay === RelayMode.STORE) this.sql.exec("INSERT OR IGNORE INTO blob_gc VALUES (?, ?, ?, ?)", u.key, u.bucket, u.upload_id, u.done);
         this.sql.exec("DELETE FROM uploads WHERE id = ?", u.id);
         this.sql.exec("DELETE FROM upload_parts WHERE id = ?", u.id);
       }

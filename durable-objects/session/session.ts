@@ -14,6 +14,7 @@ import {
   type ChunkFrame,
   type GetFrame,
   type PubFrame,
+  type RelayedFrame,
   type ResendFrame,
   type UploadFrame,
 } from "../../wire/index.ts";
@@ -31,7 +32,8 @@ const TENANT_UNITS_PER_MINUTE = 60_000;
 /** Seconds between the connector's pings; told to it in the welcome frame. */
 export const HEARTBEAT_SECONDS = 15;
 
-type Attachment = { tenant: string; connector: string; connectedAt: number; version: string | null };
+/** `features`: what the connector said it can do beyond the base protocol (e.g. "relay"). */
+type Attachment = { tenant: string; connector: string; connectedAt: number; version: string | null; features?: string[] };
 
 /**
  * The session object: one per connector. It owns the connector's
@@ -77,7 +79,8 @@ export class ConnectorSession extends DurableObject<Env> {
     this.ctx.acceptWebSocket(server);
     // What the connector says it runs (shown to admins; never trusted for anything).
     const version = request.headers.get("x-ferry-connector-version")?.slice(0, 32).replace(/[^\w.+-]/g, "") || null;
-    const att: Attachment = { tenant, connector, connectedAt: Date.now(), version };
+    const features = (request.headers.get("x-ferry-features") ?? "").split(",").map((f) => f.trim()).filter((f) => /^[a-z-]{1,32}$/.test(f)).slice(0, 16);
+    const att: Attachment = { tenant, connector, connectedAt: Date.now(), version, features };
     server.serializeAttachment(att);
     server.send(
       encodeFrame({ t: "welcome", v: PROTOCOL_VERSION, tenant, connector, heartbeat: HEARTBEAT_SECONDS, region: this.env.FERRY_REGION }),
@@ -164,6 +167,17 @@ export class ConnectorSession extends DurableObject<Env> {
     return { online: ws !== undefined, connectedAt: att?.connectedAt ?? null, version: att?.version ?? null };
   }
 
+  /**
+   * Is the connector online and does it take relayed large payloads (D19)?
+   * Asked by a channel object before it relays an upload instead of storing it.
+   */
+  async relayReady(): Promise<boolean> {
+    this.usageNow.requests++;
+    const ws = this.current();
+    const att = ws ? (ws.deserializeAttachment() as Attachment) : null;
+    return att?.features?.includes("relay") === true;
+  }
+
   /** Revocation closes the open connection at once. */
   async revoke(): Promise<void> {
     this.usageNow.requests++;
@@ -208,6 +222,9 @@ export class ConnectorSession extends DurableObject<Env> {
         return this.serial(frame.ch, () => this.onChunk(ws, att, frame, payloads[0] as Uint8Array));
       case "get":
         return this.serial(`get:${frame.src}`, () => this.onGet(ws, att, frame));
+      // In order per payload: a part's answer never overtakes the one before it.
+      case "relayed":
+        return this.serial(`relayed:${frame.src}`, () => this.onRelayed(ws, att, frame));
       default:
         ws.send(errorFrame(ErrorCode.BAD_FRAME, `connectors do not send '${frame.t}' frames`));
     }
@@ -306,8 +323,23 @@ export class ConnectorSession extends DurableObject<Env> {
       console.error("upload step failed", ch, id, e);
       res = { ok: false, code: ErrorCode.STORAGE, message: `the edge could not store part ${part ?? 0} of ${id} (${(e as Error).message}); resend it` };
     }
+    // A relayed part is answered later, when its destinations answer (the channel object notifies).
+    if (res.ok && res.relaying) return;
     if (res.ok) ws.send(encodeFrame({ t: "uploaded", ch, id, have: res.have, parts: res.parts }));
-    else ws.send(errorFrame(res.code, res.message, { ch, id, ...(part ? { part } : {}) }));
+    else ws.send(errorFrame(res.code, res.message, { ch, id, ...(part ? { part } : {}), ...(res.have !== undefined ? { have: res.have } : {}) }));
+  }
+
+  private async onRelayed(ws: WebSocket, att: Attachment, frame: RelayedFrame): Promise<void> {
+    if (splitAddress(frame.dst).connector !== att.connector) {
+      ws.send(errorFrame(ErrorCode.FORBIDDEN, `${att.connector} cannot answer for ${frame.dst}`, { src: frame.src, dst: frame.dst, id: frame.id }));
+      return;
+    }
+    try {
+      await (await this.channel(att.tenant, frame.src)).relayAck(att.tenant, frame.src, frame);
+    } catch (e) {
+      // The relay's timeout at the channel object stores the payload instead.
+      console.error("relay answer RPC failed", frame.src, frame.id, e);
+    }
   }
 
   private async onGet(ws: WebSocket, att: Attachment, frame: GetFrame): Promise<void> {

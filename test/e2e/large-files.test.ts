@@ -17,6 +17,8 @@ const CHUNK = 8 * MiB;
 const BIG = Number(process.env.FERRY_E2E_BIG_MB ?? 256) * MiB;
 
 type Line = Record<string, unknown>;
+/** `relay: false`: the receiver declines relays, so payloads go through the edge's store (R2) even while it is online. */
+type PairOptions = { inbox?: string; route?: string[]; relay?: boolean };
 const progress = (p: ConnectorProcess, msg: string, id?: string) => p.lines.filter((l) => l.msg === msg && (!id || l.id === id)) as (Line & { have: number; parts: number; part: number })[];
 
 /**
@@ -38,7 +40,7 @@ class Pair {
     this.bProxy = new ChaosProxy({ host: "127.0.0.1", port: edge.port });
   }
 
-  static async create(edge: LocalEdge, env: Record<string, string>, tag: string, opts: { inbox?: string; route?: string[] } = {}): Promise<Pair> {
+  static async create(edge: LocalEdge, env: Record<string, string>, tag: string, opts: PairOptions = {}): Promise<Pair> {
     const dir = await mkdtemp(join(tmpdir(), `ferry-large-${tag}-`));
     const p = new Pair(dir, edge, opts.inbox ?? join(dir, "b-in"));
     await p.aProxy.listen();
@@ -53,7 +55,7 @@ class Pair {
       const box = side === "a" ? `outbox = "./a-out"` : `inbox = "${p.inbox}"`;
       await writeFile(
         join(dir, `${side}.toml`),
-        `state = "./${side}-state"\nlog = "json"\nedges = ["${proxy.url}"]\nheartbeat_seconds = 2\n\n[[channels]]\nname = "files"\nprotocol = "file"\n${box}\npoll_ms = 50\n`,
+        `state = "./${side}-state"\nlog = "json"\nedges = ["${proxy.url}"]\nheartbeat_seconds = 2\n${side === "b" && opts.relay === false ? "relay = false\n" : ""}\n[[channels]]\nname = "files"\nprotocol = "file"\n${box}\npoll_ms = 50\n`,
       );
     }
     const route = ferry(["admin", "route", "add", `${tag}-a/files`, `${tag}-b/files`, ...(opts.route ?? []), "--json"], env);
@@ -105,7 +107,7 @@ class Pair {
   }
 }
 
-describe("large files: chunked through R2, resumable, verified end to end", () => {
+describe("large files: relayed to an online receiver or chunked through R2, resumable, verified end to end", () => {
   let edge: LocalEdge;
   let env: Record<string, string>;
   const pairs: Pair[] = [];
@@ -120,14 +122,33 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
     await edge?.close();
   });
 
-  async function pair(tag: string, opts: { inbox?: string; route?: string[] } = {}): Promise<Pair> {
+  /** Bytes in the edge's local R2 (objects and multipart parts), on disk. */
+  async function r2Bytes(): Promise<number> {
+    let total = 0;
+    const walk = async (dir: string, inR2: boolean): Promise<void> => {
+      for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        const f = join(dir, e.name);
+        if (e.isDirectory()) await walk(f, inR2 || e.name === "r2");
+        else if (inR2 && e.isFile()) total += (await stat(f)).size;
+      }
+    };
+    await walk(join(edge.stateDir, "wrangler"), false);
+    return total;
+  }
+
+  async function pair(tag: string, opts: PairOptions = {}): Promise<Pair> {
     const p = await Pair.create(edge, env, tag, opts);
     pairs.push(p);
     return p;
   }
 
-  it("moves 0 B, 1 B, one chunk, one chunk + 1 byte and hundreds of MiB byte-identical, in order, in constant memory", async () => {
-    const p = await pair("sizes");
+  it.each([
+    ["relayed", true],
+    ["stored in R2", false],
+  ] as const)("moves 0 B, 1 B, one chunk, one chunk + 1 byte and hundreds of MiB byte-identical, in order, in constant memory (%s)", async (mode, relay) => {
+    const tag = relay ? "sizes" : "sizes-r2";
+    const r2Before = await r2Bytes();
+    const p = await pair(tag, { relay });
     const files: [string, number][] = [
       ["empty.bin", 0],
       ["one-byte.bin", 1],
@@ -160,15 +181,27 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
 
     // The event log knows them like any message: accepted once, delivered once, with their names and sizes.
     await waitFor("every file delivered in the event log", async () => {
-      const log = JSON.parse(ferry(["admin", "messages", "--source", "sizes-a/files", "--type", "delivered", "--json"], env).stdout) as { events: unknown[] };
+      const log = JSON.parse(ferry(["admin", "messages", "--source", `${tag}-a/files`, "--type", "delivered", "--json"], env).stdout) as { events: unknown[] };
       return log.events.length === files.length;
     });
-    const big = JSON.parse(ferry(["admin", "messages", "--field", "filename:big.bin", "--type", "accepted", "--json"], env).stdout) as { events: { size: number; sha256: string }[] };
+    const big = JSON.parse(ferry(["admin", "messages", "--source", `${tag}-a/files`, "--field", "filename:big.bin", "--type", "accepted", "--json"], env).stdout) as { events: { size: number; sha256: string }[] };
     expect(big.events).toEqual([expect.objectContaining({ size: BIG, sha256: sums.get("big.bin") })]);
+
+    // Relayed: the four large payloads went straight to B's disk, none through the edge's store; stored: fetched from R2.
+    const large = files.filter(([, size]) => size > MiB).length;
+    if (relay) {
+      expect(p.b.count("relayed payload received whole")).toBe(large);
+      expect(progress(p.b, "download progress")).toEqual([]);
+      expect(await r2Bytes()).toBeLessThan(r2Before + MiB);
+    } else {
+      expect(p.b.count("receiving a large payload relayed from its sender")).toBe(0);
+      expect(progress(p.b, "download progress").length).toBeGreaterThanOrEqual(BIG / CHUNK);
+    }
+    if (process.env.FERRY_E2E_REPORT) console.log(mode, "R2 bytes before", r2Before, "after", await r2Bytes());
   });
 
   it("resumes an upload cut at 50% from the last part the edge holds", async () => {
-    const p = await pair("cutup");
+    const p = await pair("cutup", { relay: false });
     const size = 12 * CHUNK;
     const sha = await p.drop("cut-upload.bin", size);
     await waitFor("half of the upload", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
@@ -182,7 +215,7 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
   });
 
   it("resumes a download cut at 50% from the last part on disk", async () => {
-    const p = await pair("cutdown");
+    const p = await pair("cutdown", { relay: false });
     const size = 12 * CHUNK;
     const sha = await p.drop("cut-download.bin", size);
     await waitFor("half of the download", () => progress(p.b, "download progress").some((l) => l.have >= 6), 60_000, 20);
@@ -194,7 +227,7 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
   });
 
   it("survives kill -9 of the sender mid-upload and of the receiver mid-download", async () => {
-    const p = await pair("kill");
+    const p = await pair("kill", { relay: false });
     const size = 12 * CHUNK;
     const sha = await p.drop("killed.bin", size);
     await waitFor("half of the upload", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
@@ -212,7 +245,7 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
   });
 
   it("continues after the edge restarts mid-upload and again mid-download, on its persisted state", async () => {
-    const p = await pair("restart");
+    const p = await pair("restart", { relay: false });
     const size = 12 * CHUNK;
     const sha = await p.drop("restarted.bin", size);
     await waitFor("half of the upload", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
@@ -289,7 +322,7 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
   });
 
   it("refetches a chunk corrupted on the way, in each direction, and never delivers a wrong file", async () => {
-    const p = await pair("corrupt");
+    const p = await pair("corrupt", { relay: false });
     const size = 4 * CHUNK;
     // Up: one byte flipped a few MiB into the upload, inside a chunk's bytes.
     p.aProxy.corruptOnce("up", 3 * MiB);
@@ -305,14 +338,105 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
     expect(await p.inboxNames()).toEqual(["corrupt-down.bin", "corrupt-up.bin"]);
   });
 
+  // Relayed (D19): the receiver is online and takes relays; the edge stores nothing unless the relay breaks off.
+  it("relay: goes on after the sender's link is cut at 50%, sending again only the parts in flight", async () => {
+    const p = await pair("relay-cutup");
+    const size = 12 * CHUNK;
+    const sha = await p.drop("relay-cut-up.bin", size);
+    await waitFor("half of the relay", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
+    p.aProxy.cut();
+    expect(await p.arrived("relay-cut-up.bin", size)).toBe(sha);
+    const sent = progress(p.a, "chunk sent").map((l) => l.part);
+    expect(sent.filter((x) => x === 1)).toHaveLength(1);
+    expect(sent.length).toBeLessThanOrEqual(12 + 4);
+    expect(p.a.count("reconnecting") + p.a.count("disconnected")).toBeGreaterThan(0);
+    expect(p.b.count("relayed payload received whole")).toBe(1);
+    expect(progress(p.b, "download progress")).toEqual([]);
+  });
+
+  it("relay: a receiver whose link is cut at 50% gets the rest without writing any part twice", async () => {
+    const p = await pair("relay-cutdown");
+    const size = 12 * CHUNK;
+    const sha = await p.drop("relay-cut-down.bin", size);
+    await waitFor("half of the relay", () => progress(p.b, "relay progress").some((l) => l.have >= 6), 60_000, 20);
+    p.bProxy.cut();
+    expect(await p.arrived("relay-cut-down.bin", size)).toBe(sha);
+    // Whether the relay went on over B's new connection or ended (and B fetched the rest from
+    // the edge's store), each part was written once: relayed ones are never fetched again.
+    const written = [...progress(p.b, "relay progress"), ...progress(p.b, "download progress")].map((l) => l.have).sort((x, y) => x - y);
+    expect(written).toEqual(Array.from({ length: 12 }, (_, i) => i + 1));
+    expect(await p.inboxNames()).toEqual(["relay-cut-down.bin"]);
+  });
+
+  it("relay: survives kill -9 of the sender (the relay goes on) and of the receiver (the edge stores the rest; the receiver resumes)", async () => {
+    const p = await pair("relay-kill");
+    const size = 12 * CHUNK;
+    const sha = await p.drop("relay-killed-a.bin", size);
+    await waitFor("half of the relay", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
+    await p.a.stop("SIGKILL");
+    await p.startA();
+    expect(await p.arrived("relay-killed-a.bin", size)).toBe(sha);
+    // The restarted sender asked where the relay stood and went on from there.
+    expect(Math.min(...progress(p.a, "chunk sent").map((l) => l.part))).toBeGreaterThan(1);
+    expect(p.b.count("relayed payload received whole")).toBe(1);
+
+    const sha2 = await p.drop("relay-killed-b.bin", size);
+    const started = "receiving a large payload relayed from its sender";
+    await waitFor("the second relay to start", () => p.b.count(started) >= 2, 60_000, 20);
+    const second = String(p.b.lines.filter((l) => l.msg === started)[1]?.id);
+    await waitFor("half of the second relay", () => progress(p.b, "relay progress", second).some((l) => l.have >= 6), 60_000, 20);
+    await p.b.stop("SIGKILL");
+    // With its receiver gone the relay ends: the sender uploads into the edge's store from part 1.
+    await waitFor("the relay to end", () => p.a.count("the edge holds fewer parts than it had taken; uploading again from there") >= 1, 60_000);
+    await p.startB();
+    expect(await p.arrived("relay-killed-b.bin", size)).toBe(sha2);
+    // B resumed from the parts it had fsynced during the relay (every fourth).
+    expect(p.b.lines.some((l) => l.msg === "resuming a large payload")).toBe(true);
+    expect(Math.min(...progress(p.b, "download progress").map((l) => l.have))).toBeGreaterThan(4);
+    expect(await p.inboxNames()).toEqual(["relay-killed-a.bin", "relay-killed-b.bin"]);
+  });
+
+  it("relay: ends when the edge restarts mid-relay; the payload is stored from part 1 and the receiver keeps what it wrote", async () => {
+    const p = await pair("relay-restart");
+    const size = 12 * CHUNK;
+    const sha = await p.drop("relay-restarted.bin", size);
+    await waitFor("half of the relay", () => progress(p.b, "relay progress").some((l) => l.have >= 6), 60_000, 20);
+    await edge.down();
+    await edge.up();
+    expect(await p.arrived("relay-restarted.bin", size)).toBe(sha);
+    expect(p.a.count("the edge holds fewer parts than it had taken; uploading again from there")).toBeGreaterThanOrEqual(1);
+    // Parts B wrote during the relay were not fetched again.
+    const relayed = Math.max(...progress(p.b, "relay progress").map((l) => l.have));
+    expect(Math.min(...progress(p.b, "download progress").map((l) => l.have))).toBe(relayed + 1);
+    expect(await p.inboxNames()).toEqual(["relay-restarted.bin"]);
+  });
+
+  it("relay: a chunk corrupted on the way, in each direction, is caught by the receiver and sent again; never a wrong file", async () => {
+    const p = await pair("relay-corrupt");
+    const size = 4 * CHUNK;
+    p.aProxy.corruptOnce("up", 3 * MiB);
+    const sha = await p.drop("relay-corrupt-up.bin", size);
+    expect(await p.arrived("relay-corrupt-up.bin", size)).toBe(sha);
+    expect(p.a.lines.some((l) => l.code === "BAD_CHUNK")).toBe(true);
+    await waitFor("the first relay done", () => p.a.count("uploaded") >= 1);
+    p.bProxy.corruptOnce("down", 3 * MiB);
+    const sha2 = await p.drop("relay-corrupt-down.bin", size);
+    expect(await p.arrived("relay-corrupt-down.bin", size)).toBe(sha2);
+    expect(p.b.count("a relayed part arrived damaged; asking for it again")).toBe(2);
+    // Caught and mended within the relay: nothing was stored at the edge or fetched from it.
+    expect(p.b.count("relayed payload received whole")).toBe(2);
+    expect(progress(p.b, "download progress")).toEqual([]);
+    expect(await p.inboxNames()).toEqual(["relay-corrupt-down.bin", "relay-corrupt-up.bin"]);
+  });
+
   const canMount = process.getuid?.() === 0 && spawnSync("sh", ["-c", "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d && umount $d"]).status === 0;
-  it.skipIf(!canMount)("stops with a clear error when the receiver's disk is full, and resumes when space returns", async () => {
+  const diskFull = (relay: boolean) => async () => {
     // The receiver's state and inbox on a real, small file system (64 MiB, most of it taken).
     const fsDir = await mkdtemp(join(tmpdir(), "ferry-full-"));
     expect(spawnSync("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", fsDir]).status).toBe(0);
     try {
       const inbox = join(fsDir, "in");
-      const p = await pair("full", { inbox });
+      const p = await pair(relay ? "full-relay" : "full", { inbox, relay });
       // B's state folder moves onto the small disk too (its downloads land there).
       await p.b.stop();
       await rename(join(p.dir, "b-state"), join(fsDir, "b-state")).catch(async () => {
@@ -325,17 +449,21 @@ describe("large files: chunked through R2, resumable, verified end to end", () =
       await writeFile(filler, Buffer.alloc(48 * MiB));
       const size = 3 * CHUNK - 5;
       const sha = await p.drop("too-big-for-now.bin", size);
+      // Relayed, the write that fails ends the relay (the edge stores the payload); then the fetch meets the full disk too.
       await waitFor("B to report the full disk", () => p.b.lines.find((l) => String(l.error ?? "").includes("is full")), 120_000);
       expect(await p.inboxNames()).toEqual([]);
       await rm(filler);
       expect(await p.arrived("too-big-for-now.bin", size)).toBe(sha);
-      // Resumed from the parts already on disk, not from the start.
-      const written = progress(p.b, "download progress").map((l) => l.have);
-      if (process.env.FERRY_E2E_REPORT) console.log(JSON.stringify(p.b.lines.filter((l) => /progress|resum|full|retry/.test(String(l.msg) + String(l.error ?? "")))));
+      // Resumed from the parts already on disk, not from the start: no part written twice.
+      if (process.env.FERRY_E2E_REPORT) console.log(JSON.stringify(p.b.lines.filter((l) => /progress|resum|full|retry|relay/.test(String(l.msg) + String(l.error ?? "")))));
+      const written = [...progress(p.b, "relay progress"), ...progress(p.b, "download progress")].map((l) => l.have);
       expect(written.filter((h) => h === 1)).toHaveLength(1);
+      if (relay) expect(p.b.count("a relayed payload could not be written here; the edge stores it instead and it is fetched later")).toBeGreaterThanOrEqual(1);
     } finally {
       await Promise.all(pairs.filter((x) => x.inbox.startsWith(fsDir)).map((x) => x.close()));
       spawnSync("umount", ["-l", fsDir]);
     }
-  });
+  };
+  it.skipIf(!canMount)("stops with a clear error when the receiver's disk is full, and resumes when space returns (stored in R2)", diskFull(false));
+  it.skipIf(!canMount)("relay: stops with a clear error when the receiver's disk is full, and resumes when space returns", diskFull(true));
 });

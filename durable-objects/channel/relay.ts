@@ -1,0 +1,184 @@
+import { encodeFrame, ErrorCode, errorFrame, partLength, splitAddress, type RelayedFrame, type UploadFrame } from "../../wire/index.ts";
+import type { ConnectorSession } from "../session/session.ts";
+import { RelayMode, type Transfers, type UploadState } from "./transfers.ts";
+
+/** A relayed part that not every destination answered within this long ends the relay: the payload is stored instead. */
+export const RELAY_ANSWER_MS = 20_000;
+
+type Live = {
+  id: string;
+  source: string;
+  size: number;
+  sha256: string;
+  chunk: number;
+  parts: number;
+  destinations: string[];
+  /** Per destination: the parts it wrote, in order. */
+  acked: Map<string, number>;
+  /** The highest part passed on. */
+  sent: number;
+  timer: ReturnType<typeof setTimeout> | null;
+  /** Notices to the sender go one after another, in the order they were made. */
+  notices: Promise<unknown>;
+};
+
+export type RelayDeps = {
+  transfers: Transfers;
+  session: (connector: string) => DurableObjectStub<ConnectorSession>;
+};
+
+/**
+ * Large payloads relayed (docs/decisions.md D19). While every destination
+ * of a source is online and takes relays, an upload's parts are not stored
+ * in R2: each is pushed to the destinations as it comes, and the sender's
+ * part is acknowledged once every destination wrote it (its last part once
+ * each fsynced the whole payload and checked its SHA-256). The claim check
+ * is then accepted and sequenced like any other; the destinations find the
+ * payload already on their disk. Anything that stops a relay (a destination
+ * offline or silent, a restart of this object, a destination's disk) makes
+ * it a stored upload from part 1: the sender still holds the payload, and a
+ * destination resumes from what it wrote when it fetches the rest from R2.
+ *
+ * What is relayed lives in memory here; only the count of parts every
+ * destination holds is written (one row update per part).
+ */
+export class Relays {
+  private readonly live = new Map<string, Live>();
+
+  constructor(private readonly d: RelayDeps) {}
+
+  private async ready(destinations: string[]): Promise<boolean> {
+    const ready = await Promise.all(destinations.map((d) => this.d.session(splitAddress(d).connector).relayReady().catch(() => false)));
+    return ready.every(Boolean);
+  }
+
+  /** Relays a new upload if every destination is online and takes relays; null: store it. */
+  async open(tenant: string, source: string, region: string | null, f: UploadFrame, destinations: string[]): Promise<UploadState | null> {
+    if (destinations.length === 0 || !(await this.ready(destinations))) return null;
+    const res = this.d.transfers.openRelay(tenant, source, region, f, destinations);
+    if (!res) return null;
+    this.live.set(f.id, {
+      id: f.id, source, size: f.size, sha256: f.sha256, chunk: f.chunk, parts: f.parts, destinations,
+      acked: new Map(destinations.map((d) => [d, 0])), sent: 0, timer: null, notices: Promise.resolve(),
+    });
+    return res;
+  }
+
+  /** The sender asks again where a relay stands (it reconnected): true if it goes on from `have`. */
+  async resume(id: string, have: number): Promise<boolean> {
+    const l = this.live.get(id);
+    if (!l || !(await this.ready(l.destinations))) return false;
+    // The sender sends again from have + 1; destinations answer parts they wrote already as held.
+    l.sent = Math.min(l.sent, have);
+    return true;
+  }
+
+  /** One part from the sender, passed on to every destination. */
+  async put(id: string, have: number, part: number, bytes: Uint8Array, psha: string): Promise<UploadState> {
+    const l = this.live.get(id);
+    if (!l) {
+      await this.end(id, "this edge restarted during the relay", false);
+      return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: `the relay of ${id} ended (this edge restarted); it is stored at the edge instead: upload it again` };
+    }
+    if (part <= have) return { ok: true, have, parts: l.parts };
+    if (part > l.sent + 1) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} arrived before part ${l.sent + 1}`, have };
+    const want = partLength(l.size, l.chunk, part);
+    if (bytes.byteLength !== want) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} has ${bytes.byteLength} bytes, expected ${want}`, have };
+    l.sent = Math.max(l.sent, part);
+    // The part's digest is checked by each destination (which has to read the bytes anyway), not here.
+    const pushed = await Promise.all(
+      l.destinations.map((dst) =>
+        this.d
+          .session(splitAddress(dst).connector)
+          .deliver(encodeFrame({ t: "relay", src: l.source, dst, id, part, parts: l.parts, size: l.size, sha256: l.sha256, chunk: l.chunk, len: bytes.byteLength, psha }, [bytes]))
+          .catch(() => false),
+      ),
+    );
+    const gone = l.destinations.filter((_, i) => !pushed[i]);
+    if (gone.length > 0) {
+      await this.end(id, `${gone.join(", ")} went offline`, false);
+      return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: `the relay of ${id} ended (${gone.join(", ")} went offline); it is stored at the edge instead: upload it again` };
+    }
+    this.arm(l);
+    return { ok: true, have, parts: l.parts, relaying: true };
+  }
+
+  /** A destination answered a relayed part. */
+  async answer(f: RelayedFrame): Promise<void> {
+    const l = this.live.get(f.id);
+    if (!l || l.source !== f.src || !l.acked.has(f.dst)) return;
+    const ch = splitAddress(l.source).channel;
+    if (f.ok) {
+      l.acked.set(f.dst, Math.max(l.acked.get(f.dst) ?? 0, f.have));
+      const all = Math.min(...l.acked.values());
+      const before = this.d.transfers.row(l.id)?.have ?? 0;
+      if (all <= before) return;
+      this.d.transfers.relayed(l.id, all);
+      if (all >= l.parts) this.forget(l);
+      else this.arm(l, true);
+      this.notify(l, encodeFrame({ t: "uploaded", ch, id: l.id, have: all, parts: l.parts }));
+      return;
+    }
+    if (f.code === ErrorCode.BAD_CHUNK) {
+      // Damaged on the way (or out of order after a damaged one): the sender sends again from the part named.
+      const have = this.d.transfers.row(l.id)?.have ?? 0;
+      this.notify(l, errorFrame(ErrorCode.BAD_CHUNK, `${f.dst}: ${f.message ?? "part refused"}`, { ch, id: l.id, part: f.part, have }));
+      return;
+    }
+    await this.end(l.id, `${f.dst}: ${f.message ?? f.code ?? "refused"}`, true);
+  }
+
+  /**
+   * Ends a relay: the upload is stored from part 1 instead. `tell`: the
+   * sender hears of it here (otherwise from the step that ended it).
+   */
+  async end(id: string, why: string, tell: boolean): Promise<void> {
+    const l = this.live.get(id);
+    if (l) this.forget(l);
+    const row = this.d.transfers.row(id);
+    if (!row || row.relay !== RelayMode.RELAYING) return;
+    console.warn(JSON.stringify({ event: "relay ended", id, why }));
+    const stored = await this.d.transfers.toStore(id);
+    if (stored && tell && l) {
+      this.notify(l, errorFrame(ErrorCode.UPLOAD_INCOMPLETE, `the relay of ${id} ended (${why}); it is stored at the edge instead: upload it again`, { ch: splitAddress(l.source).channel, id }));
+    }
+  }
+
+  /**
+   * A destination connected again: parts pushed to its old connection and
+   * not answered are lost with it, so relays waiting on it end now (rather
+   * than after RELAY_ANSWER_MS).
+   */
+  async reattached(destination: string): Promise<void> {
+    for (const l of [...this.live.values()]) {
+      if ((l.acked.get(destination) ?? l.sent) < l.sent) await this.end(l.id, `${destination} reconnected with parts unanswered`, true);
+    }
+  }
+
+  private forget(l: Live): void {
+    if (l.timer) clearTimeout(l.timer);
+    l.timer = null;
+    this.live.delete(l.id);
+  }
+
+  /** Waits for the destinations' answers; silence for RELAY_ANSWER_MS ends the relay. `progress`: start the wait afresh. */
+  private arm(l: Live, progress = false): void {
+    if (progress && l.timer) {
+      clearTimeout(l.timer);
+      l.timer = null;
+    }
+    const all = Math.min(...l.acked.values());
+    if (l.timer || l.sent <= all) return;
+    l.timer = setTimeout(() => {
+      l.timer = null;
+      if (this.live.get(l.id) !== l) return;
+      const silent = l.destinations.filter((d) => (l.acked.get(d) ?? 0) < l.sent);
+      void this.end(l.id, `no answer from ${silent.join(", ")} within ${RELAY_ANSWER_MS / 1000} s`, true).catch((e: unknown) => console.error("ending a relay failed", l.id, e));
+    }, RELAY_ANSWER_MS);
+  }
+
+  private notify(l: Live, frame: Uint8Array): void {
+    const sender = this.d.session(splitAddress(l.source).connector);
+    l.notices = l.notices.then(() => sender.notify(frame)).catch((e: unknown) => console.warn("relay notice to the sender failed", l.id, e));
+  }
+}
