@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { decodeFrame, encodeFrame, Limits, WireError, type PubMessage } from "./index.ts";
+import { decodeFrame, encodeFrame, encodeFrameParts, Limits, WireError, type PubMessage } from "./index.ts";
 
 const msg = (seq: number, size: number): PubMessage => ({ seq, id: `id-${seq}-aaaaaaaa`, createdAt: 1, contentType: "text/plain", size, sha256: "a".repeat(64) });
 
@@ -24,6 +24,33 @@ function code(f: () => unknown): string {
 }
 
 describe("wire frames", () => {
+  it("sends a chunk in fragments that join into exactly the frame encodeFrame makes, the payload not copied", () => {
+    const bytes = new Uint8Array(5 * 1024 * 1024 + 3).fill(7);
+    const frame = { t: "chunk", ch: "files", id: "file-aaaaaaaa", part: 2, len: bytes.byteLength, sha256: "b".repeat(64) } as const;
+    const parts = encodeFrameParts(frame, [bytes]);
+    expect(parts[1]).toBe(bytes);
+    const joined = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+    let at = 0;
+    for (const p of parts) {
+      joined.set(p, at);
+      at += p.byteLength;
+    }
+    expect(joined).toEqual(encodeFrame(frame, [bytes]));
+    expect(decodeFrame(joined).frame).toEqual(frame);
+    expect(code(() => encodeFrameParts({ ...frame, len: 10 }, [bytes]))).toMatch(/^BAD_FRAME: payload 0 of a chunk frame declares 10 bytes/);
+  });
+
+  it("validates relay frames and their answers", () => {
+    const relay = { t: "relay", src: "a/files", dst: "b/files", id: "file-aaaaaaaa", part: 1, parts: 2, size: 6 * 1024 * 1024, sha256: "c".repeat(64), chunk: 5 * 1024 * 1024, len: 3, psha: "d".repeat(64) } as const;
+    const d = decodeFrame(encodeFrame(relay, [new Uint8Array([1, 2, 3])]));
+    expect(d.frame).toEqual(relay);
+    expect(d.payloads[0]).toEqual(new Uint8Array([1, 2, 3]));
+    expect(code(() => decodeFrame(header({ ...relay, psha: "nothex" }, new Uint8Array(3))))).toMatch(/^BAD_FRAME: invalid frame: psha:/);
+    const answer = { t: "relayed", src: "a/files", dst: "b/files", id: "file-aaaaaaaa", part: 1, have: 0, ok: false, code: "BAD_CHUNK", message: "damaged" } as const;
+    expect(decodeFrame(encodeFrame(answer)).frame).toEqual(answer);
+    expect(code(() => decodeFrame(header({ ...answer, extra: 1 })))).toMatch(/^BAD_FRAME: invalid frame/);
+  });
+
   it("round-trips a pub frame with payloads as views, not copies", () => {
     const payloads = [new Uint8Array([1, 2, 3]), new Uint8Array(0), new Uint8Array([9])];
     const bytes = encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 3), msg(2, 0), msg(3, 1)] }, payloads);

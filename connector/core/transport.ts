@@ -84,10 +84,17 @@ export class Transport {
   }
 
   /** Sends a frame; false when not connected (the caller keeps it and resends on open). */
-  send(data: Uint8Array): boolean {
+  /**
+   * Sends one message; given pieces (encodeFrameParts), as fragments of
+   * one message, sent back to back (nothing can come between them: ws frames
+   * and masks each piece before send() returns, so a piece's buffer may be
+   * reused at once).
+   */
+  send(data: Uint8Array | Uint8Array[]): boolean {
     const ws = this.ws;
     if (!ws || this.state !== "open" || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(data);
+    if (!Array.isArray(data)) ws.send(data);
+    else data.forEach((piece, i) => ws.send(piece, { binary: true, fin: i === data.length - 1 }));
     return true;
   }
 

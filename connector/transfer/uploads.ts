@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { open, type FileHandle } from "node:fs/promises";
-import { encodeFrame, ErrorCode, Limits, partLength, partsOf, type ErrorFrame, type UploadedFrame } from "../../wire/index.ts";
+import { encodeFrame, encodeFrameParts, ErrorCode, Limits, partLength, partsOf, type ErrorFrame, type UploadedFrame } from "../../wire/index.ts";
 import type { Spool, SpoolRecord } from "../spool/spool.ts";
 import type { Logger } from "../core/log.ts";
 import { Backoff } from "../core/backoff.ts";
@@ -42,7 +42,7 @@ type Upload = {
 
 export type UploadDeps = {
   spool: Spool;
-  send: (frame: Uint8Array) => boolean;
+  send: (frame: Uint8Array | Uint8Array[]) => boolean;
   buffered: () => number;
   connected: () => boolean;
   log: Logger;
@@ -264,7 +264,8 @@ export class Uploads {
         if (bytesRead !== len) throw new Error(`the spool's copy of ${u.rec.id} is shorter than its record says`);
         const bytes = u.plan.seal ? u.plan.seal(part, plain) : plain;
         const sha256 = createHash("sha256").update(bytes).digest("hex");
-        if (!this.d.send(encodeFrame({ t: "chunk", ch: u.rec.channel, id: u.rec.id, part, len: bytes.byteLength, sha256 }, [bytes]))) {
+        // In two fragments, the part's bytes straight from the read buffer (no frame-sized copy).
+        if (!this.d.send(encodeFrameParts({ t: "chunk", ch: u.rec.channel, id: u.rec.id, part, len: bytes.byteLength, sha256 }, [bytes]))) {
           u.next = part;
           return;
         }
