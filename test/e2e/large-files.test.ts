@@ -429,6 +429,44 @@ describe("large files: relayed to an online receiver or chunked through R2, resu
     expect(await p.inboxNames()).toEqual(["relay-corrupt-down.bin", "relay-corrupt-up.bin"]);
   });
 
+  it("relay: fans out to every destination, each writing every part; with one offline the edge stores it for both", async () => {
+    const p = await pair("relay-fan");
+    // A second destination, C, straight to the edge, on a second route from A's channel.
+    const add = ferry(["admin", "connector", "add", "relay-fan-c", "--json"], env);
+    expect(add.code, add.stderr).toBe(0);
+    const enrol = ferry(["connector", "enroll", "--edge", edge.url, "--token", (JSON.parse(add.stdout) as { enrolToken: string }).enrolToken, "--state", join(p.dir, "c-state"), "--json"], env);
+    expect(enrol.code, enrol.stderr).toBe(0);
+    await writeFile(join(p.dir, "c.toml"), `state = "./c-state"\nlog = "json"\nheartbeat_seconds = 2\n\n[[channels]]\nname = "files"\nprotocol = "file"\ninbox = "./c-in"\npoll_ms = 50\n`);
+    expect(ferry(["admin", "route", "add", "relay-fan-a/files", "relay-fan-c/files", "--json"], env).code).toBe(0);
+    let c = new ConnectorProcess(join(p.dir, "c.toml"));
+    await c.connected();
+    const atC = async (name: string, size: number) => {
+      await waitFor(`${name} in C's inbox`, async () => (await stat(join(p.dir, "c-in", name)).catch(() => null))?.size === size, 120_000, 100);
+      return sha256File(join(p.dir, "c-in", name));
+    };
+    try {
+      const size = 3 * CHUNK + 17;
+      const sha = await p.drop("fan-1.bin", size);
+      expect(await p.arrived("fan-1.bin", size)).toBe(sha);
+      expect(await atC("fan-1.bin", size)).toBe(sha);
+      for (const r of [p.b, c]) {
+        expect(r.count("relayed payload received whole")).toBe(1);
+        expect(progress(r, "download progress")).toEqual([]);
+      }
+      // C away: no relay (it needs every destination); stored, and each fetches it from the edge.
+      await c.stop();
+      const sha2 = await p.drop("fan-2.bin", size);
+      expect(await p.arrived("fan-2.bin", size)).toBe(sha2);
+      expect(p.b.count("receiving a large payload relayed from its sender")).toBe(1);
+      c = new ConnectorProcess(join(p.dir, "c.toml"));
+      await c.connected();
+      expect(await atC("fan-2.bin", size)).toBe(sha2);
+      expect(progress(c, "download progress").length).toBe(4);
+    } finally {
+      await c.stop();
+    }
+  });
+
   const canMount = process.getuid?.() === 0 && spawnSync("sh", ["-c", "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d && umount $d"]).status === 0;
   const diskFull = (relay: boolean) => async () => {
     // The receiver's state and inbox on a real, small file system (64 MiB, most of it taken).
