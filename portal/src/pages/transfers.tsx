@@ -32,7 +32,7 @@ export function Transfers() {
     <section>
       <h1>Transfers</h1>
       <p class="muted">
-        Large files (over 1 MiB) travel in 8 MiB parts: uploaded by the source connector into the edge, then fetched by each destination. They show here while on their way; delivered ones are in{" "}
+        Large files (over 1 MiB) travel in 8 MiB parts: relayed straight to the destinations' disks while they are all online (the edge stores none of it), otherwise uploaded by the source connector into the edge, then fetched by each destination. They show here while on their way; delivered ones are in{" "}
         <a href="#/messages">Messages</a>.
       </p>
       <State error={error} loading={!data}>
@@ -55,7 +55,7 @@ export function Transfers() {
                   {bytes(t.size)} in {t.parts} part{t.parts === 1 ? "" : "s"} · from {t.source} · last progress {time(t.updatedAt)}
                 </p>
                 <Progress
-                  label={t.uploaded >= t.parts ? "Uploaded" : "Uploading"}
+                  label={t.relayed ? (t.uploaded >= t.parts ? "Relayed (not stored at the edge)" : "Relaying (not stored at the edge)") : t.uploaded >= t.parts ? "Uploaded" : "Uploading"}
                   value={t.uploaded}
                   max={t.parts}
                   detail={`${bytes(partBytes(t, t.uploaded))} of ${bytes(t.size)}`}
@@ -66,7 +66,11 @@ export function Transfers() {
                 ) : (
                   t.downloads.map((d) => (
                     <Progress
-                      label={`${d.fetched >= t.parts ? "Fetched by" : d.fetched === 0 ? "Waiting for" : "Fetching:"} ${d.destination}`}
+                      label={
+                        t.relayed
+                          ? `${d.fetched >= t.parts ? "Written by" : "Writing:"} ${d.destination}`
+                          : `${d.fetched >= t.parts ? "Fetched by" : d.fetched === 0 ? "Waiting for" : "Fetching:"} ${d.destination}`
+                      }
                       value={d.fetched}
                       max={t.parts}
                       detail={d.fetched > 0 ? bytes(partBytes(t, d.fetched)) : t.uploaded < t.parts ? "starts once the upload is complete" : "not started (is it online?)"}
