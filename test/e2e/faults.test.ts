@@ -15,7 +15,7 @@ describe("exactly once, in order, under faults", () => {
     async () => {
       const report = await chaosRun(
         soakSeconds > 0
-          ? { files: Math.max(5000, soakSeconds * 20), durationMs: soakSeconds * 1000, seed, faults: ["kill-sender", "kill-receiver", "restart-edge", "cut", "stall", "cut", "kill-sender", "kill-receiver"], gapMs: [3000, 12_000], log: (s) => console.log(s) }
+          ? { files: Math.max(5000, soakSeconds * 20), durationMs: soakSeconds * 1000, seed, faults: ["kill-sender", "kill-receiver", "restart-edge", "cut", "stall", "cut", "kill-sender", "kill-receiver"], gapMs: [3000, 12_000], largeEvery: Number(process.env.FERRY_SOAK_LARGE_EVERY ?? 150), log: (s) => console.log(s) }
           : { files: 600, durationMs: 20_000, seed, faults: ["kill-sender", "kill-receiver", "cut", "kill-sender", "kill-receiver", "restart-edge", "stall"], gapMs: [1500, 3500], log: (s) => console.log(s) },
       );
       console.log(`chaos report: ${JSON.stringify({ ...report, missing: report.missing.length, duplicates: report.duplicates.length, corrupt: report.corrupt.length })}`);

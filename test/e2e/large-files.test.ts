@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -336,6 +336,25 @@ describe("large files: relayed to an online receiver or chunked through R2, resu
     expect(await p.arrived("corrupt-down.bin", size)).toBe(sha2);
     expect(p.b.count("a part arrived damaged; fetching it again")).toBe(1);
     expect(await p.inboxNames()).toEqual(["corrupt-down.bin", "corrupt-up.bin"]);
+  });
+
+  it("keeps the outbox's order when large and small files become ready in the same scan", async () => {
+    const p = await pair("mixed");
+    // Found together (A was stopped): oldest first, whatever their sizes (the soak once saw large files jump ahead).
+    await p.a.stop();
+    const files: [string, number][] = [["1-small.txt", 100], ["2-large.bin", CHUNK + 5], ["3-small.txt", 200], ["4-large.bin", 2 * MiB], ["5-small.txt", 300]];
+    const sums = new Map<string, string>();
+    for (const [i, [name, size]] of files.entries()) {
+      sums.set(name, await p.drop(name, size));
+      const t = new Date(Date.now() - 60_000 + i * 1000);
+      await utimes(join(p.dir, "a-out", name), t, t);
+    }
+    await p.startA();
+    for (const [name, size] of files) expect(await p.arrived(name, size)).toBe(sums.get(name));
+    await waitFor("the captures logged", async () => p.a.count("captured") >= files.length);
+    expect(p.a.lines.filter((l) => l.msg === "captured").map((l) => l.file)).toEqual(files.map(([n]) => n));
+    await waitFor("the deliveries logged", async () => p.b.count("delivered") >= files.length);
+    expect(p.b.lines.filter((l) => l.msg === "delivered").map((l) => String(l.path).split("/").pop())).toEqual(files.map(([n]) => n));
   });
 
   // Relayed (D19): the receiver is online and takes relays; the edge stores nothing unless the relay breaks off.

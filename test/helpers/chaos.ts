@@ -18,6 +18,8 @@ export type ChaosPlan = {
   faults: ("kill-sender" | "kill-receiver" | "restart-edge" | "cut" | "stall")[];
   /** Milliseconds between faults (random in this range). */
   gapMs: [number, number];
+  /** Every this many files, one is large (9 to 24 MiB: several chunks, relayed or stored), so faults land mid-transfer too. */
+  largeEvery?: number;
   log?: (s: string) => void;
 };
 
@@ -157,7 +159,8 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
     let written = 0;
     const writer = (async () => {
       for (let i = 0; i < plan.files; i++) {
-        const body = Buffer.concat([Buffer.from(`${i}\n`), randomBytes(64 + Math.floor(rnd() * 2048))]);
+        const large = plan.largeEvery !== undefined && i % plan.largeEvery === plan.largeEvery - 1;
+        const body = Buffer.concat([Buffer.from(`${i}\n`), randomBytes(large ? (9 + Math.floor(rnd() * 16)) * 1024 * 1024 : 64 + Math.floor(rnd() * 2048))]);
         digests.set(name(i), createHash("sha256").update(body).digest("hex"));
         await writeFile(join(dir, "a-out", `.${name(i)}.tmp`), body);
         await rename(join(dir, "a-out", `.${name(i)}.tmp`), join(dir, "a-out", name(i)));

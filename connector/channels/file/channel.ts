@@ -92,17 +92,19 @@ export class FileChannel implements Receiver, Channel {
     const scanner = this.scanner;
     if (!scanner) return;
     await this.retryReleases(scanner);
-    const found = (await scanner.scan()).filter((f) => !this.unreleased.has(f.path));
-    // Large files are captured one by one without being read into memory; small ones many per commit.
-    for (const file of found.filter((f) => f.size > Limits.MAX_INLINE_PAYLOAD)) {
-      if (this.stopped) return;
-      await this.captureLarge(scanner, file);
-    }
-    const ready = found.filter((f) => f.size <= Limits.MAX_INLINE_PAYLOAD);
+    const ready = (await scanner.scan()).filter((f) => !this.unreleased.has(f.path));
+    // In the order the files became ready (the scan's order is the stream's): large files are
+    // captured one by one without being read into memory, the small ones between them many per commit.
     for (let i = 0; i < ready.length && !this.stopped; ) {
+      const next = ready[i] as OutboxFile;
+      if (next.size > Limits.MAX_INLINE_PAYLOAD) {
+        i++;
+        await this.captureLarge(scanner, next);
+        continue;
+      }
       const batch: { file: OutboxFile; payload: Uint8Array }[] = [];
       let bytes = 0;
-      while (i < ready.length && batch.length < CAPTURE_BATCH_FILES && (batch.length === 0 || bytes < CAPTURE_BATCH_BYTES)) {
+      while (i < ready.length && (ready[i] as OutboxFile).size <= Limits.MAX_INLINE_PAYLOAD && batch.length < CAPTURE_BATCH_FILES && (batch.length === 0 || bytes < CAPTURE_BATCH_BYTES)) {
         const file = ready[i++] as OutboxFile;
         const payload = await readFile(file.path).catch(() => null);
         // Gone or changed since the scan: the next scan decides again.
