@@ -2,7 +2,7 @@ import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test"
 import { describe, expect, it } from "vitest";
 import { toHex, type PubMessage } from "../../wire/index.ts";
 import type { ChannelObject } from "./channel.ts";
-import { ABANDON_AFTER_MS } from "./transfers.ts";
+import { ABANDON_AFTER_MS, RelayMode, Transfers } from "./transfers.ts";
 
 const TENANT = "t1";
 const MiB = 1024 * 1024;
@@ -111,5 +111,50 @@ describe("channel object: large payloads (claim check)", () => {
     });
     await runDurableObjectAlarm(stub);
     expect(await tables(stub)).toEqual({ uploads: [], gc: [] });
+  });
+
+  it("keeps a relay's count without an R2 object, refuses its claim check to a destination it did not reach, and stores it from part 1 when asked", async () => {
+    const { source, stub } = fresh();
+    const body = payload();
+    const id = "relayed-00000001";
+    const digest = await sha(body);
+    await runInDurableObject(stub, async (_o, state) => {
+      const t = new Transfers(state, env, state.storage.sql);
+      const f = { t: "upload", ch: "files", id, size: body.byteLength, sha256: digest, chunk: CHUNK, parts: 2 } as const;
+      expect(t.openRelay(TENANT, source, null, f, ["b/files"])).toEqual({ ok: true, have: 0, parts: 2 });
+      expect(t.openRelay(TENANT, source, null, f, ["b/files"])).toBeNull();
+      t.relayed(id, 1);
+      expect(t.row(id)).toMatchObject({ have: 1, done: 0, relay: RelayMode.RELAYING, upload_id: "" });
+      // Nothing to serve: the bytes went to the destination's disk.
+      expect(await t.part(id, 1)).toMatchObject({ ok: false, code: "UNKNOWN_STREAM", message: expect.stringMatching(/relayed to its destination's disk/) });
+      expect(t.bind(id, body.byteLength, digest, 9, ["b/files"])).toMatch(/holds 1 of 2 parts/);
+      t.relayed(id, 2);
+      expect(t.row(id)).toMatchObject({ have: 2, done: 1, relay: RelayMode.RELAYED });
+      // A route added since, or one that keeps a copy at the edge: the claim check is refused, nothing bound.
+      expect(t.bind(id, body.byteLength, digest, 9, ["b/files", "c/files"])).toMatch(/not to c\/files \(a route added since\)/);
+      expect(t.bind(id, body.byteLength, digest, 9, null)).toMatch(/keep a copy at the edge/);
+      expect(t.row(id)?.mseq).toBeNull();
+      // Stored instead: an R2 multipart upload from part 1, then taken and bound like any other.
+      expect(await t.toStore(id)).toBe(true);
+      expect(await t.toStore(id)).toBe(false);
+      expect(t.row(id)).toMatchObject({ have: 0, done: 0, relay: RelayMode.STORE, relay_to: null, upload_id: expect.stringMatching(/./) });
+      expect(await t.put(id, 1, body.subarray(0, CHUNK), await sha(body.subarray(0, CHUNK)))).toEqual({ ok: true, have: 1, parts: 2 });
+      expect(await t.put(id, 2, body.subarray(CHUNK), await sha(body.subarray(CHUNK)))).toEqual({ ok: true, have: 2, parts: 2 });
+      expect(t.bind(id, body.byteLength, digest, 9, null)).toEqual({ key: expect.stringContaining(id), chunk: CHUNK, parts: 2 });
+      const stored = await t.part(id, 2);
+      expect(stored.ok && (await sha(stored.bytes))).toBe(await sha(body.subarray(CHUNK)));
+    });
+  });
+
+  it("gives the uploads of an object from before relays their columns: each is a stored upload", async () => {
+    const { stub } = fresh();
+    await runInDurableObject(stub, (_o, state) => {
+      state.storage.sql.exec("DROP TABLE uploads");
+      state.storage.sql.exec(`CREATE TABLE uploads (id TEXT PRIMARY KEY, key TEXT NOT NULL, bucket TEXT NOT NULL, upload_id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        chunk INTEGER NOT NULL, parts INTEGER NOT NULL, have INTEGER NOT NULL, done INTEGER NOT NULL, mseq INTEGER, updated_at INTEGER NOT NULL)`);
+      state.storage.sql.exec("INSERT INTO uploads VALUES ('old-upload-01', 'transfers/k', 'ARCHIVE', 'mpu-1', 10, ?, ?, 1, 0, 0, NULL, 1)", "a".repeat(64), CHUNK);
+      const t = new Transfers(state, env, state.storage.sql);
+      expect(t.row("old-upload-01")).toMatchObject({ upload_id: "mpu-1", relay: RelayMode.STORE, relay_to: null });
+    });
   });
 });
