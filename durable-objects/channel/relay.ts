@@ -81,7 +81,9 @@ export class Relays {
       return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: `the relay of ${id} ended (this edge restarted); it is stored at the edge instead: upload it again` };
     }
     if (part <= have) return { ok: true, have, parts: l.parts };
-    if (part > l.sent + 1) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} arrived before part ${l.sent + 1}`, have };
+    // After a resume, answers to parts passed on before it may have moved `have` past `sent`.
+    const next = Math.max(l.sent, have) + 1;
+    if (part > next) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} arrived before part ${next}`, have };
     const want = partLength(l.size, l.chunk, part);
     if (bytes.byteLength !== want) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} has ${bytes.byteLength} bytes, expected ${want}`, have };
     l.sent = Math.max(l.sent, part);
