@@ -147,6 +147,12 @@ describe("edge: enrolment and connection", () => {
     // Another connector's stream cannot be acknowledged from here.
     ws.send(encodeFrame({ t: "ack", src: "ws-a/orders", dst: "ws-b/orders", upTo: 1 }));
     expect(await next((f) => f.t === "error")).toMatchObject({ code: "FORBIDDEN" });
+    // Nor a relayed part answered for it; and relaying is the edge's to do, not a connector's.
+    ws.send(encodeFrame({ t: "relayed", src: "ws-a/orders", dst: "ws-b/orders", id: "id-0000000009", part: 1, have: 1, ok: true }));
+    expect(await next((f) => f.t === "error")).toMatchObject({ code: "FORBIDDEN", message: "ws-a cannot answer for ws-b/orders" });
+    const chunk = new Uint8Array(3);
+    ws.send(encodeFrame({ t: "relay", src: "ws-a/orders", dst: "ws-b/orders", id: "id-0000000009", part: 1, parts: 2, size: 6 * 1024 * 1024, sha256: "0".repeat(64), chunk: 5 * 1024 * 1024, len: 3, psha: "0".repeat(64) }, [chunk]));
+    expect(await next((f) => f.t === "error")).toMatchObject({ code: "BAD_FRAME", message: "connectors do not send 'relay' frames" });
     ws.close(1000, "done");
   });
 

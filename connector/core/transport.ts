@@ -83,10 +83,10 @@ export class Transport {
     this.heartbeatMs = seconds * 1000;
   }
 
-  /** Sends a frame; false when not connected (the caller keeps it and resends on open). */
   /**
-   * Sends one message; given pieces (encodeFrameParts), as fragments of
-   * one message, sent back to back (nothing can come between them: ws frames
+   * Sends a frame; false when not connected (the caller keeps it and
+   * resends on open). Given pieces (encodeFrameParts), they go as fragments
+   * of one message, back to back: nothing can come between them (ws frames
    * and masks each piece before send() returns, so a piece's buffer may be
    * reused at once).
    */
