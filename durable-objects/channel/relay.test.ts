@@ -31,6 +31,13 @@ function sessions() {
   return { pushed, told, state, session };
 }
 
+/** A relay over the object's own storage, with the session objects replaced by recorders. */
+function relayIn(state: DurableObjectState) {
+  const s = sessions();
+  const transfers = new Transfers(state, env, state.storage.sql);
+  return { s, transfers, relays: new Relays({ transfers, session: s.session }) };
+}
+
 /** Waits (bounded) for the relay's notices, which it sends one after another in the background. */
 async function until(what: string, cond: () => boolean): Promise<void> {
   for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 2));
@@ -51,9 +58,7 @@ describe("channel object: relays (D19)", () => {
   it("goes on after a resume while answers to parts sent before it are still coming", async () => {
     const { source, stub, id, frame, part } = await setup(3);
     await runInDurableObject(stub, async (_o, state) => {
-      const s = sessions();
-      const transfers = new Transfers(state, env, state.storage.sql);
-      const relays = new Relays({ transfers, session: s.session });
+      const { s, transfers, relays } = relayIn(state);
       expect(await relays.open(TENANT, source, null, frame, ["b/files"])).toEqual({ ok: true, have: 0, parts: 3 });
       for (const p of [1, 2]) expect(await relays.put(id, transfers.row(id)?.have ?? 0, p, part(p), await sha(part(p)))).toMatchObject({ ok: true, relaying: true });
       expect(s.pushed.map((x) => [x.connector, x.frame.t, (x.frame as { part: number }).part])).toEqual([["b", "relay", 1], ["b", "relay", 2]]);
@@ -73,9 +78,7 @@ describe("channel object: relays (D19)", () => {
   it("passes a damaged part's refusal to the sender, and stores the upload when a destination cannot go on or goes offline", async () => {
     const { source, stub, id, frame, part } = await setup(2);
     await runInDurableObject(stub, async (_o, state) => {
-      const s = sessions();
-      const transfers = new Transfers(state, env, state.storage.sql);
-      const relays = new Relays({ transfers, session: s.session });
+      const { s, transfers, relays } = relayIn(state);
       await relays.open(TENANT, source, null, frame, ["b/files", "c/files"]);
       await relays.put(id, 0, 1, part(1), await sha(part(1)));
       // One destination found part 1 damaged: the sender hears BAD_CHUNK for it, with what every destination holds.
