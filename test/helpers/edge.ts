@@ -69,15 +69,19 @@ export class LocalEdge {
     this.proc = proc;
     proc.stdout?.on("data", (d: Buffer) => (this.output += d.toString()));
     proc.stderr?.on("data", (d: Buffer) => (this.output += d.toString()));
+    // Under the e2e hooks' 120 s: an edge that does not come up fails here, with what it said, not as a bare hook timeout.
     await waitFor(
       `the edge on port ${this.port} to be healthy`,
       async () => {
         if (proc.exitCode !== null) throw new Error(`start exited ${proc.exitCode}: ${this.output.slice(-2000)}`);
         return this.output.includes("is up") && (await fetch(`${this.url}/healthz`)).ok;
       },
-      120_000,
+      100_000,
       100,
-    );
+    ).catch((e: unknown) => {
+      proc.kill("SIGTERM");
+      throw new Error(`${(e as Error).message}; the edge's last output: ${this.output.slice(-2000)}`);
+    });
     this.adminToken = (await readFile(join(this.stateDir, "admin-token"), "utf8")).trim();
   }
 
