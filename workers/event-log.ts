@@ -91,11 +91,12 @@ export async function receiptOf(db: D1Database, tenant: string, delivered: Event
   if (row || delivered.id < BATCH_ID_BASE) return row;
   // One batch at a time: an ack's batches hold consecutive positions, the receipt at the end of the last.
   type Held = BatchRow & { chain: string; last_seq: number; destination: string | null };
-  let b = await db.prepare("SELECT id, events, chain, last_seq, destination FROM event_batches WHERE id = ?").bind(Math.floor((delivered.id - BATCH_ID_BASE) / BATCH_MAX)).first<Held>();
+  const held = "SELECT id, events, chain, last_seq, destination FROM event_batches WHERE";
+  let b = await db.prepare(`${held} id = ?`).bind(Math.floor((delivered.id - BATCH_ID_BASE) / BATCH_MAX)).first<Held>();
   while (b) {
     for (const e of expandBatch(b)) if (e.type === "receipt" && e.message_id === id && e.tenant === tenant) return e;
     b = await db
-      .prepare("SELECT id, events, chain, last_seq, destination FROM event_batches WHERE chain = ? AND chain_seq = ? AND type = 'delivered' AND destination IS ?")
+      .prepare(`${held} chain = ? AND chain_seq = ? AND type = 'delivered' AND destination IS ?`)
       .bind(b.chain, b.last_seq + 1, b.destination)
       .first<Held>();
   }

@@ -484,8 +484,9 @@ export class Downloads {
     }
   }
 
+  /** A relay shows as a download (named by its id: the file's name comes with the claim check). */
   private relayProgress(r: Relay): TransferProgress {
-    return { direction: "down", channel: r.dst, id: r.id, name: r.id, done: Math.min(r.size, r.have * r.chunk), total: r.size };
+    return downProgress(r.dst, r.id, r.id, r.have, r.chunk, r.size);
   }
 
   /** An error frame about a fetch; false if it is not about one of ours. */
@@ -528,6 +529,10 @@ export class Downloads {
   }
 
   private progress(x: Download): TransferProgress {
-    return { direction: "down", channel: x.dst, id: x.meta.id, name: x.meta.fields?.filename ?? x.meta.id, done: Math.min(x.meta.size, x.have * x.meta.blob.chunk), total: x.meta.size };
+    return downProgress(x.dst, x.meta.id, x.meta.fields?.filename ?? x.meta.id, x.have, x.meta.blob.chunk, x.meta.size);
   }
+}
+
+function downProgress(channel: string, id: string, name: string, have: number, chunk: number, size: number): TransferProgress {
+  return { direction: "down", channel, id, name, done: Math.min(size, have * chunk), total: size };
 }

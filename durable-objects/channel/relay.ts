@@ -5,6 +5,9 @@ import { RelayMode, type Transfers, type UploadState } from "./transfers.ts";
 /** A relayed part that not every destination answered within this long ends the relay: the payload is stored instead. */
 export const RELAY_ANSWER_MS = 20_000;
 
+/** What the sender is told when a relay ends (as an answer to its part, or as a notice). */
+const ended = (id: string, why: string) => `the relay of ${id} ended (${why}); it is stored at the edge instead: upload it again`;
+
 type Live = {
   id: string;
   source: string;
@@ -78,7 +81,7 @@ export class Relays {
     const l = this.live.get(id);
     if (!l) {
       await this.end(id, "this edge restarted during the relay", false);
-      return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: `the relay of ${id} ended (this edge restarted); it is stored at the edge instead: upload it again` };
+      return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: ended(id, "this edge restarted") };
     }
     if (part <= have) return { ok: true, have, parts: l.parts };
     // After a resume, answers to parts passed on before it may have moved `have` past `sent`.
@@ -98,8 +101,9 @@ export class Relays {
     );
     const gone = l.destinations.filter((_, i) => !pushed[i]);
     if (gone.length > 0) {
-      await this.end(id, `${gone.join(", ")} went offline`, false);
-      return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: `the relay of ${id} ended (${gone.join(", ")} went offline); it is stored at the edge instead: upload it again` };
+      const why = `${gone.join(", ")} went offline`;
+      await this.end(id, why, false);
+      return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: ended(id, why) };
     }
     this.arm(l);
     return { ok: true, have, parts: l.parts, relaying: true };
@@ -142,7 +146,7 @@ export class Relays {
     console.warn(JSON.stringify({ event: "relay ended", id, why }));
     const stored = await this.d.transfers.toStore(id);
     if (stored && tell && l) {
-      this.notify(l, errorFrame(ErrorCode.UPLOAD_INCOMPLETE, `the relay of ${id} ended (${why}); it is stored at the edge instead: upload it again`, { ch: splitAddress(l.source).channel, id }));
+      this.notify(l, errorFrame(ErrorCode.UPLOAD_INCOMPLETE, ended(id, why), { ch: splitAddress(l.source).channel, id }));
     }
   }
 

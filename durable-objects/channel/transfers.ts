@@ -222,8 +222,6 @@ export class Transfers {
   list(source: string, fetched: (destination: string, id: string) => number, fieldsOf: (mseq: number) => Record<string, string> | null): TransferView[] {
     const rows = this.sql.exec<UploadRow>("SELECT * FROM uploads ORDER BY updated_at DESC LIMIT 200").toArray();
     return rows.map((u) => {
-      // A claim check is alone in its segment (first mseq = its mseq): its runs are its queue places.
-      const destinations = u.mseq === null ? [] : this.sql.exec<{ destination: string }>("SELECT DISTINCT destination FROM runs WHERE claim = 1 AND seg = ?", u.mseq).toArray();
       const fields = u.mseq === null ? null : fieldsOf(u.mseq);
       if (u.relay !== RelayMode.STORE) {
         // A relay's destinations hold what the row counts (every one of them has written `have` parts).
@@ -233,6 +231,8 @@ export class Transfers {
           downloads: to.map((destination) => ({ destination, fetched: u.have })),
         };
       }
+      // A claim check is alone in its segment (first mseq = its mseq): its runs are its queue places.
+      const destinations = u.mseq === null ? [] : this.sql.exec<{ destination: string }>("SELECT DISTINCT destination FROM runs WHERE claim = 1 AND seg = ?", u.mseq).toArray();
       return {
         id: u.id, source, filename: fields?.filename ?? null, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at,
         downloads: destinations.map((d) => ({ destination: d.destination, fetched: fetched(d.destination, u.id) })),
