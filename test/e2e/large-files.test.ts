@@ -400,12 +400,16 @@ describe("large files: relayed to an online receiver or chunked through R2, resu
     expect(Math.min(...progress(p.a, "chunk sent").map((l) => l.part))).toBeGreaterThan(1);
     expect(p.b.count("relayed payload received whole")).toBe(1);
 
+    // B's link stalls a little past half (parts of 8 MiB and their headers), so the relay is still
+    // under way when B dies, however fast it ran (a CI run once saw it finish before the kill).
+    p.bProxy.stallAfter("down", 6 * CHUNK + CHUNK / 2);
     const sha2 = await p.drop("relay-killed-b.bin", size);
     const started = "receiving a large payload relayed from its sender";
     await waitFor("the second relay to start", () => p.b.count(started) >= 2, 60_000, 20);
     const second = String(p.b.lines.filter((l) => l.msg === started)[1]?.id);
     await waitFor("half of the second relay", () => progress(p.b, "relay progress", second).some((l) => l.have >= 6), 60_000, 20);
     await p.b.stop("SIGKILL");
+    p.bProxy.resume();
     // With its receiver gone the relay ends: the sender uploads into the edge's store from part 1.
     await waitFor("the relay to end", () => p.a.count("the edge holds fewer parts than it had taken; uploading again from there") >= 1, 60_000);
     await p.startB();
@@ -419,9 +423,11 @@ describe("large files: relayed to an online receiver or chunked through R2, resu
   it("relay: ends when the edge restarts mid-relay; the payload is stored from part 1 and the receiver keeps what it wrote", async () => {
     const p = await pair("relay-restart");
     const size = 12 * CHUNK;
+    p.bProxy.stallAfter("down", 6 * CHUNK + CHUNK / 2);
     const sha = await p.drop("relay-restarted.bin", size);
     await waitFor("half of the relay", () => progress(p.b, "relay progress").some((l) => l.have >= 6), 60_000, 20);
     await edge.down();
+    p.bProxy.resume();
     await edge.up();
     expect(await p.arrived("relay-restarted.bin", size)).toBe(sha);
     expect(p.a.count("the edge holds fewer parts than it had taken; uploading again from there")).toBeGreaterThanOrEqual(1);

@@ -11,6 +11,8 @@ export class ChaosProxy {
   private stalled = false;
   /** Per direction: flip one byte this many bytes further on (then stop). */
   private corrupt: { up: number | null; down: number | null } = { up: null, down: null };
+  /** Per direction: stall everything once this many more bytes have passed. */
+  private limit: { up: number | null; down: number | null } = { up: null, down: null };
   port = 0;
 
   constructor(private target: { host: string; port: number }) {}
@@ -28,10 +30,12 @@ export class ChaosProxy {
       client.on("error", drop).on("close", drop);
       upstream.on("error", drop).on("close", drop);
       client.on("data", (d: Buffer) => {
-        if (!this.stalled) upstream.write(this.maybeCorrupt("up", d));
+        const pass = this.pass("up", d);
+        if (pass) upstream.write(this.maybeCorrupt("up", pass));
       });
       upstream.on("data", (d: Buffer) => {
-        if (!this.stalled) client.write(this.maybeCorrupt("down", d));
+        const pass = this.pass("down", d);
+        if (pass) client.write(this.maybeCorrupt("down", pass));
       });
     });
     await new Promise<void>((r) => this.server?.listen(port, "127.0.0.1", r));
@@ -79,13 +83,38 @@ export class ChaosProxy {
     return out;
   }
 
+  /**
+   * Stalls (as `stall`) once `after` more bytes have gone in one direction:
+   * a test that must act while a transfer is still under way (kill a peer at
+   * half) cannot then lose the race to a transfer that finished first.
+   */
+  stallAfter(direction: "up" | "down", after: number): void {
+    this.limit[direction] = after;
+  }
+
+  /** What of `d` goes through: everything, a head up to the limit (then stalled), or nothing. */
+  private pass(direction: "up" | "down", d: Buffer): Buffer | null {
+    if (this.stalled) return null;
+    const left = this.limit[direction];
+    if (left === null) return d;
+    if (left > d.byteLength) {
+      this.limit[direction] = left - d.byteLength;
+      return d;
+    }
+    this.limit[direction] = null;
+    this.stalled = true;
+    return left > 0 ? d.subarray(0, left) : null;
+  }
+
   /** Swallows all bytes both ways without closing: a half-open connection. */
   stall(): void {
     this.stalled = true;
   }
 
+  /** Lets bytes flow again, and forgets any `stallAfter` not reached yet (it would stall the next connection). */
   resume(): void {
     this.stalled = false;
+    this.limit = { up: null, down: null };
   }
 
   async close(): Promise<void> {
