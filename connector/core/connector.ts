@@ -784,9 +784,14 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private async keepReceipt(frame: ReceiptFrame): Promise<void> {
     const signer = splitAddress(frame.dst).connector;
     const verified = frame.signed ? (await verifyReceipt(frame.signed, this.policies.senderKey(signer))) !== null : null;
-    const edgeVerified = frame.edge ? (await this.policies.verifyEdge(frame.edge, `ferry:${this.identity.tenant}:${this.identity.connector}`)) !== null : null;
+    // A receipt can come before the refresh that fetches the edge's keys (just after a start): wait for it.
+    if (frame.edge && this.refreshing) await this.refreshing;
+    const edge = frame.edge ? await this.policies.checkEdge(frame.edge, `ferry:${this.identity.tenant}:${this.identity.connector}`) : null;
+    // null: not signed by the edge, or its keys could not be fetched to check (then not called false).
+    const edgeVerified = edge === null || (!edge.ok && edge.why === "unknown") ? null : edge.ok;
     if (verified === false) this.log("warn", "a receipt did not verify with the destination's enrolled key", { destination: frame.dst });
     if (edgeVerified === false) this.log("warn", "a receipt's edge signature did not verify with the edge's published keys", { destination: frame.dst });
+    if (edge && !edge.ok && edge.why === "unknown") this.log("warn", "could not check a receipt's edge signature", { destination: frame.dst, why: edge.detail });
     const line = { at: frame.at, channel: frame.ch, destination: frame.dst, status: frame.status, ids: frame.ids, verified, edgeVerified, jws: frame.signed ?? null, edge: frame.edge ?? null };
     await appendFile(join(this.stateDir, "receipts.jsonl"), `${JSON.stringify(line)}\n`).catch(
       (e: unknown) => this.log("warn", "could not store a receipt", { error: (e as Error).message }),
