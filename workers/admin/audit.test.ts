@@ -244,18 +244,19 @@ describe("event log: retention per route", () => {
   it("keeps a source's rows as long as its longest route retention, never less than LOG_RETENTION_DAYS", async () => {
     const day = 86_400_000;
     const now = Date.now();
+    // In chain order, oldest first: row `seq` at position 3 * seq - 2, then a batch of two.
     const insert = (source: string, seq: number, ageDays: number) =>
       env.DB.prepare("INSERT INTO events (tenant, message_id, type, at, place, source, chain, chain_seq, prev_hash, hash) VALUES (?, ?, 'accepted', ?, 'local', ?, ?, ?, 'x', ?)")
-        .bind(TENANT, `rr-${source}-${seq}`, now - ageDays * day, source, `${TENANT}:${source}`, seq, `h-${source}-${seq}`)
+        .bind(TENANT, `rr-${source}-${seq}`, now - ageDays * day, source, `${TENANT}:${source}`, 3 * seq - 2, `h-${source}-${seq}`)
         .run();
-    // A batch of two accepted events (positions 10 + 2 * seq and the next) with its messages' lookup rows.
+    // A batch of two accepted events (positions 3 * seq - 1 and 3 * seq) with its messages' lookup rows.
     const batch = async (source: string, seq: number, ageDays: number) => {
       const chain = `${TENANT}:${source}`;
       const at = now - ageDays * day;
       const ids = [0, 1].map((i) => `rb-${source}-${seq}-${i}`);
-      const events = ids.map((id, i) => [chain, 10 + 2 * seq + i, "x", TENANT, id, "accepted", at, "local", source, null, seq, 1, null, null, null, `h-${id}`]);
+      const events = ids.map((id, i) => [chain, 3 * seq - 1 + i, "x", TENANT, id, "accepted", at, "local", source, null, seq, 1, null, null, null, `h-${id}`]);
       await env.DB.prepare("INSERT INTO event_batches (chain, chain_seq, last_seq, tenant, source, type, at_lo, at_hi, mseq_lo, mseq_hi, n, events) VALUES (?, ?, ?, ?, ?, 'accepted', ?, ?, ?, ?, 2, ?)")
-        .bind(chain, 10 + 2 * seq, 11 + 2 * seq, TENANT, source, at, at, 2 * seq, 2 * seq + 1, JSON.stringify(events))
+        .bind(chain, 3 * seq - 1, 3 * seq, TENANT, source, at, at, 2 * seq, 2 * seq + 1, JSON.stringify(events))
         .run();
       for (const [i, id] of ids.entries()) await env.DB.prepare("INSERT INTO message_index (tenant, message_id, chain, mseq) VALUES (?, ?, ?, ?)").bind(TENANT, id, chain, 2 * seq + i).run();
     };
@@ -296,6 +297,29 @@ describe("event log: retention per route", () => {
     expect(found.results.map((r) => r.message_id)).toEqual(["rb-rr-long/out-2-0", "rb-rr-long/out-3-0", "rb-rr-none/out-3-0", "rb-rr-short/out-3-0"]);
     const logged = await env.DB.prepare("SELECT detail FROM admin_log WHERE action = 'log.purge' ORDER BY id DESC LIMIT 1").first<{ detail: string }>();
     expect(JSON.parse(logged?.detail ?? "{}")).toMatchObject({ longer: [{ chain: "default:rr-long/out" }] });
+  });
+
+  it("purges a chain only from its start: an old event logged after a kept one stays, and the chain still verifies", async () => {
+    const source = "ret-gap/out";
+    const day = 86_400_000;
+    const now = Date.now();
+    const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:${source}`));
+    await stub.configure(TENANT, source, [{ destination: "sink/in", ttlSeconds: 3600, protection: "none", archive: false }]);
+    const msg = (seq: number, createdAt: number): PubMessage => ({ seq, id: `retgap-${seq}-xxxxxxxx`, createdAt, contentType: "text/plain", size: 1, sha256: "a".repeat(64) });
+    const x = new TextEncoder().encode("x");
+    // Captured 500 days ago and accepted now; then one captured 600 days ago at a site that was offline
+    // since: its captured event is logged after the first message's accepted one, with its old time.
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: [msg(1, now - 500 * day)], payloads: [x] });
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: [msg(2, now - 600 * day)], payloads: [x] });
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const log = async () => (await env.DB.prepare("SELECT chain_seq, type, message_id FROM event_log WHERE source = ? ORDER BY chain_seq").bind(source).all<{ chain_seq: number; type: string; message_id: string }>()).results.map((r) => `${r.chain_seq}:${r.type}:${r.message_id.split("-")[1]}`);
+    expect(await log()).toEqual(["1:captured:1", "2:accepted:1", "3:captured:2", "4:accepted:2"]);
+
+    // The floor is 400 days: both captured events are older, but only the first is at the chain's start.
+    await purgeLogRows(env, now);
+    expect(await log()).toEqual(["2:accepted:1", "3:captured:2", "4:accepted:2"]);
+    const v = JSON.parse((await get(`/api/log/verify?source=${source}`)).text) as { ok: boolean; chains: { from: number; broken: unknown }[] };
+    expect(v).toMatchObject({ ok: true, chains: [{ from: 2, broken: null }] });
   });
 });
 
