@@ -233,12 +233,15 @@ describe("large files: relayed to an online receiver or chunked through R2, resu
   it("survives kill -9 of the sender mid-upload and of the receiver mid-download", async () => {
     const p = await pair("kill", { relay: false });
     const size = 12 * CHUNK;
+    // B's link stalls a little past half of the download, so B is killed while it is still under way.
+    p.bProxy.stallAfter("down", 6 * CHUNK + CHUNK / 2);
     const sha = await p.drop("killed.bin", size);
     await waitFor("half of the upload", () => progress(p.a, "upload progress").some((l) => l.have >= 6), 60_000, 20);
     await p.a.stop("SIGKILL");
     await p.startA();
     await waitFor("half of the download", () => progress(p.b, "download progress").some((l) => l.have >= 6), 120_000, 20);
     await p.b.stop("SIGKILL");
+    p.bProxy.resume();
     await p.startB();
     expect(await p.arrived("killed.bin", size)).toBe(sha);
     // The restarted sender asked the edge where it stood instead of starting over; so did the receiver.
