@@ -217,6 +217,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       keyRegistered = false;
     }
     const spool = await Spool.open(join(opts.stateDir, "spool"));
+    await Downloads.sweep(join(opts.stateDir, "downloads"), log);
     const policies = new Policies(opts.stateDir);
     await policies.load();
     return new Connector(identity, spool, opts.stateDir, opts, log, policies, keyRegistered);

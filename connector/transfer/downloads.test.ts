@@ -1,10 +1,10 @@
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { decodeFrame, type DeliverMessage, type RelayedFrame, type RelayFrame } from "../../wire/index.ts";
-import { Downloads } from "./downloads.ts";
+import { Downloads, SWEEP_AFTER_MS } from "./downloads.ts";
 
 const CHUNK = 5 * 1024 * 1024;
 const sha = (b: Uint8Array) => createHash("sha256").update(b).digest("hex");
@@ -93,5 +93,35 @@ describe("downloads: relayed parts and resuming", () => {
     const got = await readFile(path);
     expect(got.byteLength).toBe(body.byteLength);
     expect(sha(got)).toBe(meta.sha256);
+  });
+
+  it("deletes at start the partial payloads nobody asked for in 8 days, never a relayed one waiting for its claim check", async () => {
+    const { downloads, sent } = receiver(dir);
+    // A whole relayed payload: held nowhere else until its claim check comes.
+    for (const part of [1, 2, 3]) {
+      downloads.relay(relay(part), parts[part - 1] as Uint8Array);
+      for (let i = 0; i < 500 && sent.length < part; i++) await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(sent.map((f) => [f.part, f.ok])).toEqual([[1, true], [2, true], [3, true]]);
+    // An old partial download (its message expired at the edge), a recent one, and a file that is not a payload's.
+    const record = (have: number) => JSON.stringify({ have, size: 10, sha256: "a".repeat(64), chunk: 5 });
+    await writeFile(join(dir, "old-0001.part"), "12345");
+    await writeFile(join(dir, "old-0001.json"), record(1));
+    await writeFile(join(dir, "new-0002.part"), "12345");
+    await writeFile(join(dir, "new-0002.json"), record(1));
+    await writeFile(join(dir, "notes.txt"), "kept");
+    const later = Date.now() + SWEEP_AFTER_MS + 60_000;
+    const recent = new Date(later - 3_600_000);
+    for (const f of ["new-0002.part", "new-0002.json"]) await utimes(join(dir, f), recent, recent);
+    const logged: string[] = [];
+    expect(await Downloads.sweep(dir, (_l, msg) => logged.push(msg), later)).toBe(1);
+    const left = (await readdir(dir)).sort();
+    expect(left.filter((f) => f.startsWith("old-") || f.startsWith("new-"))).toEqual(["new-0002.json", "new-0002.part"]);
+    expect(left).toContain("notes.txt");
+    // The relayed payload's two files (its bytes and its record) stay.
+    expect(left.filter((f) => f.startsWith(meta.id))).toHaveLength(2);
+    expect(logged).toEqual(["deleted a partial large payload nobody asked for in 8 days"]);
+    // A folder that does not exist yet (a new connector) is not an error.
+    expect(await Downloads.sweep(join(dir, "none"), () => undefined)).toBe(0);
   });
 });

@@ -1,6 +1,6 @@
 import { createHash, type Hash } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
-import { mkdir, open, readFile, unlink, type FileHandle } from "node:fs/promises";
+import { mkdir, open, readdir, readFile, stat, unlink, type FileHandle } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
@@ -20,6 +20,12 @@ const SYNC_EVERY = 4;
 const MAX_PART_RETRIES = 5;
 /** Bytes of the progress record (JSON padded with spaces). */
 const PROGRESS_RECORD = 256;
+/**
+ * A payload's files untouched this long are deleted when the connector
+ * starts: a day past the edge's 7 days for an upload nobody sent, and longer
+ * than any download sits between two parts.
+ */
+export const SWEEP_AFTER_MS = 8 * 86_400_000;
 
 /** `verified`: the whole payload was written, fsynced and its SHA-256 checked as it was written (a relay). */
 type Progress = { have: number; size: number; sha256: string; chunk: number; verified?: boolean };
@@ -117,6 +123,34 @@ export class Downloads {
   private readonly waiting: (() => void)[] = [];
 
   constructor(private readonly d: DownloadDeps) {}
+
+  /**
+   * Deletes the files of payloads nobody asked for in SWEEP_AFTER_MS (a
+   * download whose message expired at the edge, a relay that broke off and
+   * was never fetched): run at start, before any transfer, so nothing here
+   * is in use. A download asked for again later starts over; nothing is
+   * lost, since the edge holds what it delivers. A relayed payload written
+   * whole stays however old (D19: it is held nowhere else until its claim
+   * check comes). Returns how many payloads went.
+   */
+  static async sweep(dir: string, log: Logger, now = Date.now()): Promise<number> {
+    const byKey = new Map<string, string[]>();
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const key = /^(.+)\.(part|json|plain)$/.exec(name)?.[1];
+      if (key) byKey.set(key, [...(byKey.get(key) ?? []), name]);
+    }
+    let gone = 0;
+    for (const [key, names] of byKey) {
+      const touched = await Promise.all(names.map((n) => stat(join(dir, n)).then((s) => s.mtimeMs, () => now)));
+      if (now - Math.max(...touched) < SWEEP_AFTER_MS) continue;
+      const record = await readFile(join(dir, `${key}.json`), "utf8").then((t) => JSON.parse(t) as Progress, () => null);
+      if (record?.verified) continue;
+      await Promise.all(names.map((n) => unlink(join(dir, n)).catch(() => undefined)));
+      log("info", "deleted a partial large payload nobody asked for in 8 days", { key, files: names });
+      gone++;
+    }
+    return gone;
+  }
 
   private paths(key: string): { part: string; progress: string; plain: string } {
     return { part: join(this.d.dir, `${key}.part`), progress: join(this.d.dir, `${key}.json`), plain: join(this.d.dir, `${key}.plain`) };
