@@ -19,7 +19,7 @@ import { Relays } from "./relay.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
 import { meteredSql, newUsage, type Usage } from "../usage.ts";
 import { encodeSegment, migrateLegacy, SEGMENT_BYTES, Segments, type Segment, type StoredMessage } from "./segments.ts";
-import { webhookSignature } from "../../workers/signatures.ts";
+import { webhookSignature, webhookSignatureOfStream } from "../../workers/signatures.ts";
 
 /** Unacknowledged messages in flight to one destination (the credit window). */
 const WINDOW_MESSAGES = 4096;
@@ -61,8 +61,8 @@ function envelopeBytes(m: PubMessage): number {
   return n;
 }
 
-/** Hosted egress POSTs a payload whole: large payloads up to this size are read into memory for it. */
-const EGRESS_MAX_BLOB_BYTES = 64 * 1024 * 1024;
+/** A hosted endpoint must take a large payload at least this fast (bytes per second), on top of EGRESS_TIMEOUT_MS. */
+const EGRESS_MIN_RATE = 2 * 1024 * 1024;
 
 /**
  * The channel object: one per source address (`tenant:connector/channel`).
@@ -759,8 +759,9 @@ export class ChannelObject extends DurableObject<Env> {
       if (!run) return;
       const next = Math.max(run.start_dseq, cur.acked + 1);
       const row = this.messagesIn([run], next, next)[0] as QueuedMessage;
-      const body = row.blob ? await this.egressBody(row.mseq, row.size) : row.payload;
       const t = Math.floor(Date.now() / 1000);
+      const large = row.blob ? await this.egressBody(row.mseq, egress.secret, t) : null;
+      const body = large ? (typeof large === "string" ? large : large.body) : row.payload;
       const headers: Record<string, string> = {
         "content-type": row.contentType,
         "idempotency-key": row.id,
@@ -771,12 +772,13 @@ export class ChannelObject extends DurableObject<Env> {
       };
       const fields = row.fields;
       if (fields?.filename) headers["ferry-filename"] = encodeURIComponent(fields.filename);
-      if (egress.secret && typeof body !== "string") headers["ferry-signature"] = `t=${t},v1=${await webhookSignature(egress.secret, t, body)}`;
+      if (egress.secret && body instanceof Uint8Array) headers["ferry-signature"] = `t=${t},v1=${await webhookSignature(egress.secret, t, body)}`;
+      if (large && typeof large !== "string" && large.signature) headers["ferry-signature"] = `t=${t},v1=${large.signature}`;
       let status = 0;
       let error: string | null = null;
       try {
         if (typeof body === "string") throw new Error(body);
-        const res = await fetch(egress.url, { method: "POST", headers, body, signal: AbortSignal.timeout(EGRESS_TIMEOUT_MS) });
+        const res = await fetch(egress.url, { method: "POST", headers, body, signal: AbortSignal.timeout(EGRESS_TIMEOUT_MS + Math.ceil((row.size / EGRESS_MIN_RATE) * 1000)) });
         status = res.status;
         await res.arrayBuffer().catch(() => undefined);
       } catch (e) {
@@ -804,15 +806,25 @@ export class ChannelObject extends DurableObject<Env> {
   }
 
   /**
-   * A large payload for hosted egress, read whole (the POST is signed over
-   * its bytes), or why it cannot be: the attempt fails, is logged, and the
-   * message ends as a dead letter at its TTL like any undeliverable one.
+   * A large payload for hosted egress, streamed from R2 and never whole in
+   * this object's memory (whatever its size): read once for the signature
+   * (it covers every byte) when the endpoint has a secret, then again as the
+   * POST's body (with its length). A string says why it cannot be sent: the
+   * attempt fails, is logged, and the message ends as a dead letter at its
+   * TTL like any undeliverable one.
    */
-  private async egressBody(mseq: number, size: number): Promise<Uint8Array | string> {
-    if (size > EGRESS_MAX_BLOB_BYTES) return `a payload of ${size} bytes is over hosted egress's ${EGRESS_MAX_BLOB_BYTES} bytes; deliver it to a connector`;
+  private async egressBody(mseq: number, secret: string | null, t: number): Promise<{ body: ReadableStream<Uint8Array>; signature: string | null } | string> {
     const at = this.transfers.location(mseq);
-    const obj = at ? await this.env[at.bucket as "ARCHIVE" | "ARCHIVE_EU"].get(at.key) : null;
-    return obj ? new Uint8Array(await obj.arrayBuffer()) : "the stored payload is missing";
+    const bucket = at ? this.env[at.bucket as "ARCHIVE" | "ARCHIVE_EU"] : null;
+    if (!at || !bucket) return "the stored payload is missing";
+    let signature: string | null = null;
+    if (secret) {
+      const first = await bucket.get(at.key);
+      if (!first) return "the stored payload is missing";
+      signature = await webhookSignatureOfStream(secret, t, first.body);
+    }
+    const obj = await bucket.get(at.key);
+    return obj ? { body: obj.body, signature } : "the stored payload is missing";
   }
 
   /** Deletes large payloads that nothing needs any more, off the delivery path. */

@@ -1,4 +1,4 @@
-import { createHash, createHmac } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -109,5 +109,23 @@ describe("hosted channels", () => {
     expect(trace.events.find((e) => e.type === "delivered")?.detail).toMatchObject({ http: 200, url: saasUrl });
     const listed = JSON.parse(ferry(["admin", "hosted", "list", "--json"], env).stdout) as { hosted: { address: string; kind: string }[] };
     expect(listed.hosted.map((h) => `${h.kind}:${h.address}`).sort()).toEqual(["egress:saas/inbox", "ingress:saas/events"]);
+  });
+
+  it("egress: streams a large payload from R2 with its length and a signature over every byte, whatever its size", async () => {
+    // More than the object's memory could hold twice, and past the 64 MiB hosted egress was once capped at.
+    const size = 150 * 1024 * 1024 + 7;
+    const bytes = randomBytes(size);
+    await writeFile(join(dir, "out", ".export.bin.tmp"), bytes);
+    await rename(join(dir, "out", ".export.bin.tmp"), join(dir, "out", "export.bin"));
+    const big = () => hits.find((h) => h.headers["ferry-filename"] === "export.bin" && h.status === 200);
+    await waitFor("the large payload at the SaaS", () => big() !== undefined, 150_000, 200);
+    const hit = big() as (typeof hits)[number];
+    expect(hit.body.byteLength).toBe(size);
+    expect(hit.headers["content-length"]).toBe(String(size));
+    const sha = createHash("sha256").update(bytes).digest("hex");
+    expect(createHash("sha256").update(hit.body).digest("hex")).toBe(sha);
+    expect(hit.headers["ferry-sha256"]).toBe(sha);
+    const [, t, v1] = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(String(hit.headers["ferry-signature"])) ?? [];
+    expect(v1).toBe(createHmac("sha256", "s3cret-signing-key-0123").update(`${t}.`).update(hit.body).digest("hex"));
   });
 });
