@@ -33,7 +33,7 @@ export class Policies {
   private config: EdgeConfigResponse | null = null;
   private edgeKeys: JSONWebKeySet | null = null;
   private edgeKeySet: { keys: JSONWebKeySet; set: ReturnType<typeof createLocalJWKSet> } | null = null;
-  /** Where the keys come from (the edge of the last refresh), when they were last fetched, and a fetch under way. */
+  /** Where the keys come from (the edge of the last refresh), when a fetch was last tried, and a fetch under way. */
   private keysFrom: string | null = null;
   private keysTriedAt = 0;
   private keysFetching: Promise<void> | null = null;

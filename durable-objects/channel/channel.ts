@@ -772,8 +772,8 @@ export class ChannelObject extends DurableObject<Env> {
       };
       const fields = row.fields;
       if (fields?.filename) headers["ferry-filename"] = encodeURIComponent(fields.filename);
-      if (egress.secret && body instanceof Uint8Array) headers["ferry-signature"] = `t=${t},v1=${await webhookSignature(egress.secret, t, body)}`;
-      if (large && typeof large !== "string" && large.signature) headers["ferry-signature"] = `t=${t},v1=${large.signature}`;
+      const signature = !egress.secret ? null : body instanceof Uint8Array ? await webhookSignature(egress.secret, t, body) : typeof large === "object" ? large?.signature : null;
+      if (signature) headers["ferry-signature"] = `t=${t},v1=${signature}`;
       let status = 0;
       let error: string | null = null;
       try {
