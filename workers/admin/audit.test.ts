@@ -337,8 +337,16 @@ describe("event log: routes that log exceptions only", () => {
     const res = await post({ source: "quiet-x/out", destination: "sink/in", log: "exceptions" });
     const route = ((await res.json()) as { route: { id: string; log: string } }).route;
     expect(route.log).toBe("exceptions");
-    const patched = await SELF.fetch(`http://edge.test/api/routes/${route.id}`, { method: "PATCH", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify({ log: "full" }) });
+    const patch = (body: unknown) => SELF.fetch(`http://edge.test/api/routes/${route.id}`, { method: "PATCH", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify(body) });
+    const patched = await patch({ log: "full" });
     expect(((await patched.json()) as { route: { log: string } }).route.log).toBe("full");
+    // What the route was created with stays: the answer says how to change it instead, and nothing changes.
+    const refused = await patch({ protection: "encrypt", log: "exceptions" });
+    expect(refused.status).toBe(400);
+    expect(await refused.text()).toContain("route: protection: protection cannot change on an existing route (what was sent kept to it); add a route with the new protection, then remove this one");
+    expect((await patch({ region: "eu" })).status).toBe(400);
+    const now = ((await (await SELF.fetch("http://edge.test/api/routes", { headers: ADMIN })).json()) as { routes: { id: string; log: string; protection: string }[] }).routes.find((r) => r.id === route.id);
+    expect(now).toMatchObject({ log: "full", protection: "none" });
   });
 
   it("logs no lifecycle of its messages, but every exception, and leaves full routes from the same source complete", async () => {

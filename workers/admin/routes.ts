@@ -46,8 +46,20 @@ export async function pushRoutesInto(env: Env, tenant: string, destination: stri
   for (const r of results) await pushRoutes(env, tenant, r.source, r.region);
 }
 
-/** What can change on a route without recreating it (addresses, region and protection cannot). */
+/**
+ * What a route was created with and keeps: its messages were sent, stored
+ * and protected as it said (a route is a promise to both ends). Asked to
+ * change, the API says how instead.
+ */
+const fixed = (what: string) => z.never({ error: `${what} cannot change on an existing route (what was sent kept to it); add a route with the new ${what}, then remove this one` }).optional();
+
+/** What can change on a route without recreating it. */
 const RouteUpdate = z.strictObject({
+  source: fixed("source"),
+  destination: fixed("destination"),
+  protection: fixed("protection"),
+  compress: fixed("compression"),
+  region: fixed("region"),
   ttl: Duration.optional(),
   archive: z.boolean().optional(),
   retention: Duration.nullable().optional(),
