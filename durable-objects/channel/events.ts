@@ -19,6 +19,12 @@ export type LoggedEvent = {
   detail: unknown;
 };
 
+/**
+ * A flush waits this long for more to stage: one message at a time, a flush
+ * per publish and per ack cost more of the object's CPU than the message
+ * itself (and a D1 write each); under load the drain is busy anyway.
+ */
+const FLUSH_DELAY_MS = 100;
 /** Outbox rows (each one staging call, often hundreds of events) copied per D1 batch. */
 const FLUSH_ROWS = 8;
 /** Columns in the order of a canonical event (wire/audit.ts), then the hash. */
@@ -70,6 +76,8 @@ export class EventOutbox {
   private tenant = "";
   private source = "";
   private flushing: Promise<void> | null = null;
+  /** A flush waiting for FLUSH_DELAY_MS (the alarm still covers an eviction before it runs). */
+  private soon: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly ctx: DurableObjectState,
@@ -107,7 +115,11 @@ export class EventOutbox {
   }
 
   flushSoon(): void {
-    this.flush().catch((e: unknown) => console.warn("event log flush deferred to the alarm", e));
+    if (this.soon) return;
+    this.soon = setTimeout(() => {
+      this.soon = null;
+      this.flush().catch((e: unknown) => console.warn("event log flush deferred to the alarm", e));
+    }, FLUSH_DELAY_MS);
   }
 
   /** Copies staged events to D1, oldest first; one flush at a time. */
