@@ -166,17 +166,30 @@ describe("edge: enrolment and connection", () => {
       await conn.next((f) => f.t === "welcome");
       conns.push(conn);
     }
-    // The test budget is 12 units of 100 messages a minute: one-message frames cost a unit each.
+    // The test budget is 12 units of 100 messages a minute, paid ahead per connection.
     const payload = new TextEncoder().encode("x");
-    const send = (i: number, seq: number) => {
-      const c = conns[i % 2] as Awaited<ReturnType<typeof open>>;
-      c.ws.send(encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-budget1", msgs: [{ seq, id: `bud-${i}-0000000`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "0".repeat(64) }] }, [payload]));
-      return c;
+    const next = [1, 1];
+    const send = (i: number, n: number) => {
+      const c = conns[i] as Awaited<ReturnType<typeof open>>;
+      const first = next[i] as number;
+      next[i] = first + n;
+      const msgs = Array.from({ length: n }, (_, k) => ({ seq: first + k, id: `bud-${i}-${String(first + k).padStart(8, "0")}`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "0".repeat(64) }));
+      c.ws.send(encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-budget1", msgs }, msgs.map(() => payload)));
+      return c.next((f) => f.t === "puback" || f.t === "error");
     };
-    for (let i = 0; i < 12; i++) expect(await send(i, Math.floor(i / 2) + 1).next((f) => f.t === "puback" || f.t === "error")).toMatchObject({ t: "puback" });
-    // The thirteenth, from either connector, is refused with a clear error; nothing of it is taken.
-    const refused = await send(12, 7).next((f) => f.t === "puback" || f.t === "error");
+    // Ten units in frames of 100, five from each connector.
+    for (let i = 0; i < 10; i++) expect(await send(i % 2, 100)).toMatchObject({ t: "puback" });
+    // One message pays a unit: the next 99 from the same connection take no more of the budget.
+    expect(await send(0, 1)).toMatchObject({ t: "puback" });
+    for (let k = 0; k < 99; k++) expect(await send(0, 1)).toMatchObject({ t: "puback" });
+    // The twelfth unit, from the other connector; then the budget is spent, from either.
+    expect(await send(1, 1)).toMatchObject({ t: "puback" });
+    expect(await send(1, 99)).toMatchObject({ t: "puback" });
+    // The next message, from either connector, is refused with a clear error; nothing of it is taken.
+    const refused = await send(0, 1);
     expect(refused).toMatchObject({ t: "error", code: "RATE_LIMITED", message: expect.stringContaining("tenant budget") });
+    next[0] = (next[0] as number) - 1;
+    expect(await send(0, 1)).toMatchObject({ t: "error", code: "RATE_LIMITED" });
     // Another tenant's connector still publishes.
     const other = await enrolled("not-budget");
     await api("POST", "/api/routes", { source: "not-budget/orders", destination: "ws-b/orders" });
