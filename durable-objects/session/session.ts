@@ -258,17 +258,14 @@ export class ConnectorSession extends DurableObject<Env> {
   }
 
   /**
-   * The tenant's budget, shared by all its connectors (the rate-limiting
-   * binding, keyed by tenant): one unit per started hundred messages, so a
-   * frame costs one call, not one per message.
-   */
-  /**
-   * Takes `messages` from the tenant's budget. The limiter is asked for whole
-   * units, paid ahead: a connector sending one message at a time asks once
-   * per TENANT_UNIT messages, not once per frame (a call costs CPU here and
-   * a round trip in production). Units paid and not yet used (fewer than one
-   * per connection) are forgotten when this object is evicted: a tenant is
-   * never let past its budget, at most charged a little early.
+   * Takes `messages` from the tenant's budget, shared by all its connectors
+   * (the rate-limiting binding, keyed by tenant). The limiter is asked for
+   * whole units of TENANT_UNIT messages, paid ahead: a connector sending one
+   * message at a time asks once per unit, not once per frame (a call costs
+   * CPU here and a round trip in production). Units paid and not yet used
+   * (less than one per connection) are forgotten when this object is
+   * evicted: a tenant is never let past its budget, at most charged a
+   * little early.
    */
   private async tenantAllows(tenant: string, messages: number): Promise<boolean> {
     const limiter = this.env.TENANT_LIMITER;
