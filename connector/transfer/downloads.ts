@@ -49,6 +49,9 @@ type Relay = {
 
 type RelayAnswer = Pick<RelayedFrame, "ok" | "have" | "code" | "message">;
 
+/** Bytes of a payload in its first `have` parts. */
+const heldBytes = (have: number, chunk: number, size: number) => Math.min(size, have * chunk);
+
 function progressRecord(p: Progress): Buffer {
   const buf = Buffer.alloc(PROGRESS_RECORD, " ");
   buf.write(JSON.stringify(p));
@@ -195,7 +198,7 @@ export class Downloads {
     try {
       // Bytes past the last recorded part may be torn: cut them, and hash what stays
       // (a payload a relay wrote and checked whole is not read again).
-      const held = Math.min(have * meta.blob.chunk, meta.size);
+      const held = heldBytes(have, meta.blob.chunk, meta.size);
       await fh.truncate(held);
       if (have > 0 && !verified) {
         for await (const c of createReadStream(path, { start: 0, end: held - 1, highWaterMark: 1024 * 1024 })) hash.update(c as Buffer);
@@ -470,12 +473,12 @@ export class Downloads {
         }
         // Whole and checked: durable before the edge may count it as held (the sender then lets go of its copy).
         await r.fh.sync();
-        await this.writeRecord(r, { have: r.have, size: r.size, sha256: r.sha256, chunk: r.chunk, verified: true });
+        await this.writeRecord(r, this.relayRecord(r, true));
         await this.settleRelay(key);
         this.d.log("info", "relayed payload received whole", { id: f.id, size: f.size });
       } else if (r.have % SYNC_EVERY === 0) {
         await r.fh.sync();
-        await this.writeRecord(r, { have: r.have, size: r.size, sha256: r.sha256, chunk: r.chunk });
+        await this.writeRecord(r, this.relayRecord(r));
       }
     } catch (e) {
       const have = r.have;
@@ -504,11 +507,11 @@ export class Downloads {
     if (!r) return;
     this.relays.delete(key);
     try {
-      const held = Math.min(r.have * r.chunk, r.size);
+      const held = heldBytes(r.have, r.chunk, r.size);
       if (r.have < r.parts) {
         await r.fh.truncate(held);
         await r.fh.sync();
-        await this.writeRecord(r, { have: r.have, size: r.size, sha256: r.sha256, chunk: r.chunk });
+        await this.writeRecord(r, this.relayRecord(r));
       }
     } catch {
       // The disk refused even that: the record on disk still counts only fsynced parts.
@@ -516,6 +519,11 @@ export class Downloads {
       await r.fh.close().catch(() => undefined);
       await r.progressFh?.close().catch(() => undefined);
     }
+  }
+
+  /** What a relay has written, as its progress record says it. */
+  private relayRecord(r: Relay, verified?: true): Progress {
+    return { have: r.have, size: r.size, sha256: r.sha256, chunk: r.chunk, ...(verified ? { verified } : {}) };
   }
 
   /** A relay shows as a download (named by its id: the file's name comes with the claim check). */
@@ -568,5 +576,5 @@ export class Downloads {
 }
 
 function downProgress(channel: string, id: string, name: string, have: number, chunk: number, size: number): TransferProgress {
-  return { direction: "down", channel, id, name, done: Math.min(size, have * chunk), total: size };
+  return { direction: "down", channel, id, name, done: heldBytes(have, chunk, size), total: size };
 }

@@ -32,6 +32,9 @@ type UploadRow = {
 
 export const RelayMode = { STORE: 0, RELAYING: 1, RELAYED: 2 } as const;
 
+/** The destinations a relayed upload went to. */
+const relayTargets = (u: UploadRow): string[] => JSON.parse(u.relay_to ?? "[]") as string[];
+
 /**
  * Large payloads of one source (the claim check). The channel object owns
  * them like its messages: each upload is an R2 multipart upload in the
@@ -198,7 +201,7 @@ export class Transfers {
   /** A destination a relayed payload did not go to (routes changed since), or null. */
   notRelayedTo(u: UploadRow, destinations: string[]): string | null {
     if (u.relay === RelayMode.STORE) return null;
-    const to = new Set(JSON.parse(u.relay_to ?? "[]") as string[]);
+    const to = new Set(relayTargets(u));
     return destinations.find((d) => !to.has(d)) ?? null;
   }
 
@@ -225,7 +228,7 @@ export class Transfers {
       const fields = u.mseq === null ? null : fieldsOf(u.mseq);
       if (u.relay !== RelayMode.STORE) {
         // A relay's destinations hold what the row counts (every one of them has written `have` parts).
-        const to = JSON.parse(u.relay_to ?? "[]") as string[];
+        const to = relayTargets(u);
         return {
           id: u.id, source, filename: fields?.filename ?? null, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at, relayed: true,
           downloads: to.map((destination) => ({ destination, fetched: u.have })),
