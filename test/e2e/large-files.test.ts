@@ -104,6 +104,8 @@ class Pair {
     await Promise.all([this.a?.stop(), this.b?.stop()]);
     await this.aProxy.close();
     await this.bProxy.close();
+    // Each pair's folders hold a few hundred MiB of files: a run must not leave gigabytes behind.
+    await rm(this.dir, { recursive: true, force: true });
   }
 }
 

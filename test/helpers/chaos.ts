@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { watch, type FSWatcher } from "node:fs";
-import { mkdir, mkdtemp, readdir, readFile, rename, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LocalEdge } from "./edge.ts";
@@ -274,5 +274,7 @@ export async function chaosRun(plan: ChaosPlan): Promise<ChaosReport> {
     await Promise.all([procs.a?.stop(), procs.b?.stop()]);
     await proxy.close();
     await edge.close();
+    // The report holds what a failure needs; the files (hundreds of MiB with large ones) go.
+    await rm(dir, { recursive: true, force: true });
   }
 }
