@@ -1,4 +1,4 @@
-import { createHash, randomBytes, randomUUID } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { writeFileAtomic } from "./durable-fs.ts";
 import { EventEmitter } from "node:events";
 import { join } from "node:path";
@@ -7,6 +7,7 @@ import {
   encodeFrame,
   ErrorCode,
   Limits,
+  newMessageId,
   partLength,
   partsOf,
   splitAddress,
@@ -279,7 +280,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     const recs = await this.spool.append(
       channel,
       items.map((it) => ({
-        id: it.id ?? randomUUID().replace(/-/g, ""),
+        id: it.id ?? newMessageId(),
         createdAt: Date.now(),
         contentType: it.contentType ?? "application/octet-stream",
         payload: it.payload,
@@ -310,7 +311,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
    * in chunks through the edge's R2; smaller ones inline.
    */
   async sendFile(channel: string, path: string, opts: SendOptions = {}, afterCapture?: (rec: SpoolRecord) => Promise<void>): Promise<SpoolRecord> {
-    const id = opts.id ?? randomUUID().replace(/-/g, "");
+    const id = opts.id ?? newMessageId();
     if ((await stat(path)).size <= Limits.MAX_INLINE_PAYLOAD) {
       const [rec] = await this.sendMany(channel, [{ ...opts, id, payload: await readFile(path) }], async (recs) => afterCapture?.(recs[0] as SpoolRecord));
       return rec as SpoolRecord;

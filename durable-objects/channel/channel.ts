@@ -3,6 +3,7 @@ import {
   encodeFrame,
   ErrorCode,
   Limits,
+  newMessageId,
   splitAddress,
   toHex,
   type DeliverMessage,
@@ -210,7 +211,7 @@ export class ChannelObject extends DurableObject<Env> {
       const prior = this.sql.exec<{ id: string; seq: number; sha256: string | null }>("SELECT id, seq, sha256 FROM ingest_keys WHERE key = ?", req.idempotencyKey).toArray()[0];
       if (prior) return { ok: true, id: prior.id, seq: prior.seq, duplicate: true, firstSha256: prior.sha256 };
     }
-    const id = crypto.randomUUID().replace(/-/g, "");
+    const id = newMessageId();
     const seq = (this.epoch === HOSTED_EPOCH ? this.hwm : 0) + 1;
     const msg: PubMessage = { seq, id, createdAt: Date.now(), contentType: req.contentType, size: req.body.byteLength, sha256, ...(req.fields ? { fields: req.fields } : {}) };
     const res = await this.accept({ tenant: req.tenant, source: req.source, epoch: HOSTED_EPOCH, msgs: [msg], payloads: [req.body] }, req.idempotencyKey);
