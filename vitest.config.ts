@@ -32,6 +32,7 @@ export default defineConfig({
                 ADMIN_TOKEN: "test-admin-token-0123456789abcdef",
                 TEST_MIGRATIONS: await readD1Migrations("./migrations"),
                 CONNECTOR_MSGS_PER_SECOND: "500",
+                TENANT_BUDGET_UNIT: "100",
                 EDGE_SIGNING_KEYS: JSON.stringify([edgeKey]),
                 ACCESS_AUD: "test-access-aud",
                 ACCESS_TENANT: "access-tenant",

@@ -14,6 +14,7 @@ interface __BaseEnv_Env {
 	FERRY_REGION: "staging" | "global" | "local";
 	LOG_RETENTION_DAYS: "30" | "400";
 	CONNECTOR_MSGS_PER_SECOND: "20000";
+	TENANT_BUDGET_UNIT: "1000";
 	PORTAL_ORIGIN: "";
 	SESSION: DurableObjectNamespace<import("./workers/index").ConnectorSession>;
 	CHANNEL: DurableObjectNamespace<import("./workers/index").ChannelObject>;
@@ -37,6 +38,7 @@ declare namespace Cloudflare {
 		FERRY_REGION: "staging";
 		LOG_RETENTION_DAYS: "30";
 		CONNECTOR_MSGS_PER_SECOND: "20000";
+		TENANT_BUDGET_UNIT: "1000";
 		PORTAL_ORIGIN: "";
 		SESSION: DurableObjectNamespace<import("./workers/index").ConnectorSession>;
 		CHANNEL: DurableObjectNamespace<import("./workers/index").ChannelObject>;
@@ -55,6 +57,7 @@ declare namespace Cloudflare {
 		FERRY_REGION: "global";
 		LOG_RETENTION_DAYS: "400";
 		CONNECTOR_MSGS_PER_SECOND: "20000";
+		TENANT_BUDGET_UNIT: "1000";
 		PORTAL_ORIGIN: "";
 		SESSION: DurableObjectNamespace<import("./workers/index").ConnectorSession>;
 		CHANNEL: DurableObjectNamespace<import("./workers/index").ChannelObject>;
@@ -66,7 +69,7 @@ type StringifyValues<EnvType extends Record<string, unknown>> = {
 	[Binding in keyof EnvType]: EnvType[Binding] extends string ? EnvType[Binding] : string;
 };
 declare namespace NodeJS {
-	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "FERRY_VERSION" | "FERRY_REGION" | "LOG_RETENTION_DAYS" | "CONNECTOR_MSGS_PER_SECOND" | "PORTAL_ORIGIN">> {}
+	interface ProcessEnv extends StringifyValues<Pick<Cloudflare.Env, "FERRY_VERSION" | "FERRY_REGION" | "LOG_RETENTION_DAYS" | "CONNECTOR_MSGS_PER_SECOND" | "TENANT_BUDGET_UNIT" | "PORTAL_ORIGIN">> {}
 }
 declare module "*.txt" {
 	const value: string;
