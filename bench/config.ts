@@ -24,6 +24,13 @@ export const config = {
   fanoutMessages: size("FERRY_BENCH_FANOUT_MESSAGES", 5_000, 500),
   connectors: size("FERRY_BENCH_CONNECTORS", 1_000, 40),
   queued: size("FERRY_BENCH_QUEUED", 1_000_000, 20_000),
+  /**
+   * One unrecorded round of the small windowed case (a tenth of its size)
+   * through every system before the first measured run: workerd's and the
+   * bench process's JavaScript start cold, and the first run of a case used
+   * to read a quarter lower than the next. FERRY_BENCH_WARMUP=0 skips it.
+   */
+  warmup: process.env.FERRY_BENCH_WARMUP !== "0",
   /** Only these cases (comma-separated names), for development; all by default. */
   only: (process.env.FERRY_BENCH_ONLY ?? "").split(",").map((s) => s.trim()).filter(Boolean),
 };

@@ -91,6 +91,19 @@ async function main(): Promise<void> {
       for (const [name, url] of which) record(kase, name, unit, url ? await guarded(`${kase} ${name}`, () => fn(url, `${kase}-${r}`)) : { failed: "the ceiling worker did not start" });
     };
 
+    if (config.warmup) {
+      // Not recorded (config.warmup): the same paths, cold JIT paid here by every system alike.
+      console.error("warm-up (not recorded)");
+      const n = Math.max(100, Math.round(config.small / 10));
+      const quiet = (what: string, fn: () => Promise<Sample>) => guarded(`warm-up ${what}`, fn);
+      for (const f of ferries) {
+        await quiet(f.system, () => ferryWindowed(f.edge, f.place, `warm${f.place.name[0]}`, SMALL_BYTES, n));
+        await quiet(`${f.system} --log exceptions`, () => ferryWindowed(f.edge, f.place, `warmq${f.place.name[0]}`, SMALL_BYTES, n, 1, "exceptions"));
+      }
+      if (js) await quiet("JetStream", () => js.run(SMALL_BYTES, n));
+      for (const [name, url] of ceilings) if (url) await quiet(name, () => stream(`${url}/warm-up`, { size: SMALL_BYTES, count: n, mode: "windowed" }));
+    }
+
     for (let r = 0; r < config.runs; r++) {
       console.error(`run ${r + 1} of ${config.runs}`);
       if (wanted("small")) {
