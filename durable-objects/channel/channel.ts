@@ -279,6 +279,8 @@ export class ChannelObject extends DurableObject<Env> {
     };
     // Captured and accepted are logged unless every route from here logs exceptions only.
     const lifecycle = this.routes.some((r) => r.log !== "exceptions");
+    const site = `site:${splitAddress(this.source).connector}`;
+    const destinations = this.routes.map((r) => r.destination);
     let epochChanged = false;
     try {
       this.ctx.storage.transactionSync(() => {
@@ -330,8 +332,8 @@ export class ChannelObject extends DurableObject<Env> {
           accepted++;
           if (ingestKey) this.sql.exec("INSERT INTO ingest_keys (key, id, seq, at, sha256) VALUES (?, ?, ?, ?, ?)", ingestKey, m.id, m.seq, now, m.sha256);
           // Captured at the site before it was sent: its time and place come from the sender.
-          if (lifecycle) logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, mseq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: `site:${splitAddress(this.source).connector}` } });
-          if (lifecycle) logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, mseq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations: this.routes.map((r) => r.destination) } });
+          if (lifecycle) logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, mseq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: site } });
+          if (lifecycle) logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, mseq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations } });
         }
         close();
         const segmentRows: SqlStorageValue[] = [];

@@ -48,6 +48,17 @@ const INSERT_INDEX = "INSERT OR IGNORE INTO message_index (tenant, message_id, c
 /** Accepted messages' recorded fields: [name, value, mseq, id], one parameter. */
 const INSERT_FIELDS = "INSERT OR IGNORE INTO message_fields (tenant, name, value, chain, mseq, message_id) SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2, json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?3)";
 
+/** A staged event, positionally: messageId, type, at, seq, mseq, size, sha256, destination, fields, detail. */
+type Staged = [string, LoggedEvent["type"], number, number | null, number | null, number | null, string | null, string | null, Record<string, string> | null, unknown];
+
+/** A staged outbox row's events: positional arrays, or (staged before they were) keyed objects, one or many. */
+function unstage(parsed: Staged[] | LoggedEvent[] | LoggedEvent): LoggedEvent[] {
+  if (!Array.isArray(parsed)) return [parsed];
+  return parsed.map((e) =>
+    Array.isArray(e) ? { messageId: e[0], type: e[1], at: e[2], seq: e[3], ...(e[4] === null ? {} : { mseq: e[4] }), size: e[5], sha256: e[6], destination: e[7], fields: e[8], detail: e[9] } : e,
+  );
+}
+
 /** One group of consecutive lifecycle events of one type (and destination), on its way to one event_batches row. */
 type Batch = { type: string; destination: string | null; first: number; last: number; atLo: number; atHi: number; lo: number; hi: number; rows: string[]; chars: number };
 
@@ -106,8 +117,12 @@ export class EventOutbox {
   /** Call inside the transaction that makes the change. */
   stage(events: LoggedEvent[]): void {
     // One row per call, not per event: the accepting transaction stays small.
+    // Each event as a positional array (Staged): a third fewer bytes to write here, and to parse back, than keyed objects.
     if (events.length === 0) return;
-    this.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify(events.map((e) => ({ ...e, fields: this.keepFields(e.fields) }))));
+    this.sql.exec(
+      "INSERT INTO event_outbox (event) VALUES (?)",
+      JSON.stringify(events.map((e): Staged => [e.messageId, e.type, e.at, e.seq, e.mseq ?? null, e.size, e.sha256, e.destination, this.keepFields(e.fields), e.detail ?? null])),
+    );
   }
 
   pending(): number {
@@ -170,11 +185,11 @@ export class EventOutbox {
       const indexed: string[] = [];
       const fielded: string[] = [];
       for (const r of rows) {
-        const parsed = JSON.parse(r.event) as LoggedEvent | LoggedEvent[];
+        const staged = unstage(JSON.parse(r.event) as Staged[] | LoggedEvent[] | LoggedEvent);
         // Lifecycle groups in order of first appearance, then the rest in staged order.
         const groups = new Map<string, LoggedEvent[]>();
         const rest: LoggedEvent[] = [];
-        for (const e of Array.isArray(parsed) ? parsed : [parsed]) {
+        for (const e of staged) {
           if (!BATCHED_TYPES.has(e.type) || typeof e.mseq !== "number") rest.push(e);
           else {
             const k = `${batchTypeOf(e.type)}\n${e.destination ?? ""}`;

@@ -86,6 +86,7 @@ describe("event log: hash chain", () => {
     const before = await count();
     // Simulate the crash window: D1 has the events, but the object forgot it wrote them, so positions
     // from 1 are sent again: as a batch (a lifecycle event with its stream position) and as a row (one without).
+    // Staged here as keyed objects, the shape an older edge left in its outbox (this one stages arrays): both are read.
     const accepted = { messageId: "chain-dout-1-xxxxxxxx", type: "accepted", at: 1, seq: 1, size: 2, sha256: "a".repeat(64), destination: null, fields: { filename: "file-1.csv" }, detail: null };
     for (const event of [{ ...accepted, mseq: 1 }, accepted]) {
       await runInDurableObject(stub, (_o, state) => {
