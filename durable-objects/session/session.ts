@@ -27,10 +27,10 @@ const REGION_CACHE_MS = 60_000;
 
 /**
  * The tenant's message budget is counted in units of TENANT_BUDGET_UNIT
- * messages (wrangler.toml: 1,000; TENANT_LIMITER allows 6,000 units a
- * minute). A limiter call per 100 messages was about a tenth of workerd's
- * CPU on a windowed stream (eleven calls per frame of 1,024); per 1,000 it
- * is one or two.
+ * messages (wrangler.toml: 1,000, the default here; TENANT_LIMITER allows
+ * 6,000 units a minute). A limiter call per 100 messages was about a tenth
+ * of workerd's CPU on a windowed stream (eleven calls per frame of 1,024);
+ * per 1,000 it is one or two.
  */
 const TENANT_UNIT = 1000;
 const TENANT_UNITS_PER_MINUTE = 6_000;
@@ -273,13 +273,16 @@ export class ConnectorSession extends DurableObject<Env> {
    * evicted: a tenant is never let past its budget, at most charged a
    * little early.
    */
+  private tenantUnit(): number {
+    return Number(this.env.TENANT_BUDGET_UNIT) || TENANT_UNIT;
+  }
+
   private async tenantAllows(tenant: string, messages: number): Promise<boolean> {
     const limiter = this.env.TENANT_LIMITER;
     if (!limiter) return true;
-    const unit = Number(this.env.TENANT_BUDGET_UNIT) || TENANT_UNIT;
     while (this.tenantCredit < messages) {
       if (!(await limiter.limit({ key: tenant })).success) return false;
-      this.tenantCredit += unit;
+      this.tenantCredit += this.tenantUnit();
     }
     this.tenantCredit -= messages;
     return true;
@@ -294,7 +297,7 @@ export class ConnectorSession extends DurableObject<Env> {
     }
     if (!(await this.tenantAllows(att.tenant, frame.msgs.length))) {
       console.warn(JSON.stringify({ event: "refused", status: 429, path: "/v1/connect", reason: "tenant message budget", tenant: att.tenant, connector: att.connector }));
-      ws.send(errorFrame(ErrorCode.RATE_LIMITED, `tenant budget: ${att.tenant} sends more than ${TENANT_UNITS_PER_MINUTE * (Number(this.env.TENANT_BUDGET_UNIT) || TENANT_UNIT)} messages a minute across its connectors; nothing of this frame was accepted, resend after a pause`, { ch: frame.ch }));
+      ws.send(errorFrame(ErrorCode.RATE_LIMITED, `tenant budget: ${att.tenant} sends more than ${TENANT_UNITS_PER_MINUTE * this.tenantUnit()} messages a minute across its connectors; nothing of this frame was accepted, resend after a pause`, { ch: frame.ch }));
       return;
     }
     let res;
