@@ -1,6 +1,7 @@
 import { exports } from "cloudflare:workers";
 import { CompactSign, exportJWK, generateKeyPair, SignJWT } from "jose";
 import { describe, expect, it } from "vitest";
+import { roomInWindow } from "./limiter-window.ts";
 import { CONNECT_AUDIENCE, decodeFrame, encodeFrame, ENROLL_PROOF_TYPE, type Frame } from "../wire/index.ts";
 
 const ADMIN = { authorization: "Bearer test-admin-token-0123456789abcdef" };
@@ -166,7 +167,9 @@ describe("edge: enrolment and connection", () => {
       await conn.next((f) => f.t === "welcome");
       conns.push(conn);
     }
-    // The test budget is 12 units of 100 messages a minute, paid ahead per connection.
+    // The test budget is 12 units of 100 messages a minute, paid ahead per connection;
+    // exact counts, so not across the end of the limiter's one-minute window.
+    await roomInWindow(60, 10_000);
     const payload = new TextEncoder().encode("x");
     const next = [1, 1];
     const send = (i: number, n: number) => {
