@@ -1,8 +1,8 @@
 // The pieces of node:crypto the edge uses (nodejs_compat, wrangler.toml):
-// synchronous SHA-256 for the event log's hash chain, and an HMAC fed piece
-// by piece for a hosted egress body streamed from R2 (WebCrypto's takes its
-// input whole). Declared here rather than pulling all of @types/node into
-// the Workers' type world.
+// synchronous SHA-256 for the event log's hash chain, and the webhook
+// signatures' HMAC, fed piece by piece for a hosted egress body streamed from
+// R2 (WebCrypto's takes its input whole). Declared here rather than pulling
+// all of @types/node into the Workers' type world.
 declare module "node:crypto" {
   interface Hash {
     update(data: string | Uint8Array): Hash;

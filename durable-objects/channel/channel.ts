@@ -763,8 +763,10 @@ export class ChannelObject extends DurableObject<Env> {
       const next = Math.max(run.start_dseq, cur.acked + 1);
       const row = this.messagesIn([run], next, next)[0] as QueuedMessage;
       const t = Math.floor(Date.now() / 1000);
-      const large = row.blob ? await this.egressBody(row.mseq, egress.secret, t) : null;
-      const body = large ? (typeof large === "string" ? large : large.body) : row.payload;
+      const sent = row.blob
+        ? await this.egressBody(row.mseq, egress.secret, t)
+        : { body: row.payload, signature: egress.secret ? await webhookSignature(egress.secret, t, row.payload) : null };
+      const body = typeof sent === "string" ? sent : sent.body;
       const headers: Record<string, string> = {
         "content-type": row.contentType,
         "idempotency-key": row.id,
@@ -775,8 +777,7 @@ export class ChannelObject extends DurableObject<Env> {
       };
       const fields = row.fields;
       if (fields?.filename) headers["ferry-filename"] = encodeURIComponent(fields.filename);
-      const signature = !egress.secret ? null : body instanceof Uint8Array ? await webhookSignature(egress.secret, t, body) : typeof large === "object" ? large?.signature : null;
-      if (signature) headers["ferry-signature"] = `t=${t},v1=${signature}`;
+      if (typeof sent !== "string" && sent.signature) headers["ferry-signature"] = `t=${t},v1=${sent.signature}`;
       let status = 0;
       let error: string | null = null;
       try {

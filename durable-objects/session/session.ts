@@ -263,20 +263,21 @@ export class ConnectorSession extends DurableObject<Env> {
     return true;
   }
 
+  /** Messages per unit of the tenant's budget (the var, else TENANT_UNIT). */
+  private tenantUnit(): number {
+    return Number(this.env.TENANT_BUDGET_UNIT) || TENANT_UNIT;
+  }
+
   /**
    * Takes `messages` from the tenant's budget, shared by all its connectors
    * (the rate-limiting binding, keyed by tenant). The limiter is asked for
-   * whole units of TENANT_BUDGET_UNIT messages, paid ahead: a connector sending one
-   * message at a time asks once per unit, not once per frame (a call costs
+   * whole units (tenantUnit), paid ahead: a connector sending one message
+   * at a time asks once per unit, not once per frame (a call costs
    * CPU here and a round trip in production). Units paid and not yet used
    * (less than one per connection) are forgotten when this object is
    * evicted: a tenant is never let past its budget, at most charged a
    * little early.
    */
-  private tenantUnit(): number {
-    return Number(this.env.TENANT_BUDGET_UNIT) || TENANT_UNIT;
-  }
-
   private async tenantAllows(tenant: string, messages: number): Promise<boolean> {
     const limiter = this.env.TENANT_LIMITER;
     if (!limiter) return true;
