@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { createReadStream, createWriteStream } from "node:fs";
 import { copyFile, link, mkdir, open, readdir, readFile, unlink, type FileHandle } from "node:fs/promises";
-import { fsyncPath, writeAll, writeFileAtomic } from "../core/durable-fs.ts";
+import { fsyncPath, JournaledState, writeAll } from "../core/durable-fs.ts";
 import { hashTap } from "../core/hash-tap.ts";
 import { join } from "node:path";
 import { crc32, createGzip, gzipSync } from "node:zlib";
@@ -65,7 +65,6 @@ const segName = (n: number) => `${String(n).padStart(8, "0")}.seg`;
  */
 export class Spool {
   private readonly index = new Map<string, Entry[]>();
-  private readonly state: StateFile;
   private segment = 0;
   private fh: FileHandle | null = null;
   private size = 0;
@@ -75,17 +74,18 @@ export class Spool {
   private closed = false;
   /** Records per segment not yet acknowledged; a segment at 0 (and not active) is deleted. */
   private readonly live = new Map<number, number>();
-  private stateChain: Promise<void> = Promise.resolve();
-  private stateQueued: Promise<void> | null = null;
   /** Bytes of payload held in entries' `bytes`. */
   private cached = 0;
 
   private constructor(
     private readonly dir: string,
-    state: StateFile,
+    /** state.json: the epoch and each channel's marks. */
+    private readonly store: JournaledState<StateFile>,
     private readonly segmentBytes: number,
-  ) {
-    this.state = state;
+  ) {}
+
+  private get state(): StateFile {
+    return this.store.state;
   }
 
   get epoch(): string {
@@ -95,14 +95,14 @@ export class Spool {
   static async open(dir: string, opts: { segmentBytes?: number } = {}): Promise<Spool> {
     await mkdir(join(dir, "segments"), { recursive: true });
     await lock(dir);
-    let state: StateFile;
+    let state: JournaledState<StateFile>;
     try {
-      state = JSON.parse(await readFile(join(dir, "state.json"), "utf8")) as StateFile;
+      state = await JournaledState.open<StateFile>(join(dir, "state.json"), () => ({ epoch: randomBytes(12).toString("base64url"), channels: {} }));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new SpoolError("CORRUPT", `${join(dir, "state.json")} is unreadable: ${(e as Error).message}`);
-      state = { epoch: randomBytes(12).toString("base64url"), channels: {} };
-      await writeFileAtomic(join(dir, "state.json"), JSON.stringify(state));
+      throw new SpoolError("CORRUPT", `${join(dir, "state.json")} is unreadable: ${(e as Error).message}`);
     }
+    // A new spool's epoch is durable before anything is sent under it.
+    if (!state.existed) await state.save();
     const spool = new Spool(dir, state, opts.segmentBytes ?? 64 * 1024 * 1024);
     await spool.recover();
     return spool;
@@ -377,20 +377,9 @@ export class Spool {
     }
   }
 
-  /**
-   * Writes state.json, one write at a time (an older state must never land
-   * after a newer one), and calls that arrive while one waits share it: it
-   * serialises the state as it is when it starts.
-   */
+  /** Makes the marks as they are now durable (calls that arrive while one waits share it). */
   private saveState(): Promise<void> {
-    if (this.stateQueued) return this.stateQueued;
-    const run = this.stateChain.then(() => {
-      this.stateQueued = null;
-      return writeFileAtomic(join(this.dir, "state.json"), JSON.stringify(this.state));
-    });
-    this.stateQueued = run;
-    this.stateChain = run.catch(() => undefined);
-    return run;
+    return this.store.save();
   }
 
   private async dropSegment(n: number): Promise<void> {

@@ -1,5 +1,5 @@
-import { mkdir, readFile } from "node:fs/promises";
-import { writeFileAtomic } from "../../core/durable-fs.ts";
+import { mkdir } from "node:fs/promises";
+import { JournaledState } from "../../core/durable-fs.ts";
 import { dirname } from "node:path";
 
 export type Intent = { dseq: number; tmp: string; final: string };
@@ -7,26 +7,24 @@ type StreamState = { hwm: number; pending?: Intent[] };
 
 /**
  * The receiver's durable memory: per stream, the highest position delivered
- * (its high-water mark) and the deliveries in progress. One JSON file,
- * replaced atomically (temp + fsync + rename + fsync of the folder).
+ * (its high-water mark) and the deliveries in progress. One JSON state,
+ * saved by appending it to a journal (JournaledState: one write and one
+ * fdatasync per save).
  */
 export class DeliveryLog {
-  private writing: Promise<void> = Promise.resolve();
+  private constructor(private readonly store: JournaledState<Record<string, StreamState>>) {}
 
-  private constructor(
-    private readonly file: string,
-    private readonly state: Record<string, StreamState>,
-  ) {}
+  private get state(): Record<string, StreamState> {
+    return this.store.state;
+  }
 
   static async open(file: string): Promise<DeliveryLog> {
     await mkdir(dirname(file), { recursive: true });
-    let state: Record<string, StreamState> = {};
     try {
-      state = JSON.parse(await readFile(file, "utf8")) as Record<string, StreamState>;
+      return new DeliveryLog(await JournaledState.open<Record<string, StreamState>>(file, () => ({})));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw new Error(`delivery log ${file} is unreadable: ${(e as Error).message}`);
+      throw new Error(`delivery log ${file} is unreadable: ${(e as Error).message}`);
     }
-    return new DeliveryLog(file, state);
   }
 
   hwm(stream: string): number {
@@ -62,10 +60,8 @@ export class DeliveryLog {
     await this.persist();
   }
 
-  /** Writes are serialised: the file always holds one whole state. */
+  /** Resolves once the state as it is now is durable. */
   private persist(): Promise<void> {
-    const snapshot = JSON.stringify(this.state);
-    this.writing = this.writing.catch(() => undefined).then(() => writeFileAtomic(this.file, snapshot));
-    return this.writing;
+    return this.store.save();
   }
 }
