@@ -61,14 +61,16 @@ export type Ops = {
  * recorded channel fields per message (a file carries its name): one
  * message_fields row per field of each accepted message (migration 0013).
  */
-export function opsPerMessage(batch: number, log: boolean, queued = batch, fields = 0): Ops {
+export function opsPerMessage(batch: number, log: boolean, queued = batch, fields = 0, perFlush = batch): Ops {
   const b = Math.max(1, batch);
   const d = Math.min(b, DELIVER_BATCH);
+  // Messages whose events share a flush (and so its batches): at least a frame's.
+  const f = Math.max(b, perFlush);
   // Staging calls (one outbox row each): publish once per batch; ack once (its delivered events and the receipt).
   const stagings = log ? 1 / b + 1 / d : 0;
-  // At worst a flush per staging call (flushSoon; under load up to 8 rows share one): delete the row, read and move the chain head (1 row).
-  const flushWritten = log ? stagings * (1 + 1) : 0;
-  const flushRead = log ? stagings * (1 + 1) : 0;
+  // Each row is read and deleted once; per flush the chain head is read and moved and the flush's range recorded and cleared.
+  const flushWritten = log ? stagings + 3 / f : 0;
+  const flushRead = log ? stagings + 2 / f : 0;
   return {
     // session.onPub -> channel.publish; channel.pump -> session.deliver; session.onAck -> channel.ack; channel.receipt -> session.notify.
     doRequests: 1 / b + 1 / d + 1 / d + 1 / d,
@@ -94,9 +96,9 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch, field
       // the event outbox: rows staged, then deleted and the chain head moved when flushed
       stagings + flushWritten,
     // The log: each insert checks its chain positions are not taken (a lookup or two by index; migration 0013's triggers).
-    d1RowsRead: log ? (2 * 2) / b + 2 / d : 0,
-    // Captured and accepted batches once per publish, a delivered batch (with the receipt) once per ack; a lookup row (and a row per field) per message.
-    d1RowsWritten: log ? (2 * D1_ROWS_PER_BATCH) / b + (D1_ROWS_PER_BATCH + 1) / d + D1_ROWS_PER_MESSAGE + fields : 0,
+    d1RowsRead: log ? (2 * 2 + 2) / f : 0,
+    // A captured, an accepted and a delivered batch (with the receipts) per flush; a lookup row (and a row per field) per message.
+    d1RowsWritten: log ? (2 * D1_ROWS_PER_BATCH + D1_ROWS_PER_BATCH + 1) / f + D1_ROWS_PER_MESSAGE + fields : 0,
     // Inline payloads (<= 1 MiB) never touch R2 unless the route archives; no Worker request per message (one WebSocket per connection).
     r2ClassA: 0,
     r2ClassB: 0,

@@ -251,7 +251,7 @@ export async function ferrySerial(edge: LocalEdge, place: Place, tag: string, si
     const secs = (performance.now() - t0) / 1000;
     check(net.tallies, count);
     const l = latency(tally.latencies);
-    return { rate: count / secs, p50: l.p50, p99: l.p99 };
+    return { rate: count / secs, p50: l.p50, p99: l.p99, extra: Object.fromEntries(Object.entries(await measuredOps(edge, tag, 1, count)).map(([k, v]) => [`ops.${k}`, v])) };
   } finally {
     await net.close();
   }

@@ -27,6 +27,14 @@ export type LoggedEvent = {
 const FLUSH_DELAY_MS = 100;
 /** Outbox rows (each one staging call, often hundreds of events) copied per D1 batch. */
 const FLUSH_ROWS = 8;
+/**
+ * Small rows (messages one at a time: two events a publish, two an ack)
+ * gather up to this many rows and characters per flush instead: a flush's
+ * rows make one batch per type, so D1 writes a batch's index rows per
+ * flush, not per message.
+ */
+const SMALL_FLUSH_ROWS = 256;
+const SMALL_FLUSH_CHARS = 256 * 1024;
 /** Columns in the order of a canonical event (wire/audit.ts), then the hash. */
 const COLUMNS = ["chain", "chain_seq", "prev_hash", "tenant", "message_id", "type", "at", "place", "source", "destination", "seq", "size", "sha256", "fields", "detail", "hash"];
 /**
@@ -163,20 +171,45 @@ export class EventOutbox {
    *
    * Lifecycle events (captured, accepted, delivered of a queued message,
    * and the receipt that ends an ack's delivered events) go as batches:
-   * within one staged group they are chained type by type (all captured,
+   * within one flush's rows they are chained type by type (all captured,
    * then all accepted...), so each type's events hold consecutive positions
    * and make one event_batches row; D1 then writes a handful of index
    * entries per batch instead of six or seven per event. Everything else
-   * stays a row of `events`. Grouping depends only on the staged row, so a
-   * re-sent flush makes the same batches at the same positions (and
-   * migration 0013's triggers skip any position already taken).
+   * stays a row of `events`. Grouping depends only on which rows a flush
+   * takes, and a flush records them (`flush_to`, synced) before it writes
+   * to D1: a re-sent flush takes the same rows, so it makes the same
+   * batches at the same positions (and migration 0013's triggers skip any
+   * position already taken), however many rows were staged since.
    */
   private async drain(): Promise<void> {
     const place = this.env.FERRY_REGION;
     const chain = `${this.tenant}:${this.source}`;
     for (;;) {
-      const rows = this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox ORDER BY id LIMIT ?", FLUSH_ROWS).toArray();
-      if (rows.length === 0) return;
+      // A flush that was cut short (a crash, D1 unavailable) is pinned to the rows it took: sent again, they make the same batches.
+      const pin = this.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'flush_to'").toArray()[0]?.v;
+      const rows = (
+        pin === undefined
+          ? this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox ORDER BY id LIMIT ?", FLUSH_ROWS)
+          : this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox WHERE id <= ? ORDER BY id", Number(pin))
+      ).toArray();
+      if (rows.length === 0) {
+        if (pin !== undefined) this.sql.exec("DELETE FROM meta WHERE k = 'flush_to'");
+        return;
+      }
+      if (pin === undefined) {
+        let chars = rows.reduce((n, r) => n + r.event.length, 0);
+        while (rows.length % FLUSH_ROWS === 0 && rows.length < SMALL_FLUSH_ROWS && chars < SMALL_FLUSH_CHARS) {
+          const more = this.sql
+            .exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?", (rows[rows.length - 1] as { id: number }).id, FLUSH_ROWS)
+            .toArray();
+          if (more.length === 0) break;
+          rows.push(...more);
+          chars += more.reduce((n, r) => n + r.event.length, 0);
+        }
+        // Durable before D1 sees a byte of this flush.
+        this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('flush_to', ?)", String((rows[rows.length - 1] as { id: number }).id));
+        await this.ctx.storage.sync();
+      }
       let head = this.head();
       const db = eventDb(this.env, this.region());
       if (!db) throw new Error(`no event-log store for region '${this.region()}'`);
@@ -184,12 +217,11 @@ export class EventOutbox {
       const batches: Batch[] = [];
       const indexed: string[] = [];
       const fielded: string[] = [];
+      // Lifecycle groups across the flush's rows, in order of first appearance, then the rest in staged order.
+      const groups = new Map<string, LoggedEvent[]>();
+      const rest: LoggedEvent[] = [];
       for (const r of rows) {
-        const staged = unstage(JSON.parse(r.event) as Staged[] | LoggedEvent[] | LoggedEvent);
-        // Lifecycle groups in order of first appearance, then the rest in staged order.
-        const groups = new Map<string, LoggedEvent[]>();
-        const rest: LoggedEvent[] = [];
-        for (const e of staged) {
+        for (const e of unstage(JSON.parse(r.event) as Staged[] | LoggedEvent[] | LoggedEvent)) {
           if (!BATCHED_TYPES.has(e.type) || typeof e.mseq !== "number") rest.push(e);
           else {
             const k = `${batchTypeOf(e.type)}\n${e.destination ?? ""}`;
@@ -198,41 +230,41 @@ export class EventOutbox {
             else groups.set(k, [e]);
           }
         }
-        let open: Batch | null = null;
-        for (const e of [...[...groups.values()].flat(), ...rest]) {
-          const linked = {
-            chain, chainSeq: head.seq + 1, prevHash: head.hash, tenant: this.tenant, messageId: e.messageId, type: e.type, at: e.at, place,
-            source: this.source, destination: e.destination, seq: e.seq, size: e.size, sha256: e.sha256,
-            fields: e.fields ? JSON.stringify(e.fields) : null, detail: e.detail === null || e.detail === undefined ? null : JSON.stringify(e.detail),
-          };
-          const canonical = canonicalEvent(linked);
-          const hash = canonicalHash(canonical);
-          const row = `${canonical.slice(0, -1)},"${hash}"]`;
-          head = { seq: linked.chainSeq, hash };
-          const mseq = e.mseq;
-          if (!BATCHED_TYPES.has(e.type) || mseq === undefined) {
-            singles.push(row);
-            continue;
-          }
-          const b = open as Batch | null;
-          const type = batchTypeOf(e.type);
-          // A batch is one type and destination, at most BATCH_MAX events whose positions lie less than BATCH_MAX apart, one D1 value.
-          if (!b || b.type !== type || b.destination !== e.destination || b.rows.length >= BATCH_MAX || Math.max(b.hi, mseq) - Math.min(b.lo, mseq) >= BATCH_MAX || b.chars + row.length > BATCH_CHARS) {
-            open = { type, destination: e.destination, first: linked.chainSeq, last: linked.chainSeq, atLo: e.at, atHi: e.at, lo: mseq, hi: mseq, rows: [row], chars: row.length };
-            batches.push(open);
-          } else {
-            b.last = linked.chainSeq;
-            b.atLo = Math.min(b.atLo, e.at);
-            b.atHi = Math.max(b.atHi, e.at);
-            b.lo = Math.min(b.lo, mseq);
-            b.hi = Math.max(b.hi, mseq);
-            b.rows.push(row);
-            b.chars += row.length + 1;
-          }
-          if (e.type === "accepted") {
-            indexed.push(JSON.stringify([e.messageId, mseq]));
-            for (const [name, value] of Object.entries(e.fields ?? {})) if (typeof value === "string") fielded.push(JSON.stringify([name, value, mseq, e.messageId]));
-          }
+      }
+      let open: Batch | null = null;
+      for (const e of [...[...groups.values()].flat(), ...rest]) {
+        const linked = {
+          chain, chainSeq: head.seq + 1, prevHash: head.hash, tenant: this.tenant, messageId: e.messageId, type: e.type, at: e.at, place,
+          source: this.source, destination: e.destination, seq: e.seq, size: e.size, sha256: e.sha256,
+          fields: e.fields ? JSON.stringify(e.fields) : null, detail: e.detail === null || e.detail === undefined ? null : JSON.stringify(e.detail),
+        };
+        const canonical = canonicalEvent(linked);
+        const hash = canonicalHash(canonical);
+        const row = `${canonical.slice(0, -1)},"${hash}"]`;
+        head = { seq: linked.chainSeq, hash };
+        const mseq = e.mseq;
+        if (!BATCHED_TYPES.has(e.type) || mseq === undefined) {
+          singles.push(row);
+          continue;
+        }
+        const b = open as Batch | null;
+        const type = batchTypeOf(e.type);
+        // A batch is one type and destination, at most BATCH_MAX events whose positions lie less than BATCH_MAX apart, one D1 value.
+        if (!b || b.type !== type || b.destination !== e.destination || b.rows.length >= BATCH_MAX || Math.max(b.hi, mseq) - Math.min(b.lo, mseq) >= BATCH_MAX || b.chars + row.length > BATCH_CHARS) {
+          open = { type, destination: e.destination, first: linked.chainSeq, last: linked.chainSeq, atLo: e.at, atHi: e.at, lo: mseq, hi: mseq, rows: [row], chars: row.length };
+          batches.push(open);
+        } else {
+          b.last = linked.chainSeq;
+          b.atLo = Math.min(b.atLo, e.at);
+          b.atHi = Math.max(b.atHi, e.at);
+          b.lo = Math.min(b.lo, mseq);
+          b.hi = Math.max(b.hi, mseq);
+          b.rows.push(row);
+          b.chars += row.length + 1;
+        }
+        if (e.type === "accepted") {
+          indexed.push(JSON.stringify([e.messageId, mseq]));
+          for (const [name, value] of Object.entries(e.fields ?? {})) if (typeof value === "string") fielded.push(JSON.stringify([name, value, mseq, e.messageId]));
         }
       }
       const results = await db.batch([
@@ -252,6 +284,7 @@ export class EventOutbox {
       this.ctx.storage.transactionSync(() => {
         this.sql.exec("DELETE FROM event_outbox WHERE id <= ?", last.id);
         this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('chain_head', ?)", `${h.seq}:${h.hash}`);
+        this.sql.exec("DELETE FROM meta WHERE k = 'flush_to'");
       });
     }
   }

@@ -16,7 +16,12 @@ async function get(path: string) {
 }
 
 /** Drives a channel object directly: publish `n` messages (`frame` to a publish), acknowledge them (in `acks` cumulative acks), flush the log. */
-async function traffic(source: string, n: number, filename: (i: number) => string | null = (i) => `file-${i}.csv`, o: { createdAt?: (i: number) => number; frame?: number; acks?: number; receipt?: string } = {}) {
+async function traffic(
+  source: string,
+  n: number,
+  filename: (i: number) => string | null = (i) => `file-${i}.csv`,
+  o: { createdAt?: (i: number) => number; frame?: number; acks?: number; receipt?: string; flushEach?: boolean } = {},
+) {
   const frame = o.frame ?? 500;
   const acks = o.acks ?? 1;
   const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:${source}`));
@@ -28,9 +33,17 @@ async function traffic(source: string, n: number, filename: (i: number) => strin
     msgs.push({ seq: i, id: `${source.replace(/\W/g, "")}-${i}-xxxxxxxx`, createdAt: o.createdAt?.(i) ?? 1, contentType: "text/csv", size: p.byteLength, sha256: "a".repeat(64), ...(filename(i) === null ? {} : { fields: { filename: filename(i) as string } }) });
     payloads.push(p);
   }
-  for (let i = 0; i < n; i += frame) await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: msgs.slice(i, i + frame), payloads: payloads.slice(i, i + frame) });
-  for (let a = 1; a <= acks; a++) await stub.ack(TENANT, source, "sink/in", Math.ceil((n * a) / acks), o.receipt);
-  await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+  const flush = () => runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+  // flushEach: a flush after every publish and ack, as when traffic is spread out in time (one flush's rows share batches).
+  for (let i = 0; i < n; i += frame) {
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: msgs.slice(i, i + frame), payloads: payloads.slice(i, i + frame) });
+    if (o.flushEach) await flush();
+  }
+  for (let a = 1; a <= acks; a++) {
+    await stub.ack(TENANT, source, "sink/in", Math.ceil((n * a) / acks), o.receipt);
+    if (o.flushEach) await flush();
+  }
+  await flush();
   return stub;
 }
 
@@ -98,6 +111,42 @@ describe("event log: hash chain", () => {
     }
     const v = JSON.parse((await get("/api/log/verify?source=chain-d/out")).text) as { ok: boolean };
     expect(v.ok).toBe(true);
+  });
+
+  it("gathers messages sent one at a time into one batch per type, and re-sends a flush cut short as the same batches", async () => {
+    const source = "chain-g/out";
+    const chain = `${TENANT}:${source}`;
+    const stub = await traffic(source, 1);
+    const flush = () => runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const sql = <T>(q: string, ...args: (string | number)[]) => runInDurableObject(stub, (_o, state) => state.storage.sql.exec(q, ...args).toArray() as T[]);
+    const batches = async () => (await env.DB.prepare("SELECT count(*) AS n FROM event_batches WHERE chain = ?").bind(chain).first<{ n: number }>())?.n ?? 0;
+    const events = async () => (await env.DB.prepare("SELECT count(*) AS n FROM event_log WHERE chain = ?").bind(chain).first<{ n: number }>())?.n ?? 0;
+    // What one publish of one message stages: its captured and accepted events (positional, as the object stages them).
+    const publishRow = (i: number) => JSON.stringify(["captured", "accepted"].map((type) => [`chain-g-${i}-xxxxxxxx`, type, 1000 + i, i, i, 2, "a".repeat(64), null, null, null]));
+    const stage = (rows: string[]) => sql("INSERT INTO event_outbox (event) VALUES " + rows.map(() => "(?)").join(", "), ...rows);
+    const verified = async () => (JSON.parse((await get(`/api/log/verify?source=${source}`)).text) as { ok: boolean }).ok;
+
+    // Six messages one at a time: one captured and one accepted batch, not twelve batches.
+    const before = await batches();
+    await stage([2, 3, 4, 5, 6, 7].map(publishRow));
+    await flush();
+    expect((await batches()) - before).toBe(2);
+    expect(await verified()).toBe(true);
+
+    // A flush that wrote D1 and was cut off before the object recorded it: its rows come back, pinned, with the old chain head,
+    // and another message was staged since. Sent again, the pinned rows make the same batches (ignored), the new one follows.
+    const [head] = await sql<{ v: string }>("SELECT v FROM meta WHERE k = 'chain_head'");
+    await stage([8, 9].map(publishRow));
+    const taken = await sql<{ id: number; event: string }>("SELECT id, event FROM event_outbox ORDER BY id");
+    await flush();
+    const written = await events();
+    for (const r of taken) await sql("INSERT INTO event_outbox (id, event) VALUES (?, ?)", r.id, r.event);
+    await sql("INSERT OR REPLACE INTO meta (k, v) VALUES ('chain_head', ?), ('flush_to', ?)", head?.v as string, (taken.at(-1) as { id: number }).id);
+    await stage([publishRow(10)]);
+    await flush();
+    expect(await events()).toBe(written + 2);
+    expect(await verified()).toBe(true);
+    expect(await sql("SELECT * FROM meta WHERE k = 'flush_to'")).toEqual([]);
   });
 });
 
@@ -310,9 +359,11 @@ describe("event log: retention per route", () => {
     const x = new TextEncoder().encode("x");
     // Captured 500 days ago and accepted now; then one captured 600 days ago at a site that was offline
     // since: its captured event is logged after the first message's accepted one, with its old time.
-    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: [msg(1, now - 500 * day)], payloads: [x] });
-    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: [msg(2, now - 600 * day)], payloads: [x] });
-    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    // (Each publish flushed on its own: the late one arrives in a later flush.)
+    for (const m of [msg(1, now - 500 * day), msg(2, now - 600 * day)]) {
+      await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: [m], payloads: [x] });
+      await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    }
     const log = async () => (await env.DB.prepare("SELECT chain_seq, type, message_id FROM event_log WHERE source = ? ORDER BY chain_seq").bind(source).all<{ chain_seq: number; type: string; message_id: string }>()).results.map((r) => `${r.chain_seq}:${r.type}:${r.message_id.split("-")[1]}`);
     expect(await log()).toEqual(["1:captured:1", "2:accepted:1", "3:captured:2", "4:accepted:2"]);
 
@@ -428,7 +479,7 @@ describe("event log: batches (D21)", () => {
   it("pages every event exactly once, newest first, across rows and batches whose times overlap and tie", async () => {
     // Capture times scattered (batches' ranges overlap), accept and delivery times shared by hundreds, acks in three parts.
     const source = "walk-a/out";
-    await traffic(source, 1300, undefined, { createdAt: (i) => ((i * 7919) % 1000) + 1, frame: 400, acks: 3 });
+    await traffic(source, 1300, undefined, { createdAt: (i) => ((i * 7919) % 1000) + 1, frame: 400, acks: 3, flushEach: true });
     // Exceptions are rows of `events`, at times that tie with batched ones.
     for (const at of [1, 500, 500, 1000]) {
       await env.DB.prepare("INSERT INTO events (tenant, message_id, type, at, place, source, destination) VALUES (?, ?, 'expired', ?, 'edge', ?, 'sink/in')").bind(TENANT, `walk-x-${at}-${Math.random()}`, at, source).run();
