@@ -183,6 +183,8 @@ async function main(): Promise<void> {
     return { case: kase, system, unit: units.get(kase) ?? "", figure: reduce(samples.get(key) ?? []) };
   });
   const fig = (kasePrefix: string, system: string) => rows.find((r) => r.case.startsWith(kasePrefix) && r.system === system)?.figure;
+  // The small windowed case (its name and the one-at-a-time case's both start with "small").
+  const windowedFig = (system: string) => rows.find((r) => r.case.startsWith("small") && r.case.endsWith("windowed") && r.system === system)?.figure;
   const ratios: Ratio[] = [];
   const ratio = (name: string, a: number | undefined, b: number | undefined, target?: { op: ">=" | "<="; x: number }, note?: string) => {
     const value = a !== undefined && b !== undefined && Number.isFinite(a) && Number.isFinite(b) && b > 0 ? a / b : null;
@@ -191,13 +193,13 @@ async function main(): Promise<void> {
   };
   for (const [p, label] of [["disk", "on disk"], ["tmpfs", "on tmpfs"]] as const) {
     const f = `Ferry (${p})`;
-    ratio(`small windowed msg/s, ${label} / JetStream`, fig("small", f)?.rate, fig("small", "JetStream")?.rate, { op: ">=", x: p === "disk" ? 1 : 1.5 });
-    ratio(`small windowed msg/s, ${label}, --log exceptions / JetStream`, fig("small", p === "disk" ? QUIET : QUIET_TMPFS)?.rate, fig("small", "JetStream")?.rate);
+    ratio(`small windowed msg/s, ${label} / JetStream`, windowedFig(f)?.rate, windowedFig("JetStream")?.rate, { op: ">=", x: p === "disk" ? 1 : 1.5 });
+    ratio(`small windowed msg/s, ${label}, --log exceptions / JetStream`, windowedFig(p === "disk" ? QUIET : QUIET_TMPFS)?.rate, windowedFig("JetStream")?.rate);
     ratio(`one at a time p50, ${label} / JetStream (lower is better)`, fig("small 1 KiB x " + config.serial, f)?.p50, fig("small 1 KiB x " + config.serial, "JetStream")?.p50, p === "disk" ? { op: "<=", x: 2 } : undefined);
     ratio(`medium MB/s, ${label} / JetStream`, fig("medium", f)?.rate, fig("medium", "JetStream")?.rate);
     ratio(`fan-out msg/s, ${label} / JetStream`, fig("fan-out", f)?.rate, fig("fan-out", "JetStream")?.rate);
     for (const c of ["raw WebSocket (Node relay)", "DO forward", "DO forward + SQLite"]) {
-      ratio(`small windowed msg/s, ${label} / ${c}`, fig("small", f)?.rate, fig("small", c)?.rate);
+      ratio(`small windowed msg/s, ${label} / ${c}`, windowedFig(f)?.rate, windowedFig(c)?.rate);
     }
   }
   ratio("one at a time p50, on disk / raw WebSocket (lower is better)", fig("small 1 KiB x " + config.serial, "Ferry (disk)")?.p50, fig("small 1 KiB x " + config.serial, "raw WebSocket (Node relay)")?.p50);
@@ -222,14 +224,14 @@ async function main(): Promise<void> {
   });
 
   // Cost: analytic counts, priced; DO duration from the measured throughput.
-  const windowedRate = fig("small", "Ferry (disk)")?.rate ?? 0;
+  const windowedRate = windowedFig("Ferry (disk)")?.rate ?? 0;
   const serialRate = fig("small 1 KiB x " + config.serial, "Ferry (disk)")?.rate ?? 0;
   const paths = [
     { path: "windowed (1,024 per frame), full audit log", batch: 1024, log: true, rate: windowedRate, target: 1.1 },
     { path: "windowed, full audit log, files (1 field: the name)", batch: 1024, log: true, rate: windowedRate, target: 1.1, fields: 1 },
     // One at a time a flush (100 ms after the first staging, up to 256 small rows) holds the messages of those 100 ms.
     { path: "one at a time, full audit log", batch: 1, log: true, rate: serialRate, target: 1.1, perFlush: Math.min(128, Math.max(1, serialRate / 10)) },
-    { path: "windowed, --log exceptions (no per-message log)", batch: 1024, log: false, rate: fig("small", QUIET)?.rate ?? windowedRate, target: 0.1 },
+    { path: "windowed, --log exceptions (no per-message log)", batch: 1024, log: false, rate: windowedFig(QUIET)?.rate ?? windowedRate, target: 0.1 },
     { path: "one at a time, --log exceptions", batch: 1, log: false, rate: fig("small 1 KiB x " + config.serial, QUIET)?.rate ?? serialRate, target: 0.1 },
   ];
   const cost = paths.map((p) => {
@@ -238,7 +240,7 @@ async function main(): Promise<void> {
   });
   // The same, measured: what the objects' usage meters counted (medians of the runs).
   const measured = (system: string, path: string, target: number, serial = false) => {
-    const f = serial ? fig("small 1 KiB x " + config.serial, system) : fig("small", system);
+    const f = serial ? fig("small 1 KiB x " + config.serial, system) : windowedFig(system);
     const ops = f?.extra && typeof f.extra["ops.doRequests"] === "number" ? (Object.fromEntries(Object.entries(f.extra).filter(([k]) => k.startsWith("ops.")).map(([k, v]) => [k.slice(4), Number(v)])) as Ops) : null;
     if (!ops || !f?.rate) return [];
     const priced = price(ops, f.rate);
