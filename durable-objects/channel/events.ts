@@ -193,8 +193,10 @@ export class EventOutbox {
           : this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox WHERE id <= ? ORDER BY id", Number(pin))
       ).toArray();
       if (rows.length === 0) {
-        if (pin !== undefined) this.sql.exec("DELETE FROM meta WHERE k = 'flush_to'");
-        return;
+        if (pin === undefined) return;
+        // (Its rows are gone only if the flush finished: the pin goes with them. Never expected; harmless.)
+        this.sql.exec("DELETE FROM meta WHERE k = 'flush_to'");
+        continue;
       }
       if (pin === undefined) {
         let chars = rows.reduce((n, r) => n + r.event.length, 0);
