@@ -67,6 +67,9 @@ function unstage(parsed: Staged[] | LoggedEvent[] | LoggedEvent): LoggedEvent[] 
   );
 }
 
+/** A staged outbox row: one staging call's events, as JSON. */
+type OutboxRow = { id: number; event: string };
+
 /** One group of consecutive lifecycle events of one type (and destination), on its way to one event_batches row. */
 type Batch = { type: string; destination: string | null; first: number; last: number; atLo: number; atHi: number; lo: number; hi: number; rows: string[]; chars: number };
 
@@ -153,6 +156,18 @@ export class EventOutbox {
     return this.flushing;
   }
 
+  /** The oldest staged rows a new flush takes: FLUSH_ROWS, more while they are small (up to SMALL_FLUSH_ROWS and SMALL_FLUSH_CHARS). */
+  private take(): OutboxRow[] {
+    const rows: OutboxRow[] = [];
+    let chars = 0;
+    for (;;) {
+      const more = this.sql.exec<OutboxRow>("SELECT id, event FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?", rows.at(-1)?.id ?? 0, FLUSH_ROWS).toArray();
+      rows.push(...more);
+      chars += more.reduce((n, r) => n + r.event.length, 0);
+      if (more.length < FLUSH_ROWS || rows.length >= SMALL_FLUSH_ROWS || chars >= SMALL_FLUSH_CHARS) return rows;
+    }
+  }
+
   /** The chain's head: position and hash of the last event written to D1. */
   private head(): { seq: number; hash: string } {
     // One row, "seq:hash" (each written row is billed); objects from before kept two.
@@ -187,29 +202,17 @@ export class EventOutbox {
     for (;;) {
       // A flush that was cut short (a crash, D1 unavailable) is pinned to the rows it took: sent again, they make the same batches.
       const pin = this.sql.exec<{ v: string }>("SELECT v FROM meta WHERE k = 'flush_to'").toArray()[0]?.v;
-      const rows = (
-        pin === undefined
-          ? this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox ORDER BY id LIMIT ?", FLUSH_ROWS)
-          : this.sql.exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox WHERE id <= ? ORDER BY id", Number(pin))
-      ).toArray();
+      const rows = pin === undefined ? this.take() : this.sql.exec<OutboxRow>("SELECT id, event FROM event_outbox WHERE id <= ? ORDER BY id", Number(pin)).toArray();
       if (rows.length === 0) {
         if (pin === undefined) return;
         // (Its rows are gone only if the flush finished: the pin goes with them. Never expected; harmless.)
         this.sql.exec("DELETE FROM meta WHERE k = 'flush_to'");
         continue;
       }
+      const last = rows[rows.length - 1] as OutboxRow;
       if (pin === undefined) {
-        let chars = rows.reduce((n, r) => n + r.event.length, 0);
-        while (rows.length % FLUSH_ROWS === 0 && rows.length < SMALL_FLUSH_ROWS && chars < SMALL_FLUSH_CHARS) {
-          const more = this.sql
-            .exec<{ id: number; event: string }>("SELECT id, event FROM event_outbox WHERE id > ? ORDER BY id LIMIT ?", (rows[rows.length - 1] as { id: number }).id, FLUSH_ROWS)
-            .toArray();
-          if (more.length === 0) break;
-          rows.push(...more);
-          chars += more.reduce((n, r) => n + r.event.length, 0);
-        }
         // Durable before D1 sees a byte of this flush.
-        this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('flush_to', ?)", String((rows[rows.length - 1] as { id: number }).id));
+        this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('flush_to', ?)", String(last.id));
         await this.ctx.storage.sync();
       }
       let head = this.head();
@@ -281,7 +284,6 @@ export class EventOutbox {
         this.usage.d1RowsRead += r.meta.rows_read ?? 0;
         this.usage.d1RowsWritten += r.meta.rows_written ?? 0;
       }
-      const last = rows[rows.length - 1] as { id: number };
       const h = head;
       this.ctx.storage.transactionSync(() => {
         this.sql.exec("DELETE FROM event_outbox WHERE id <= ?", last.id);

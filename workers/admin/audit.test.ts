@@ -15,6 +15,9 @@ async function get(path: string) {
   return { status: res.status, type: res.headers.get("content-type"), text: await res.text() };
 }
 
+/** Copies what a channel object's log has staged to D1 now (its flush, without waiting for the timer). */
+const flushLog = (stub: DurableObjectStub) => runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+
 /** Drives a channel object directly: publish `n` messages (`frame` to a publish), acknowledge them (in `acks` cumulative acks), flush the log. */
 async function traffic(
   source: string,
@@ -33,7 +36,7 @@ async function traffic(
     msgs.push({ seq: i, id: `${source.replace(/\W/g, "")}-${i}-xxxxxxxx`, createdAt: o.createdAt?.(i) ?? 1, contentType: "text/csv", size: p.byteLength, sha256: "a".repeat(64), ...(filename(i) === null ? {} : { fields: { filename: filename(i) as string } }) });
     payloads.push(p);
   }
-  const flush = () => runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+  const flush = () => flushLog(stub);
   // flushEach: a flush after every publish and ack, as when traffic is spread out in time (one flush's rows share batches).
   for (let i = 0; i < n; i += frame) {
     await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: msgs.slice(i, i + frame), payloads: payloads.slice(i, i + frame) });
@@ -82,7 +85,7 @@ describe("event log: hash chain", () => {
     const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:chain-e/out`));
     const p = new TextEncoder().encode("x");
     await stub.publish({ tenant: TENANT, source: "chain-e/out", epoch: "epoch-aaaaaaaa", msgs: [1, 2].map((seq) => ({ seq, id: `chain-e-${seq}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64) })), payloads: [p, p] });
-    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    await flushLog(stub);
     expect((await verify("chain-e/out")).ok).toBe(true);
     await env.DB.prepare("UPDATE events SET detail = '{}' WHERE chain = 'default:chain-e/out' AND chain_seq = 2").run();
     expect((await verify("chain-e/out")).chains[0]?.broken).toMatchObject({ chainSeq: 2, reason: expect.stringContaining("altered") });
@@ -106,7 +109,7 @@ describe("event log: hash chain", () => {
         state.storage.sql.exec("DELETE FROM meta WHERE k IN ('chain_head', 'chain_seq', 'chain_hash')");
         state.storage.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify([event]));
       });
-      await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+      await flushLog(stub);
       expect(await count()).toBe(before);
     }
     const v = JSON.parse((await get("/api/log/verify?source=chain-d/out")).text) as { ok: boolean };
@@ -117,7 +120,7 @@ describe("event log: hash chain", () => {
     const source = "chain-g/out";
     const chain = `${TENANT}:${source}`;
     const stub = await traffic(source, 1);
-    const flush = () => runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const flush = () => flushLog(stub);
     const sql = <T>(q: string, ...args: (string | number)[]) => runInDurableObject(stub, (_o, state) => state.storage.sql.exec(q, ...args).toArray() as T[]);
     const batches = async () => (await env.DB.prepare("SELECT count(*) AS n FROM event_batches WHERE chain = ?").bind(chain).first<{ n: number }>())?.n ?? 0;
     const events = async () => (await env.DB.prepare("SELECT count(*) AS n FROM event_log WHERE chain = ?").bind(chain).first<{ n: number }>())?.n ?? 0;
@@ -283,7 +286,7 @@ describe("event log: fields a route records", () => {
     const stub = env.CHANNEL.get(env.CHANNEL.idFromName(`${TENANT}:fields-a/out`));
     const p = new TextEncoder().encode("x");
     await stub.publish({ tenant: TENANT, source: "fields-a/out", epoch: "epoch-aaaaaaaa", msgs: [{ seq: 1, id: "fields-1-xxxxxxxx", createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64), fields: { filename: "private-name.txt", partnerRef: "PO-9" } }], payloads: [p] });
-    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    await flushLog(stub);
     const rows = await env.DB.prepare("SELECT fields FROM event_log WHERE source = 'fields-a/out'").all<{ fields: string }>();
     expect(rows.results.length).toBeGreaterThan(0);
     for (const r of rows.results) expect(JSON.parse(r.fields)).toEqual({ partnerRef: "PO-9" });
@@ -362,7 +365,7 @@ describe("event log: retention per route", () => {
     // (Each publish flushed on its own: the late one arrives in a later flush.)
     for (const m of [msg(1, now - 500 * day), msg(2, now - 600 * day)]) {
       await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs: [m], payloads: [x] });
-      await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+      await flushLog(stub);
     }
     const log = async () => (await env.DB.prepare("SELECT chain_seq, type, message_id FROM event_log WHERE source = ? ORDER BY chain_seq").bind(source).all<{ chain_seq: number; type: string; message_id: string }>()).results.map((r) => `${r.chain_seq}:${r.type}:${r.message_id.split("-")[1]}`);
     expect(await log()).toEqual(["1:captured:1", "2:accepted:1", "3:captured:2", "4:accepted:2"]);
@@ -377,7 +380,6 @@ describe("event log: retention per route", () => {
 
 describe("event log: routes that log exceptions only", () => {
   const post = (body: unknown) => SELF.fetch("http://edge.test/api/routes", { method: "POST", headers: { ...ADMIN, "content-type": "application/json" }, body: JSON.stringify(body) });
-  const flush = (stub: DurableObjectStub) => runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
   const message = (source: string, seq: number, extra: Partial<PubMessage> = {}): PubMessage => ({ seq, id: `${source.replace(/\W/g, "")}-${seq}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64), ...extra });
   const types = async (source: string) =>
     (await env.DB.prepare("SELECT type, destination FROM event_log WHERE source = ? ORDER BY chain_seq").bind(source).all<{ type: string; destination: string | null }>()).results.map((r) => `${r.type}${r.destination ? `>${r.destination}` : ""}`);
@@ -410,7 +412,7 @@ describe("event log: routes that log exceptions only", () => {
     expect(await mixed.publish({ tenant: TENANT, source: "quiet-a/out", epoch: "epoch-aaaaaaaa", msgs: [message("quiet-a/out", 1), message("quiet-a/out", 2)], payloads: [p, p] })).toMatchObject({ ok: true, accepted: 2 });
     expect(await mixed.ack(TENANT, "quiet-a/out", "sink/full", 2)).toMatchObject({ ok: true });
     expect(await mixed.ack(TENANT, "quiet-a/out", "sink/quiet", 2)).toMatchObject({ ok: true });
-    await flush(mixed);
+    await flushLog(mixed);
     expect(await types("quiet-a/out")).toEqual(["captured", "captured", "accepted", "accepted", "delivered>sink/full", "delivered>sink/full"]);
 
     // Every route quiet: nothing per message, but a refused message is still logged.
@@ -419,7 +421,7 @@ describe("event log: routes that log exceptions only", () => {
     expect(await quiet.publish({ tenant: TENANT, source: "quiet-b/out", epoch: "epoch-aaaaaaaa", msgs: [message("quiet-b/out", 1, { protection: "sign", sig: "x.y.z" })], payloads: [p] })).toMatchObject({ ok: true, accepted: 1 });
     expect(await quiet.ack(TENANT, "quiet-b/out", "sink/quiet", 1)).toMatchObject({ ok: true });
     expect(await quiet.publish({ tenant: TENANT, source: "quiet-b/out", epoch: "epoch-aaaaaaaa", msgs: [message("quiet-b/out", 2)], payloads: [p] })).toMatchObject({ ok: false, code: "FORBIDDEN" });
-    await flush(quiet);
+    await flushLog(quiet);
     expect(await types("quiet-b/out")).toEqual(["rejected"]);
   });
 });
@@ -434,7 +436,7 @@ describe("usage: what objects bill, measured", () => {
     const msgs: PubMessage[] = Array.from({ length: 10 }, (_, i) => ({ seq: i + 1, id: `usage-${i + 1}-xxxxxxxx`, createdAt: 1, contentType: "text/plain", size: 1, sha256: "a".repeat(64) }));
     expect(await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", msgs, payloads: msgs.map(() => p) })).toMatchObject({ ok: true, accepted: 10 });
     expect(await stub.ack(TENANT, source, "sink/in", 10)).toMatchObject({ ok: true });
-    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    await flushLog(stub);
     type Report = { channel: Record<string, number>; sessions: Record<string, Record<string, number>> };
     const read = async () => JSON.parse((await get(`/api/debug/usage?source=${source}&connector=usage-a`)).text) as Report;
     // The receipt goes to the sender's session after the ack returns (off the ack's path): wait for it, bounded.
