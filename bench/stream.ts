@@ -9,6 +9,7 @@ import WebSocket from "ws";
 import { ackFrame, HEADER, readAck, readHeader, writeHeader } from "./frame.ts";
 import { latency, type Sample } from "./stats.ts";
 import { MIB } from "./config.ts";
+import { maskFor } from "../connector/core/transport.ts";
 
 export type StreamOptions = {
   size: number;
@@ -23,8 +24,10 @@ export type StreamOptions = {
 };
 
 function open(url: string): Promise<WebSocket> {
+  // Masked as the connector masks (on loopback: not at all), so the ceiling's client costs what Ferry's does.
+  const generateMask = maskFor(new URL(url), false);
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url, { maxPayload: 64 * 1024 * 1024, perMessageDeflate: false });
+    const ws = new WebSocket(url, { maxPayload: 64 * 1024 * 1024, perMessageDeflate: false, ...(generateMask ? { generateMask } : {}) });
     ws.binaryType = "nodebuffer";
     ws.once("open", () => resolve(ws));
     ws.once("error", reject);

@@ -34,6 +34,29 @@ declare const FERRY_VERSION: string | undefined;
 /** Told to the edge at connect, for administrators (set by the bundler; "dev" from source). */
 const CONNECTOR_VERSION = typeof FERRY_VERSION === "string" ? FERRY_VERSION : "dev";
 
+const LOOPBACK = /^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|localhost|\[::1\])$/;
+
+/** Fills a frame's masking key with zeros: ws then sends the payload as it is (no masked copy). */
+export const zeroMask = (mask: Buffer): void => {
+  mask.fill(0);
+};
+
+/**
+ * The masking key of the connector's frames to `url`. RFC 6455 masks every
+ * client frame with a random key so that bytes a script chose never cross a
+ * plaintext intermediary (a proxy's cache) as written. Over TLS (wss://, as
+ * every production edge is reached) no intermediary sees the bytes, and on
+ * loopback without a proxy there is none: there the key is all zeros, a
+ * valid key with which ws skips the masking pass, a copy and an XOR of every
+ * byte sent (a third of a sender's CPU on a large file, docs/performance.md).
+ * Anywhere else (plain ws:// beyond this machine, or through a proxy) frames
+ * are masked as usual (undefined: ws's random keys).
+ */
+export function maskFor(url: URL, proxied: boolean): ((mask: Buffer) => void) | undefined {
+  if (url.protocol === "wss:") return zeroMask;
+  return LOOPBACK.test(url.hostname) && !proxied ? zeroMask : undefined;
+}
+
 /** Close codes after which reconnecting cannot help. */
 const FATAL = new Set<number>([CloseCode.REVOKED, CloseCode.UNAUTHORIZED]);
 
@@ -144,9 +167,10 @@ export class Transport {
     }
     if (this.state !== "connecting") return;
     const agent = edgeSocketAgent(edge);
+    const generateMask = maskFor(url, agent !== undefined);
     const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}`, "x-ferry-connector-version": CONNECTOR_VERSION, "x-ferry-features": (this.opts.features ?? []).join(",") }, maxPayload: 32 * 1024 * 1024, handshakeTimeout: 15_000,
       // No permessage-deflate: payloads are mostly compressed already, and deflating 8 MiB chunks costs more CPU than the link saves.
-      perMessageDeflate: false, ...(agent ? { agent } : {}) });
+      perMessageDeflate: false, ...(agent ? { agent } : {}), ...(generateMask ? { generateMask } : {}) });
     this.ws = ws;
     ws.binaryType = "nodebuffer";
     ws.on("open", () => {
