@@ -184,7 +184,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     const transfers = Math.max(1, opts.transfers ?? 2);
     this.uploads = new Uploads({
       spool,
-      send: (f) => this.transport.send(f),
+      send: (f, written) => this.transport.send(f, written),
       buffered: () => this.transport.buffered,
       connected: () => this.transport.status === "open",
       log,

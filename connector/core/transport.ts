@@ -109,15 +109,17 @@ export class Transport {
   /**
    * Sends a frame; false when not connected (the caller keeps it and
    * resends on open). Given pieces (encodeFrameParts), they go as fragments
-   * of one message, back to back: nothing can come between them (ws frames
-   * and masks each piece before send() returns, so a piece's buffer may be
-   * reused at once).
+   * of one message, back to back: nothing can come between them.
+   * Unmasked frames (D24) are not copied: the socket holds the caller's
+   * buffers until it has written them, so a caller that reuses a buffer
+   * waits for `written` (called once the last piece left for the kernel,
+   * or the socket failed).
    */
-  send(data: Uint8Array | Uint8Array[]): boolean {
+  send(data: Uint8Array | Uint8Array[], written?: () => void): boolean {
     const ws = this.ws;
     if (!ws || this.state !== "open" || ws.readyState !== WebSocket.OPEN) return false;
-    if (!Array.isArray(data)) ws.send(data);
-    else data.forEach((piece, i) => ws.send(piece, { binary: true, fin: i === data.length - 1 }));
+    const pieces = Array.isArray(data) ? data : [data];
+    pieces.forEach((piece, i) => ws.send(piece, { binary: true, fin: i === pieces.length - 1 }, i === pieces.length - 1 && written ? () => written() : undefined));
     return true;
   }
 

@@ -35,6 +35,8 @@ type Upload = {
   fh: FileHandle | null;
   /** One read buffer per upload, reused for every chunk (the frame is a copy of it). */
   buf: Buffer | null;
+  /** Settles once the socket has written the last chunk sent from `buf`: only then is it read into again. */
+  written: Promise<void>;
   lastProgress: number;
   retryAt: number;
   backoff: Backoff;
@@ -42,7 +44,8 @@ type Upload = {
 
 export type UploadDeps = {
   spool: Spool;
-  send: (frame: Uint8Array | Uint8Array[]) => boolean;
+  /** `written`: the socket no longer holds the frame's buffers (see Transport.send). */
+  send: (frame: Uint8Array | Uint8Array[], written?: () => void) => boolean;
   buffered: () => number;
   connected: () => boolean;
   log: Logger;
@@ -86,7 +89,7 @@ export class Uploads {
       if (this.uploads.has(rec.id)) continue;
       if ([...this.uploads.values()].filter((u) => !u.done).length >= this.d.limit) break;
       const parts = partsOf(rec.size, Limits.CHUNK_BYTES);
-      this.uploads.set(rec.id, { rec, plan: null, planning: false, parts, have: 0, next: 1, opened: false, asked: false, done: false, fh: null, buf: null, lastProgress: Date.now(), retryAt: 0, backoff: new Backoff(500, 30_000) });
+      this.uploads.set(rec.id, { rec, plan: null, planning: false, parts, have: 0, next: 1, opened: false, asked: false, done: false, fh: null, buf: null, written: Promise.resolve(), lastProgress: Date.now(), retryAt: 0, backoff: new Backoff(500, 30_000) });
     }
     // Acknowledged records are gone from the spool: forget their uploads.
     for (const [id, u] of this.uploads) if (!live.has(id)) this.forget(id, u);
@@ -141,6 +144,8 @@ export class Uploads {
       u.opened = false;
       u.next = u.have + 1;
       u.retryAt = 0;
+      // The old socket sends nothing more: its hold on the read buffer is void.
+      u.written = Promise.resolve();
     }
     this.want();
   }
@@ -259,13 +264,18 @@ export class Uploads {
         const len = partLength(u.rec.size, Limits.CHUNK_BYTES, part);
         u.fh ??= await open(this.d.spool.blobPath(u.rec), "r");
         u.buf ??= Buffer.allocUnsafe(Limits.CHUNK_BYTES);
+        // Frames go unmasked, so uncopied (D24): the socket may still be writing the last chunk out of this buffer.
+        await u.written;
         const plain = u.buf.subarray(0, len);
         const { bytesRead } = await u.fh.read(plain, 0, len, (part - 1) * Limits.CHUNK_BYTES);
         if (bytesRead !== len) throw new Error(`the spool's copy of ${u.rec.id} is shorter than its record says`);
         const bytes = u.plan.seal ? u.plan.seal(part, plain) : plain;
         const sha256 = createHash("sha256").update(bytes).digest("hex");
         // In two fragments, the part's bytes straight from the read buffer (no frame-sized copy).
-        if (!this.d.send(encodeFrameParts({ t: "chunk", ch: u.rec.channel, id: u.rec.id, part, len: bytes.byteLength, sha256 }, [bytes]))) {
+        let written = () => {};
+        u.written = new Promise<void>((r) => (written = r));
+        if (!this.d.send(encodeFrameParts({ t: "chunk", ch: u.rec.channel, id: u.rec.id, part, len: bytes.byteLength, sha256 }, [bytes]), written)) {
+          written();
           u.next = part;
           return;
         }
