@@ -13,7 +13,7 @@ import {
   type UploadFrame,
 } from "../../wire/index.ts";
 import type { AckResult, ChannelRoute, DeadLetter, IngestRequest, IngestResult, PublishRequest, PublishResult, StreamStatus } from "./types.ts";
-import { EventOutbox, type LoggedEvent } from "./events.ts";
+import { EventOutbox, type LoggedEvent, type StagedMessage } from "./events.ts";
 import { Archiver } from "./archive.ts";
 import { ABANDON_AFTER_MS, RelayMode, Transfers, type PartResult, type UploadState } from "./transfers.ts";
 import { Relays } from "./relay.ts";
@@ -257,7 +257,7 @@ export class ChannelObject extends DurableObject<Env> {
     let duplicates = 0;
     let gap: { expected: number } | undefined;
     let incomplete: { id: string; message: string } | undefined;
-    const logged: LoggedEvent[] = [];
+    const logged: StagedMessage[] = [];
     const ttl = Math.min(...this.routes.map((r) => r.ttlSeconds));
     // Segments gathered in the loop and written, with their runs, many rows per statement at its end (same transaction).
     const segments: { seg: Segment; data: Uint8Array }[] = [];
@@ -331,9 +331,8 @@ export class ChannelObject extends DurableObject<Env> {
           this.hwm = m.seq;
           accepted++;
           if (ingestKey) this.sql.exec("INSERT INTO ingest_keys (key, id, seq, at, sha256) VALUES (?, ?, ?, ?, ?)", ingestKey, m.id, m.seq, now, m.sha256);
-          // Captured at the site before it was sent: its time and place come from the sender.
-          if (lifecycle) logged.push({ messageId: m.id, type: "captured", at: m.createdAt, seq: m.seq, mseq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { place: site } });
-          if (lifecycle) logged.push({ messageId: m.id, type: "accepted", at: now, seq: m.seq, mseq, size: m.size, sha256: m.sha256, destination: null, fields: m.fields ?? null, detail: { createdAt: m.createdAt, contentType: m.contentType, destinations } });
+          // Its captured and accepted events (events.ts unstage).
+          if (lifecycle) logged.push([m.id, m.seq, mseq, m.size, m.sha256, m.fields ?? null, m.createdAt, m.contentType]);
         }
         close();
         const segmentRows: SqlStorageValue[] = [];
@@ -357,7 +356,7 @@ export class ChannelObject extends DurableObject<Env> {
         if (epochChanged) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('epoch', ?)", this.epoch);
         if (epochChanged || accepted > 0) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('hwm', ?), ('next_mseq', ?)", String(this.hwm), String(this.nextMseq));
         if (accepted > 0) for (const [d, c] of this.cursors) this.sql.exec("UPDATE cursors SET next_dseq = ? WHERE destination = ?", c.next, d);
-        this.events.stage(logged);
+        this.events.stageAccepted(now, site, destinations, logged);
       });
     } catch (e) {
       // Nothing of the batch was committed: forget what memory thinks happened.
@@ -568,10 +567,10 @@ export class ChannelObject extends DurableObject<Env> {
       this.release(done.map((r) => [r.seg, -1]));
       this.sql.exec("UPDATE cursors SET acked = ? WHERE destination = ?", upTo, destination);
       if (lifecycle) {
-        const logged: LoggedEvent[] = rows.map((r) => ({ messageId: r.id, type: "delivered", at: now, seq: r.seq, mseq: r.mseq, size: r.size, sha256: r.sha256, destination, fields: r.fields, detail: receiptHash ? { receipt: receiptHash } : (delivery ?? null) }));
         // The receipt closes the delivered events it covers, in their batch (workers/event-log.ts): no row of its own in D1.
-        if (receipt && receiptHash) logged.push({ messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, mseq: rows.at(-1)?.mseq, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } });
-        this.events.stage(logged);
+        const closing: LoggedEvent | undefined =
+          receipt && receiptHash ? { messageId: `receipt-${receiptHash.slice(0, 56)}`, type: "receipt", at: now, seq: null, mseq: rows.at(-1)?.mseq, size: receipt.length, sha256: receiptHash, destination, detail: { jws: receipt } } : undefined;
+        this.events.stageDelivered(now, destination, receiptHash ? { receipt: receiptHash } : (delivery ?? null), rows.map((r): StagedMessage => [r.id, r.seq, r.mseq, r.size, r.sha256, r.fields]), closing);
       }
     });
     cur.acked = upTo;

@@ -57,14 +57,43 @@ const INSERT_INDEX = "INSERT OR IGNORE INTO message_index (tenant, message_id, c
 const INSERT_FIELDS = "INSERT OR IGNORE INTO message_fields (tenant, name, value, chain, mseq, message_id) SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?2, json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?3)";
 
 /** A staged event, positionally: messageId, type, at, seq, mseq, size, sha256, destination, fields, detail. */
-type Staged = [string, LoggedEvent["type"], number, number | null, number | null, number | null, string | null, string | null, Record<string, string> | null, unknown];
+export type Staged = [string, LoggedEvent["type"], number, number | null, number | null, number | null, string | null, string | null, Record<string, string> | null, unknown];
 
-/** A staged outbox row's events: positional arrays, or (staged before they were) keyed objects, one or many. */
-function unstage(parsed: Staged[] | LoggedEvent[] | LoggedEvent): LoggedEvent[] {
-  if (!Array.isArray(parsed)) return [parsed];
-  return parsed.map((e) =>
-    Array.isArray(e) ? { messageId: e[0], type: e[1], at: e[2], seq: e[3], ...(e[4] === null ? {} : { mseq: e[4] }), size: e[5], sha256: e[6], destination: e[7], fields: e[8], detail: e[9] } : e,
-  );
+/** A message as a publish or an ack stages it: id, seq, mseq, size, sha256, fields, then (accepted only) createdAt and contentType. */
+export type StagedMessage = [string, number, number, number, string, Record<string, string> | null, number?, string?];
+/**
+ * A publish's captured and accepted events, or an ack's delivered events
+ * (and the receipt that closes them), as one staged row: what the events
+ * share (the time, the place, the destinations, the receipt) is written
+ * once, each message once, not twice (captured and accepted) with the
+ * shared parts repeated: about half the bytes to write, parse back and
+ * delete per message. `unstage` expands it into exactly the events the
+ * positional form held.
+ */
+export type StagedGroup =
+  | { accepted: [at: number, site: string, destinations: string[]]; m: StagedMessage[] }
+  | { delivered: [at: number, destination: string, detail: unknown]; m: StagedMessage[]; receipt?: Staged };
+
+const positional = (e: Staged): LoggedEvent => ({ messageId: e[0], type: e[1], at: e[2], seq: e[3], ...(e[4] === null ? {} : { mseq: e[4] }), size: e[5], sha256: e[6], destination: e[7], fields: e[8], detail: e[9] });
+
+/** A staged outbox row's events: a group, positional arrays, or (staged before either) keyed objects, one or many. */
+export function unstage(parsed: StagedGroup | Staged[] | LoggedEvent[] | LoggedEvent): LoggedEvent[] {
+  if (Array.isArray(parsed)) return parsed.map((e) => (Array.isArray(e) ? positional(e) : e));
+  if ("accepted" in parsed) {
+    const [at, site, destinations] = parsed.accepted;
+    return parsed.m.flatMap(([messageId, seq, mseq, size, sha256, fields, createdAt, contentType]): LoggedEvent[] => [
+      // Captured at the site before it was sent: its time and place come from the sender.
+      { messageId, type: "captured", at: createdAt as number, seq, mseq, size, sha256, destination: null, fields, detail: { place: site } },
+      { messageId, type: "accepted", at, seq, mseq, size, sha256, destination: null, fields, detail: { createdAt, contentType, destinations } },
+    ]);
+  }
+  if ("delivered" in parsed) {
+    const [at, destination, detail] = parsed.delivered;
+    const out = parsed.m.map(([messageId, seq, mseq, size, sha256, fields]): LoggedEvent => ({ messageId, type: "delivered", at, seq, mseq, size, sha256, destination, fields, detail }));
+    if (parsed.receipt) out.push(positional(parsed.receipt));
+    return out;
+  }
+  return [parsed];
 }
 
 /** A staged outbox row: one staging call's events, as JSON. */
@@ -132,8 +161,30 @@ export class EventOutbox {
     if (events.length === 0) return;
     this.sql.exec(
       "INSERT INTO event_outbox (event) VALUES (?)",
-      JSON.stringify(events.map((e): Staged => [e.messageId, e.type, e.at, e.seq, e.mseq ?? null, e.size, e.sha256, e.destination, this.keepFields(e.fields), e.detail ?? null])),
+      JSON.stringify(events.map((e) => this.staged(e))),
     );
+  }
+
+  /** A publish's captured and accepted events (one per accepted message, in order), as one group; inside its transaction. */
+  stageAccepted(at: number, site: string, destinations: string[], msgs: StagedMessage[]): void {
+    if (msgs.length === 0) return;
+    for (const m of msgs) m[5] = this.keepFields(m[5]);
+    this.stageGroup({ accepted: [at, site, destinations], m: msgs });
+  }
+
+  /** An ack's delivered events and the receipt event that closes them, as one group; inside its transaction. */
+  stageDelivered(at: number, destination: string, detail: unknown, msgs: StagedMessage[], receipt?: LoggedEvent): void {
+    if (msgs.length === 0 && !receipt) return;
+    for (const m of msgs) m[5] = this.keepFields(m[5]);
+    this.stageGroup({ delivered: [at, destination, detail ?? null], m: msgs, ...(receipt ? { receipt: this.staged(receipt) } : {}) });
+  }
+
+  private stageGroup(g: StagedGroup): void {
+    this.sql.exec("INSERT INTO event_outbox (event) VALUES (?)", JSON.stringify(g));
+  }
+
+  private staged(e: LoggedEvent): Staged {
+    return [e.messageId, e.type, e.at, e.seq, e.mseq ?? null, e.size, e.sha256, e.destination, this.keepFields(e.fields), e.detail ?? null];
   }
 
   pending(): number {
@@ -226,7 +277,7 @@ export class EventOutbox {
       const groups = new Map<string, LoggedEvent[]>();
       const rest: LoggedEvent[] = [];
       for (const r of rows) {
-        for (const e of unstage(JSON.parse(r.event) as Staged[] | LoggedEvent[] | LoggedEvent)) {
+        for (const e of unstage(JSON.parse(r.event) as StagedGroup | Staged[] | LoggedEvent[] | LoggedEvent)) {
           if (!BATCHED_TYPES.has(e.type) || typeof e.mseq !== "number") rest.push(e);
           else {
             const k = `${batchTypeOf(e.type)}\n${e.destination ?? ""}`;

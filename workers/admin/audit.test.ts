@@ -124,8 +124,8 @@ describe("event log: hash chain", () => {
     const sql = <T>(q: string, ...args: (string | number)[]) => runInDurableObject(stub, (_o, state) => state.storage.sql.exec(q, ...args).toArray() as T[]);
     const batches = async () => (await env.DB.prepare("SELECT count(*) AS n FROM event_batches WHERE chain = ?").bind(chain).first<{ n: number }>())?.n ?? 0;
     const events = async () => (await env.DB.prepare("SELECT count(*) AS n FROM event_log WHERE chain = ?").bind(chain).first<{ n: number }>())?.n ?? 0;
-    // What one publish of one message stages: its captured and accepted events (positional, as the object stages them).
-    const publishRow = (i: number) => JSON.stringify(["captured", "accepted"].map((type) => [`chain-g-${i}-xxxxxxxx`, type, 1000 + i, i, i, 2, "a".repeat(64), null, null, null]));
+    // What one publish of one message stages: its captured and accepted events, as the object stages them (one group, events.ts).
+    const publishRow = (i: number) => JSON.stringify({ accepted: [1000 + i, "site:chain-g", ["chain-h/in"]], m: [[`chain-g-${i}-xxxxxxxx`, i, i, 2, "a".repeat(64), null, 900 + i, "text/plain"]] });
     const stage = (rows: string[]) => sql("INSERT INTO event_outbox (event) VALUES " + rows.map(() => "(?)").join(", "), ...rows);
     const verified = async () => (JSON.parse((await get(`/api/log/verify?source=${source}`)).text) as { ok: boolean }).ok;
 
