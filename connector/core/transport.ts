@@ -48,7 +48,7 @@ export const zeroMask = (mask: Buffer): void => {
  * every production edge is reached) no intermediary sees the bytes, and on
  * loopback without a proxy there is none: there the key is all zeros, a
  * valid key with which ws skips the masking pass, a copy and an XOR of every
- * byte sent (a third of a sender's CPU on a large file, docs/performance.md).
+ * byte sent (the largest part of a sender's CPU on a large file, D24).
  * Anywhere else (plain ws:// beyond this machine, or through a proxy) frames
  * are masked as usual (undefined: ws's random keys).
  */

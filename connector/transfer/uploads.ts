@@ -33,7 +33,7 @@ type Upload = {
   asked: boolean;
   done: boolean;
   fh: FileHandle | null;
-  /** One read buffer per upload, reused for every chunk (the frame is a copy of it). */
+  /** One read buffer per upload, reused for every chunk (sent as it is, not copied: see `written`). */
   buf: Buffer | null;
   /** Settles once the socket has written the last chunk sent from `buf`: only then is it read into again. */
   written: Promise<void>;
