@@ -20,6 +20,7 @@ export default defineConfig({
           name: "connector",
           include: ["connector/**/*.test.ts", "wire/**/*.test.ts", "scripts/**/*.test.ts"],
           environment: "node",
+          setupFiles: ["test/helpers/temp-dir.setup.ts"],
           testTimeout: 30_000,
         },
       },

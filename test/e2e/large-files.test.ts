@@ -490,7 +490,7 @@ describe("large files: relayed to an online receiver or chunked through R2, resu
     }
   });
 
-  const canMount = process.getuid?.() === 0 && spawnSync("sh", ["-c", "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d && umount $d"]).status === 0;
+  const canMount = process.getuid?.() === 0 && spawnSync("sh", ["-c", "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d && umount $d && rmdir $d"]).status === 0;
   const diskFull = (relay: boolean) => async () => {
     // The receiver's state and inbox on a real, small file system (64 MiB, most of it taken).
     const fsDir = await mkdtemp(join(tmpdir(), "ferry-full-"));
@@ -523,6 +523,7 @@ describe("large files: relayed to an online receiver or chunked through R2, resu
     } finally {
       await Promise.all(pairs.filter((x) => x.inbox.startsWith(fsDir)).map((x) => x.close()));
       spawnSync("umount", ["-l", fsDir]);
+      await rm(fsDir, { recursive: true, force: true });
     }
   };
   it.skipIf(!canMount)("stops with a clear error when the receiver's disk is full, and resumes when space returns (stored in R2)", diskFull(false));
