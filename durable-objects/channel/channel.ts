@@ -16,7 +16,7 @@ import type { AckResult, ChannelRoute, DeadLetter, IngestRequest, IngestResult, 
 import { EventOutbox, type LoggedEvent, type StagedMessage } from "./events.ts";
 import { Archiver } from "./archive.ts";
 import { ABANDON_AFTER_MS, RelayMode, Transfers, type PartResult, type UploadState } from "./transfers.ts";
-import { Relays } from "./relay.ts";
+import { Relays, type RelayStep } from "./relay.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
 import { meteredSql, newUsage, type Usage } from "../usage.ts";
 import { encodeSegment, migrateLegacy, SEGMENT_BYTES, Segments, type Segment, type StoredMessage } from "./segments.ts";
@@ -407,6 +407,25 @@ export class ChannelObject extends DurableObject<Env> {
     const row = this.transfers.row(id);
     if (row?.relay === RelayMode.RELAYING) return this.relays.put(id, row.have, part, bytes, sha256);
     return this.transfers.put(id, part, bytes, sha256);
+  }
+
+  /**
+   * A part the sender's session object passes on itself (it holds the
+   * bytes: they need not cross to this object and back): what to push to
+   * whom, or the answer now. Null: the upload is not relayed; putPart it.
+   */
+  async relayPart(tenant: string, source: string, id: string, part: number, len: number, psha: string): Promise<RelayStep | null> {
+    this.usageNow.requests++;
+    this.identify(tenant, source);
+    const row = this.transfers.row(id);
+    return row?.relay === RelayMode.RELAYING ? this.relays.take(id, row.have, part, len, psha) : null;
+  }
+
+  /** Destinations that did not take a part the sender's session pushed: the relay ends. */
+  async relayGone(tenant: string, source: string, id: string, destinations: string[]): Promise<UploadState> {
+    this.usageNow.requests++;
+    this.identify(tenant, source);
+    return this.relays.gone(id, destinations);
   }
 
   /** A destination's answer to a relayed part. */

@@ -2,7 +2,7 @@ import { env, runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { decodeFrame, toHex, type Frame } from "../../wire/index.ts";
 import type { ConnectorSession } from "../session/session.ts";
-import { Relays } from "./relay.ts";
+import { pushPart, Relays } from "./relay.ts";
 import { RelayMode, Transfers } from "./transfers.ts";
 
 const TENANT = "t1";
@@ -99,6 +99,38 @@ describe("channel object: relays (D19)", () => {
       expect(transfers.row(second.id)).toMatchObject({ relay: RelayMode.STORE });
       // And no relay is opened while a destination is away.
       expect(await relays.open(TENANT, source, null, { ...frame, id: `${id}-3` }, ["b/files"])).toBeNull();
+    });
+  });
+
+  it("lets the sender's session pass a part on itself: checked and counted here, pushed there, ended here when a destination cannot take it", async () => {
+    const { source, stub, id, frame, part } = await setup(3);
+    await runInDurableObject(stub, async (_o, state) => {
+      const { s, transfers, relays } = relayIn(state);
+      await relays.open(TENANT, source, null, frame, ["b/files", "c/files"]);
+      const p1 = await sha(part(1));
+      // Ahead of what was passed on, or of the wrong length: refused with what is held; nothing to push.
+      expect(await relays.take(id, 0, 2, part(2).byteLength, p1)).toMatchObject({ answer: { ok: false, code: "BAD_CHUNK", have: 0 } });
+      expect(await relays.take(id, 0, 1, 5, p1)).toMatchObject({ answer: { ok: false, code: "BAD_CHUNK", message: expect.stringMatching(/has 5 bytes/) } });
+      const step = await relays.take(id, 0, 1, part(1).byteLength, p1);
+      expect(step).toEqual({ push: { frame: { t: "relay", src: source, id, part: 1, parts: 3, size: frame.size, sha256: frame.sha256, chunk: CHUNK, len: part(1).byteLength, psha: p1 }, destinations: ["b/files", "c/files"] } });
+      if (!("push" in step)) throw new Error("no push");
+      // The session pushes the bytes itself: each destination gets the relay frame addressed to it.
+      expect(await pushPart(step.push, part(1), s.session)).toEqual([]);
+      expect(s.pushed.map((x) => [x.connector, (x.frame as { dst: string }).dst, (x.frame as { part: number }).part])).toEqual([["b", "b/files", 1], ["c", "c/files", 1]]);
+      // Answered by both: the sender is told, as when the channel object pushed.
+      for (const dst of ["b/files", "c/files"]) await relays.answer({ t: "relayed", src: source, dst, id, part: 1, have: 1, ok: true });
+      await until("the notice", () => s.told.length === 1);
+      expect(s.told[0]).toMatchObject({ t: "uploaded", have: 1 });
+      // A part the destinations hold already is answered as held.
+      expect(await relays.take(id, 1, 1, part(1).byteLength, p1)).toEqual({ answer: { ok: true, have: 1, parts: 3 } });
+      // Part 2: one destination is gone when the session pushes it; the relay ends and the upload is stored.
+      const two = await relays.take(id, 1, 2, part(2).byteLength, await sha(part(2)));
+      if (!("push" in two)) throw new Error("no push");
+      s.state.online = false;
+      const missed = await pushPart(two.push, part(2), s.session);
+      expect(missed).toEqual(["b/files", "c/files"]);
+      expect(await relays.gone(id, missed)).toMatchObject({ ok: false, code: "UPLOAD_INCOMPLETE", message: expect.stringMatching(/went offline/) });
+      expect(transfers.row(id)).toMatchObject({ relay: RelayMode.STORE });
     });
   });
 });

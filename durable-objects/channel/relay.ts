@@ -1,4 +1,4 @@
-import { encodeFrame, ErrorCode, errorFrame, partLength, splitAddress, type RelayedFrame, type UploadFrame } from "../../wire/index.ts";
+import { encodeFrame, ErrorCode, errorFrame, partLength, splitAddress, type RelayedFrame, type RelayFrame, type UploadFrame } from "../../wire/index.ts";
 import type { ConnectorSession } from "../session/session.ts";
 import { RelayMode, type Transfers, type UploadState } from "./transfers.ts";
 
@@ -45,6 +45,11 @@ export type RelayDeps = {
  * What is relayed lives in memory here; only the count of parts every
  * destination holds is written (one row update per part).
  */
+/** A part to pass on: its relay frame (without `dst`) and the destinations that get it. */
+export type RelayPush = { frame: Omit<RelayFrame, "dst">; destinations: string[] };
+/** What becomes of a part of a relayed upload: passed on (`push`), or answered at once. */
+export type RelayStep = { push: RelayPush } | { answer: UploadState };
+
 export class Relays {
   private readonly live = new Map<string, Live>();
 
@@ -76,37 +81,44 @@ export class Relays {
     return true;
   }
 
-  /** One part from the sender, passed on to every destination. */
-  async put(id: string, have: number, part: number, bytes: Uint8Array, psha: string): Promise<UploadState> {
+  /**
+   * One part from the sender: checked against the relay and counted as
+   * passed on. Its bytes are pushed by the caller (`put` here, or the
+   * sender's session object itself, which holds them: one copy of each
+   * part fewer through this object), who reports a destination that
+   * could not take it (`gone`).
+   */
+  async take(id: string, have: number, part: number, len: number, psha: string): Promise<RelayStep> {
     const l = this.live.get(id);
     if (!l) {
       await this.end(id, "this edge restarted during the relay", false);
-      return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: ended(id, "this edge restarted") };
+      return { answer: { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: ended(id, "this edge restarted") } };
     }
-    if (part <= have) return { ok: true, have, parts: l.parts };
+    if (part <= have) return { answer: { ok: true, have, parts: l.parts } };
     // After a resume, answers to parts passed on before it may have moved `have` past `sent`.
     const next = Math.max(l.sent, have) + 1;
-    if (part > next) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} arrived before part ${next}`, have };
+    if (part > next) return { answer: { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} arrived before part ${next}`, have } };
     const want = partLength(l.size, l.chunk, part);
-    if (bytes.byteLength !== want) return { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} has ${bytes.byteLength} bytes, expected ${want}`, have };
+    if (len !== want) return { answer: { ok: false, code: ErrorCode.BAD_CHUNK, message: `part ${part} of ${id} has ${len} bytes, expected ${want}`, have } };
     l.sent = Math.max(l.sent, part);
-    // The part's digest is checked by each destination (which has to read the bytes anyway), not here.
-    const pushed = await Promise.all(
-      l.destinations.map((dst) =>
-        this.d
-          .session(splitAddress(dst).connector)
-          .deliver(encodeFrame({ t: "relay", src: l.source, dst, id, part, parts: l.parts, size: l.size, sha256: l.sha256, chunk: l.chunk, len: bytes.byteLength, psha }, [bytes]))
-          .catch(() => false),
-      ),
-    );
-    const gone = l.destinations.filter((_, i) => !pushed[i]);
-    if (gone.length > 0) {
-      const why = `${gone.join(", ")} went offline`;
-      await this.end(id, why, false);
-      return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: ended(id, why) };
-    }
     this.arm(l);
-    return { ok: true, have, parts: l.parts, relaying: true };
+    // The part's digest is checked by each destination (which has to read the bytes anyway), not here.
+    return { push: { frame: { t: "relay", src: l.source, id, part, parts: l.parts, size: l.size, sha256: l.sha256, chunk: l.chunk, len, psha }, destinations: l.destinations } };
+  }
+
+  /** Destinations that could not take a pushed part: the relay ends, the upload is stored instead. */
+  async gone(id: string, destinations: string[]): Promise<UploadState> {
+    const why = `${destinations.join(", ")} went offline`;
+    await this.end(id, why, false);
+    return { ok: false, code: ErrorCode.UPLOAD_INCOMPLETE, message: ended(id, why) };
+  }
+
+  /** One part from the sender, passed on to every destination from here. */
+  async put(id: string, have: number, part: number, bytes: Uint8Array, psha: string): Promise<UploadState> {
+    const step = await this.take(id, have, part, bytes.byteLength, psha);
+    if ("answer" in step) return step.answer;
+    const missed = await pushPart(step.push, bytes, (connector) => this.d.session(connector));
+    return missed.length > 0 ? this.gone(id, missed) : { ok: true, have, parts: step.push.frame.parts, relaying: true };
   }
 
   /** A destination answered a relayed part. */
@@ -187,4 +199,10 @@ export class Relays {
     const sender = this.d.session(splitAddress(l.source).connector);
     l.notices = l.notices.then(() => sender.notify(frame)).catch((e: unknown) => console.warn("relay notice to the sender failed", l.id, e));
   }
+}
+
+/** Pushes a relayed part to each destination's session object; the destinations that did not take it. */
+export async function pushPart(push: RelayPush, bytes: Uint8Array, session: (connector: string) => { deliver(frame: Uint8Array): Promise<boolean> }): Promise<string[]> {
+  const pushed = await Promise.all(push.destinations.map((dst) => session(splitAddress(dst).connector).deliver(encodeFrame({ ...push.frame, dst }, [bytes])).catch(() => false)));
+  return push.destinations.filter((_, i) => !pushed[i]);
 }

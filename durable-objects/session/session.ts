@@ -21,7 +21,8 @@ import {
 import type { UploadState } from "../channel/transfers.ts";
 import { newUsage, type Usage } from "../usage.ts";
 import { sourceRegion } from "../../workers/db.ts";
-import { channelStub } from "../../workers/stubs.ts";
+import { channelStub, sessionStub } from "../../workers/stubs.ts";
+import { pushPart } from "../channel/relay.ts";
 
 const REGION_CACHE_MS = 60_000;
 
@@ -331,7 +332,15 @@ export class ConnectorSession extends DurableObject<Env> {
 
   private async onChunk(ws: WebSocket, att: Attachment, frame: ChunkFrame, bytes: Uint8Array): Promise<void> {
     const source = `${att.connector}/${frame.ch}`;
-    await this.answerUpload(ws, frame.ch, frame.id, frame.part, async () => (await this.channel(att.tenant, source)).putPart(att.tenant, source, frame.id, frame.part, bytes, frame.sha256));
+    await this.answerUpload(ws, frame.ch, frame.id, frame.part, async () => {
+      const channel = await this.channel(att.tenant, source);
+      // A relayed part goes from here to its destinations' sessions: the channel object only checks and counts it (D19).
+      const step = await channel.relayPart(att.tenant, source, frame.id, frame.part, bytes.byteLength, frame.sha256);
+      if (step === null) return channel.putPart(att.tenant, source, frame.id, frame.part, bytes, frame.sha256);
+      if ("answer" in step) return step.answer;
+      const missed = await pushPart(step.push, bytes, (connector) => sessionStub(this.env, att.tenant, connector));
+      return missed.length > 0 ? channel.relayGone(att.tenant, source, frame.id, missed) : { ok: true, have: 0, parts: step.push.frame.parts, relaying: true };
+    });
   }
 
   /** Every upload step is answered: with what the edge holds, or an error frame naming the transfer. */
