@@ -405,6 +405,7 @@ export class ChannelObject extends DurableObject<Env> {
     this.usageNow.requests++;
     this.identify(tenant, source);
     const row = this.transfers.row(id);
+    // Sessions pass relayed parts on themselves (relayPart); one still running older code during a deploy sends them here.
     if (row?.relay === RelayMode.RELAYING) return this.relays.put(id, row.have, part, bytes, sha256);
     return this.transfers.put(id, part, bytes, sha256);
   }
