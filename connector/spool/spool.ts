@@ -22,6 +22,22 @@ export type SpoolRecord = {
   gzip?: { size: number; sha256: string };
 };
 
+/** Bytes read per step when a kept blob is digested (one buffer, reused). */
+const DIGEST_READ_BYTES = 2 * 1024 * 1024;
+
+/** Size and SHA-256 of an open file, read through one reused buffer (no garbage per step). */
+async function digestOf(fh: FileHandle): Promise<{ size: number; sha256: string }> {
+  const hash = createHash("sha256");
+  const buf = Buffer.allocUnsafe(DIGEST_READ_BYTES);
+  let size = 0;
+  for (;;) {
+    const { bytesRead } = await fh.read(buf, 0, buf.byteLength, size);
+    if (bytesRead === 0) return { size, sha256: hash.digest("hex") };
+    hash.update(buf.subarray(0, bytesRead));
+    size += bytesRead;
+  }
+}
+
 export class SpoolError extends Error {
   override readonly name = "SpoolError";
   constructor(
@@ -169,15 +185,17 @@ export class Spool {
       await copyFile(path, kept);
     }
     try {
-      const hash = createHash("sha256");
-      let size = 0;
-      for await (const chunk of createReadStream(kept, { highWaterMark: 1024 * 1024 })) {
-        hash.update(chunk as Buffer);
-        size += (chunk as Buffer).byteLength;
+      const fh = await open(kept, "r");
+      let read: { size: number; sha256: string };
+      try {
+        // The fsync (the file's dirty pages written out, on the thread pool) and the digest (the
+        // same pages read back, here) overlap: capture waits for the longer of the two, not both.
+        [, read] = await Promise.all([fh.sync(), digestOf(fh)]);
+      } finally {
+        await fh.close();
       }
-      await fsyncPath(kept);
       await fsyncPath(join(this.dir, "blobs"));
-      return { file, size, sha256: hash.digest("hex") };
+      return { file, ...read };
     } catch (e) {
       await unlink(kept).catch(() => undefined);
       throw e;

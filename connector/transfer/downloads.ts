@@ -272,7 +272,10 @@ export class Downloads {
         const part = x.have + 1;
         x.arrived.delete(part);
         try {
-          await writeAll(x.fh, bytes, (part - 1) * x.meta.blob.chunk);
+          const writing = writeAll(x.fh, bytes, (part - 1) * x.meta.blob.chunk);
+          // Digested while the thread pool writes it (a failed write fails this download; a retry digests what is on disk).
+          x.hash.update(bytes);
+          await writing;
           // The count on disk moves only after an fsync of what it counts; every few parts, not each
           // (two fsyncs per 8 MiB part cost more than the write): a crash re-fetches at most SYNC_EVERY - 1 parts.
           if (part % SYNC_EVERY === 0 || part === x.meta.blob.parts) {
@@ -287,7 +290,6 @@ export class Downloads {
           this.fail(x, new TransferError(`cannot write part ${part} of ${x.meta.id}: ${why}; it resumes from part ${x.have + 1} when retried`, true));
           return;
         }
-        x.hash.update(bytes);
         x.have = part;
         x.retries.delete(part);
         keepMemoryUnder(TRANSFER_RSS_LIMIT);
@@ -456,13 +458,19 @@ export class Downloads {
     r.lastAt = Date.now();
     if (f.part <= r.have) return { ok: true, have: r.have };
     if (f.part !== r.have + 1) return { ok: false, have: r.have, code: ErrorCode.BAD_CHUNK, message: `part ${f.part} of ${f.id} arrived before part ${r.have + 1}` };
-    if (bytes.byteLength !== partLength(f.size, f.chunk, f.part) || createHash("sha256").update(bytes).digest("hex") !== f.psha) {
-      this.d.log("warn", "a relayed part arrived damaged; asking for it again", { id: f.id, part: f.part });
-      return { ok: false, have: r.have, code: ErrorCode.BAD_CHUNK, message: `part ${f.part} of ${f.id} does not match its size or SHA-256 (damaged on the way); resend it` };
+    if (bytes.byteLength !== partLength(f.size, f.chunk, f.part)) return this.damaged(r, f);
+    // The thread pool writes the part while this thread takes both digests of the same bytes: a
+    // part's time here is the longer of the two, not their sum. What is written past `have` counts
+    // for nothing until it is: a damaged part is written over by its resend, or cut when the relay
+    // settles, and after a crash the record counts only what was fsynced.
+    const writing = writeAll(r.fh, bytes, (f.part - 1) * f.chunk);
+    if (createHash("sha256").update(bytes).digest("hex") !== f.psha) {
+      await writing.catch(() => undefined);
+      return this.damaged(r, f);
     }
+    r.hash.update(bytes);
     try {
-      await writeAll(r.fh, bytes, (f.part - 1) * f.chunk);
-      r.hash.update(bytes);
+      await writing;
       r.have = f.part;
       if (r.have === r.parts) {
         const digest = r.hash.digest("hex");
@@ -491,6 +499,11 @@ export class Downloads {
     this.d.onProgress(this.relayProgress(r));
     this.d.log("debug", "relay progress", { id: f.id, have: r.have, parts: r.parts });
     return { ok: true, have: r.have };
+  }
+
+  private damaged(r: Relay, f: RelayFrame): RelayAnswer {
+    this.d.log("warn", "a relayed part arrived damaged; asking for it again", { id: f.id, part: f.part });
+    return { ok: false, have: r.have, code: ErrorCode.BAD_CHUNK, message: `part ${f.part} of ${f.id} does not match its size or SHA-256 (damaged on the way); resend it` };
   }
 
   private diskError(what: string, e: unknown): string {
