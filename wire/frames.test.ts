@@ -51,6 +51,19 @@ describe("wire frames", () => {
     expect(code(() => decodeFrame(header({ ...answer, extra: 1 })))).toMatch(/^BAD_FRAME: invalid frame/);
   });
 
+  it("carries a large file's name in upload and relay frames, where the edge said it takes one", () => {
+    const upload = { t: "upload", ch: "files", id: "file-aaaaaaaa", size: 6 * 1024 * 1024, sha256: "c".repeat(64), chunk: 5 * 1024 * 1024, parts: 2, name: "export 2026-12.csv" } as const;
+    expect(decodeFrame(encodeFrame(upload)).frame).toEqual(upload);
+    expect(code(() => decodeFrame(header({ ...upload, name: "" })))).toMatch(/^BAD_FRAME: invalid frame: name:/);
+    expect(code(() => decodeFrame(header({ ...upload, name: "x".repeat(256) })))).toMatch(/^BAD_FRAME: invalid frame: name:/);
+    const relay = { t: "relay", src: "a/files", dst: "b/files", id: "file-aaaaaaaa", part: 1, parts: 2, size: 6 * 1024 * 1024, sha256: "c".repeat(64), chunk: 5 * 1024 * 1024, len: 0, psha: "d".repeat(64), name: "export 2026-12.csv" } as const;
+    expect(decodeFrame(encodeFrame(relay, [new Uint8Array(0)])).frame).toEqual(relay);
+    const welcome = { t: "welcome", v: 1, tenant: "acme", connector: "erp", heartbeat: 15, region: "local" } as const;
+    // An older edge says nothing of features: the connector then sends no names.
+    expect(decodeFrame(encodeFrame(welcome)).frame).toEqual(welcome);
+    expect(decodeFrame(encodeFrame({ ...welcome, features: ["upload-name"] })).frame).toEqual({ ...welcome, features: ["upload-name"] });
+  });
+
   it("round-trips a pub frame with payloads as views, not copies", () => {
     const payloads = [new Uint8Array([1, 2, 3]), new Uint8Array(0), new Uint8Array([9])];
     const bytes = encodeFrame({ t: "pub", ch: "orders", epoch: "epoch-aaaaaaaa", msgs: [msg(1, 3), msg(2, 0), msg(3, 1)] }, payloads);

@@ -175,7 +175,17 @@ export const WelcomeFrame = z.object({
   /** Seconds between the connector's pings; two missed pongs mean dead. */
   heartbeat: z.number().int().positive(),
   region: z.string().max(64),
+  /**
+   * What this edge takes beyond the base protocol. `upload-name`: an
+   * `upload` frame may name its file (an older edge refuses the field, so a
+   * connector sends it only when told).
+   */
+  features: z.array(z.string().max(32)).max(32).optional(),
 });
+/** Edge features a connector may use (WelcomeFrame.features). */
+export const EdgeFeature = { UPLOAD_NAME: "upload-name" } as const;
+/** A file's name as an upload or a relay shows it while it travels (its `filename` field, which the claim check carries too). */
+const TransferName = z.string().min(1).max(255);
 export const PubFrame = z.strictObject({
   t: z.literal(FrameType.PUB),
   ch: Name,
@@ -281,6 +291,8 @@ export const UploadFrame = z.strictObject({
   sha256: Sha256Hex,
   chunk: BlobRef.shape.chunk,
   parts: Part,
+  /** The file's name, shown while it travels (never on `encrypt` routes, where fields are sealed); only to edges with `upload-name`. */
+  name: TransferName.optional(),
 }).superRefine((f, ctx) => checkSize({ size: f.size, blob: { chunk: f.chunk, parts: f.parts } }, ctx));
 export const UploadedFrame = z.object({
   t: z.literal(FrameType.UPLOADED),
@@ -339,6 +351,8 @@ export const RelayFrame = z.object({
   chunk: BlobRef.shape.chunk,
   len: ChunkLen,
   psha: Sha256Hex,
+  /** The file's name, when its sender gave one: the receiver shows it before the claim check comes. */
+  name: TransferName.optional(),
 });
 /**
  * The receiver's answer to one relayed part. `have`: the parts it holds in

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import {
   decodeFrame,
   encodeFrame,
+  EdgeFeature,
   ErrorCode,
   Limits,
   newMessageId,
@@ -139,6 +140,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private generation = 0;
   private ackTimer: NodeJS.Timeout | null = null;
   private connectedEdge: string | null = null;
+  /** What the edge of this connection said it takes (its welcome); none until it has said. */
+  private edgeFeatures = new Set<string>();
   private readonly heartbeatSeconds: number;
 
   /** Routes and peers' keys from the edge: how each channel must be protected. */
@@ -192,6 +195,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       onReady: (ch) => this.kickSend(ch),
       onProgress: (p) => this.emit("transfer", p),
       plan: (rec) => this.uploadPlan(rec),
+      namesFiles: () => this.edgeFeatures.has(EdgeFeature.UPLOAD_NAME),
     });
     this.downloads = new Downloads({
       dir: join(stateDir, "downloads"),
@@ -866,6 +870,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private onOpen(edge: string): void {
     this.generation++;
     this.connectedEdge = edge;
+    // Another edge (or the same one, rolled back) may take less: nothing beyond the base protocol until its welcome says so.
+    this.edgeFeatures = new Set();
     void this.refreshConfig();
     this.resendAsked.clear();
     this.uploads.onOpen();
@@ -900,6 +906,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     switch (frame.t) {
       case "welcome":
         this.transport.setHeartbeat(Math.min(frame.heartbeat, this.heartbeatSeconds));
+        this.edgeFeatures = new Set(frame.features ?? []);
         this.log("info", "session open", { tenant: frame.tenant, connector: frame.connector, region: frame.region });
         return;
       case "puback":

@@ -41,6 +41,8 @@ type Relay = {
   sha256: string;
   chunk: number;
   parts: number;
+  /** The file's name, if its sender gave one (else the id is shown until the claim check names it). */
+  name?: string;
   fh: FileHandle;
   hash: Hash;
   have: number;
@@ -444,7 +446,7 @@ export class Downloads {
       try {
         await mkdir(this.d.dir, { recursive: true });
         const fh = await open(path, "w", 0o600);
-        r = { key, src: f.src, dst: f.dst, id: f.id, size: f.size, sha256: f.sha256, chunk: f.chunk, parts: f.parts, fh, hash: createHash("sha256"), have: 0, lastAt: Date.now() };
+        r = { key, src: f.src, dst: f.dst, id: f.id, size: f.size, sha256: f.sha256, chunk: f.chunk, parts: f.parts, ...(f.name ? { name: f.name } : {}), fh, hash: createHash("sha256"), have: 0, lastAt: Date.now() };
         this.relays.set(key, r);
         await writeFileAtomic(progress, progressRecord({ have: 0, size: f.size, sha256: f.sha256, chunk: f.chunk }));
       } catch (e) {
@@ -453,7 +455,7 @@ export class Downloads {
         this.d.log("warn", "a relayed payload could not be written here; the edge stores it instead and it is fetched later", { id: f.id, have: 0, error: message });
         return { ok: false, have: 0, code: ErrorCode.STORAGE, message };
       }
-      this.d.log("info", "receiving a large payload relayed from its sender", { id: f.id, from: f.src, channel: f.dst, size: f.size, parts: f.parts });
+      this.d.log("info", "receiving a large payload relayed from its sender", { id: f.id, ...(f.name ? { file: f.name } : {}), from: f.src, channel: f.dst, size: f.size, parts: f.parts });
     }
     r.lastAt = Date.now();
     if (f.part <= r.have) return { ok: true, have: r.have };
@@ -539,9 +541,9 @@ export class Downloads {
     return { have: r.have, size: r.size, sha256: r.sha256, chunk: r.chunk, ...(verified ? { verified } : {}) };
   }
 
-  /** A relay shows as a download (named by its id: the file's name comes with the claim check). */
+  /** A relay shows as a download, by the name its sender gave (else by its id: the file's name comes with the claim check). */
   private relayProgress(r: Relay): TransferProgress {
-    return downProgress(r.dst, r.id, r.id, r.have, r.chunk, r.size);
+    return downProgress(r.dst, r.id, r.name ?? r.id, r.have, r.chunk, r.size);
   }
 
   /** An error frame about a fetch; false if it is not about one of ours. */

@@ -43,7 +43,9 @@ export class ProgressBars {
       const rate = (p.done - startBytes) / secs;
       const eta = rate > 0 ? (p.total - p.done) / rate : Number.POSITIVE_INFINITY;
       const filled = Math.round(frac * width);
-      const name = p.name.length > 28 ? `…${p.name.slice(-27)}` : p.name.padEnd(28);
+      // A partner's file name may hold control characters (an escape sequence would drive this terminal): shown as "?".
+      const shown = p.name.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?");
+      const name = shown.length > 28 ? `…${shown.slice(-27)}` : shown.padEnd(28);
       return `${p.direction === "up" ? "↑" : "↓"} ${name} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${(rate / MiB).toFixed(1).padStart(6)} MiB/s ETA ${duration(eta)}`;
     });
   }

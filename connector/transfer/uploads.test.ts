@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { decodeFrame, Limits, partsOf, type ChunkFrame } from "../../wire/index.ts";
+import { decodeFrame, Limits, partsOf, type ChunkFrame, type UploadFrame } from "../../wire/index.ts";
 import type { Spool, SpoolRecord } from "../spool/spool.ts";
 import { waitFor } from "../../test/helpers/wait.ts";
 import { Uploads } from "./uploads.ts";
@@ -66,6 +66,7 @@ describe("uploads: the read buffer and the socket", () => {
       onReady: () => undefined,
       onProgress: () => undefined,
       plan: async () => ({ size: body.byteLength, sha256: rec.sha256, chunk: Limits.CHUNK_BYTES, parts }),
+      namesFiles: () => false,
     });
     uploads.want();
     await waitFor("the upload's plan", () => uploads.planOf(rec.id) !== null, 5_000, 5);
@@ -84,5 +85,37 @@ describe("uploads: the read buffer and the socket", () => {
       expect(w.bytes.equals(want), `part ${w.frame.part}`).toBe(true);
     }
     expect(uploads.isDone(rec.id)).toBe(true);
+  });
+
+  it("names the file in its `upload` only to an edge that takes names, and never when the payload is sealed", async () => {
+    const body = randomBytes(1000);
+    await writeFile(join(dir, "blob"), body);
+    const rec: SpoolRecord = { channel: "files", seq: 1, id: "large-file-0002", createdAt: 1, contentType: "application/octet-stream", size: body.byteLength, sha256: sha(body), blob: "blob", fields: { filename: "export-2026-12.csv" } };
+    const opened = async (namesFiles: boolean, sealed: boolean): Promise<UploadFrame> => {
+      const sent: UploadFrame[] = [];
+      const uploads = new Uploads({
+        spool: { pendingBlobs: () => [rec], blobPath: () => join(dir, "blob") } as unknown as Spool,
+        send: (f) => {
+          if (!Array.isArray(f)) sent.push(decodeFrame(f).frame as UploadFrame);
+          return true;
+        },
+        buffered: () => 0,
+        connected: () => true,
+        log: () => undefined,
+        limit: 1,
+        onReady: () => undefined,
+        onProgress: () => undefined,
+        plan: async () => ({ size: body.byteLength, sha256: rec.sha256, chunk: Limits.CHUNK_BYTES, parts: 1, ...(sealed ? { key: "k", seal: (_p: number, b: Uint8Array) => b } : {}) }),
+        namesFiles: () => namesFiles,
+      });
+      uploads.want();
+      await waitFor("the upload frame", () => sent.length > 0, 5_000, 5);
+      return sent[0] as UploadFrame;
+    };
+    expect((await opened(true, false)).name).toBe("export-2026-12.csv");
+    // An older edge refuses fields it does not know: no name unless the welcome said it takes one.
+    expect((await opened(false, false)).name).toBeUndefined();
+    // On `encrypt` routes the fields travel sealed: the name must not cross in the clear.
+    expect((await opened(true, true)).name).toBeUndefined();
   });
 });

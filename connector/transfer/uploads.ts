@@ -56,7 +56,12 @@ export type UploadDeps = {
   /** How to upload a record; null while its route's protection is not known. */
   plan: (rec: SpoolRecord) => Promise<UploadPlan | null>;
   onProgress: (p: TransferProgress) => void;
+  /** Does the edge take a file's name in `upload` (EdgeFeature.UPLOAD_NAME)? */
+  namesFiles: () => boolean;
 };
+
+/** The longest name an `upload` frame carries; a longer one is left out (the claim check still names the file). */
+const MAX_NAME = 255;
 
 /**
  * The sender's half of large payloads: each spool record with a blob is
@@ -111,11 +116,21 @@ export class Uploads {
         continue;
       }
       u.opened = this.d.send(
-        encodeFrame({ t: "upload", ch: u.rec.channel, id: u.rec.id, size: u.plan.size, sha256: u.plan.sha256, chunk: u.plan.chunk, parts: u.plan.parts }),
+        encodeFrame({ t: "upload", ch: u.rec.channel, id: u.rec.id, size: u.plan.size, sha256: u.plan.sha256, chunk: u.plan.chunk, parts: u.plan.parts, ...this.nameOf(u) }),
       );
       u.asked = u.opened;
       u.lastProgress = now;
     }
+  }
+
+  /**
+   * The file's name for the edge and the receivers to show while it travels:
+   * only where the edge takes it, and never when the payload is sealed
+   * (`encrypt`: the fields, the name among them, travel encrypted).
+   */
+  private nameOf(u: Upload): { name?: string } {
+    const name = u.rec.fields?.filename;
+    return name && name.length <= MAX_NAME && !u.plan?.seal && this.d.namesFiles() ? { name } : {};
   }
 
   private makePlan(u: Upload): void {

@@ -15,6 +15,8 @@ type Live = {
   sha256: string;
   chunk: number;
   parts: number;
+  /** The file's name, if the sender gave one (shown by the destinations while it travels). */
+  name?: string;
   destinations: string[];
   /** Per destination: the parts it wrote, in order. */
   acked: Map<string, number>;
@@ -66,7 +68,7 @@ export class Relays {
     const res = this.d.transfers.openRelay(tenant, source, region, f, destinations);
     if (!res) return null;
     this.live.set(f.id, {
-      id: f.id, source, size: f.size, sha256: f.sha256, chunk: f.chunk, parts: f.parts, destinations,
+      id: f.id, source, size: f.size, sha256: f.sha256, chunk: f.chunk, parts: f.parts, ...(f.name ? { name: f.name } : {}), destinations,
       acked: new Map(destinations.map((d) => [d, 0])), sent: 0, timer: null, notices: Promise.resolve(),
     });
     return res;
@@ -103,7 +105,8 @@ export class Relays {
     l.sent = Math.max(l.sent, part);
     this.arm(l);
     // The part's digest is checked by each destination (which has to read the bytes anyway), not here.
-    return { push: { frame: { t: "relay", src: l.source, id, part, parts: l.parts, size: l.size, sha256: l.sha256, chunk: l.chunk, len, psha }, destinations: l.destinations } };
+    const frame: RelayPush["frame"] = { t: "relay", src: l.source, id, part, parts: l.parts, size: l.size, sha256: l.sha256, chunk: l.chunk, len, psha, ...(l.name ? { name: l.name } : {}) };
+    return { push: { frame, destinations: l.destinations } };
   }
 
   /** Destinations that could not take a pushed part: the relay ends, the upload is stored instead. */

@@ -28,6 +28,8 @@ type UploadRow = {
   /** 0: stored in R2; 1: being relayed to `relay_to` (no R2 object); 2: relayed whole, held by `relay_to`. */
   relay: number;
   relay_to: string | null;
+  /** The file's name as the sender's `upload` gave it (null: none given; the bound message's fields say it then). */
+  name: string | null;
 };
 
 export const RelayMode = { STORE: 0, RELAYING: 1, RELAYED: 2 } as const;
@@ -69,6 +71,8 @@ export class Transfers {
       this.sql.exec("ALTER TABLE uploads ADD COLUMN relay INTEGER NOT NULL DEFAULT 0");
       this.sql.exec("ALTER TABLE uploads ADD COLUMN relay_to TEXT");
     }
+    // And from before uploads were named.
+    if (!cols.includes("name")) this.sql.exec("ALTER TABLE uploads ADD COLUMN name TEXT");
   }
 
   private bucket(name: string): R2Bucket {
@@ -87,8 +91,8 @@ export class Transfers {
     const binding = archiveBinding(region);
     if (!binding || this.row(f.id)) return null;
     this.sql.exec(
-      "INSERT INTO uploads (id, key, bucket, upload_id, size, sha256, chunk, parts, have, done, mseq, updated_at, relay, relay_to) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0, 0, NULL, ?, 1, ?)",
-      f.id, `${PREFIX}/${tenant}/${source}/${f.id}`, binding, f.size, f.sha256, f.chunk, f.parts, Date.now(), JSON.stringify(destinations),
+      "INSERT INTO uploads (id, key, bucket, upload_id, size, sha256, chunk, parts, have, done, mseq, updated_at, relay, relay_to, name) VALUES (?, ?, ?, '', ?, ?, ?, ?, 0, 0, NULL, ?, 1, ?, ?)",
+      f.id, `${PREFIX}/${tenant}/${source}/${f.id}`, binding, f.size, f.sha256, f.chunk, f.parts, Date.now(), JSON.stringify(destinations), f.name ?? null,
     );
     return { ok: true, have: 0, parts: f.parts };
   }
@@ -141,8 +145,8 @@ export class Transfers {
       return { ok: true, have: again.have, parts: again.parts };
     }
     this.sql.exec(
-      "INSERT INTO uploads (id, key, bucket, upload_id, size, sha256, chunk, parts, have, done, mseq, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NULL, ?)",
-      f.id, key, binding, mpu.uploadId, f.size, f.sha256, f.chunk, f.parts, Date.now(),
+      "INSERT INTO uploads (id, key, bucket, upload_id, size, sha256, chunk, parts, have, done, mseq, updated_at, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, NULL, ?, ?)",
+      f.id, key, binding, mpu.uploadId, f.size, f.sha256, f.chunk, f.parts, Date.now(), f.name ?? null,
     );
     return { ok: true, have: 0, parts: f.parts };
   }
@@ -230,14 +234,14 @@ export class Transfers {
         // A relay's destinations hold what the row counts (every one of them has written `have` parts).
         const to = relayTargets(u);
         return {
-          id: u.id, source, filename: fields?.filename ?? null, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at, relayed: true,
+          id: u.id, source, filename: fields?.filename ?? u.name, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at, relayed: true,
           downloads: to.map((destination) => ({ destination, fetched: u.have })),
         };
       }
       // A claim check is alone in its segment (first mseq = its mseq): its runs are its queue places.
       const destinations = u.mseq === null ? [] : this.sql.exec<{ destination: string }>("SELECT DISTINCT destination FROM runs WHERE claim = 1 AND seg = ?", u.mseq).toArray();
       return {
-        id: u.id, source, filename: fields?.filename ?? null, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at,
+        id: u.id, source, filename: fields?.filename ?? u.name, size: u.size, parts: u.parts, uploaded: u.have, updatedAt: u.updated_at,
         downloads: destinations.map((d) => ({ destination: d.destination, fetched: fetched(d.destination, u.id) })),
       };
     });

@@ -2,6 +2,7 @@ import { DurableObject } from "cloudflare:workers";
 import {
   CloseCode,
   decodeFrame,
+  EdgeFeature,
   encodeFrame,
   ErrorCode,
   errorFrame,
@@ -92,7 +93,7 @@ export class ConnectorSession extends DurableObject<Env> {
     const att: Attachment = { tenant, connector, connectedAt: Date.now(), version, features };
     server.serializeAttachment(att);
     server.send(
-      encodeFrame({ t: "welcome", v: PROTOCOL_VERSION, tenant, connector, heartbeat: HEARTBEAT_SECONDS, region: this.env.FERRY_REGION }),
+      encodeFrame({ t: "welcome", v: PROTOCOL_VERSION, tenant, connector, heartbeat: HEARTBEAT_SECONDS, region: this.env.FERRY_REGION, features: [EdgeFeature.UPLOAD_NAME] }),
     );
     this.ctx.waitUntil(this.attachInbound(att));
     return new Response(null, { status: 101, webSocket: client });
