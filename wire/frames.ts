@@ -41,6 +41,8 @@ export const Limits = {
    */
   CHUNK_BYTES: 8 * 1024 * 1024,
   MIN_CHUNK_BYTES: 5 * 1024 * 1024,
+  /** A large file's name as `upload` and `relay` frames carry it (a longer one is left out: the claim check still names the file). */
+  MAX_TRANSFER_NAME: 255,
   MAX_CHUNK_BYTES: 12 * 1024 * 1024,
   MAX_PARTS: 10_000,
 } as const;
@@ -185,7 +187,7 @@ export const WelcomeFrame = z.object({
 /** Edge features a connector may use (WelcomeFrame.features). */
 export const EdgeFeature = { UPLOAD_NAME: "upload-name" } as const;
 /** A file's name as an upload or a relay shows it while it travels (its `filename` field, which the claim check carries too). */
-const TransferName = z.string().min(1).max(255);
+const TransferName = z.string().min(1).max(Limits.MAX_TRANSFER_NAME);
 export const PubFrame = z.strictObject({
   t: z.literal(FrameType.PUB),
   ch: Name,

@@ -60,9 +60,6 @@ export type UploadDeps = {
   namesFiles: () => boolean;
 };
 
-/** The longest name an `upload` frame carries; a longer one is left out (the claim check still names the file). */
-const MAX_NAME = 255;
-
 /**
  * The sender's half of large payloads: each spool record with a blob is
  * uploaded in chunks of Limits.CHUNK_BYTES, read from the spool's copy (one
@@ -130,7 +127,7 @@ export class Uploads {
    */
   private nameOf(u: Upload): { name?: string } {
     const name = u.rec.fields?.filename;
-    return name && name.length <= MAX_NAME && !u.plan?.seal && this.d.namesFiles() ? { name } : {};
+    return name && name.length <= Limits.MAX_TRANSFER_NAME && !u.plan?.seal && this.d.namesFiles() ? { name } : {};
   }
 
   private makePlan(u: Upload): void {
