@@ -118,4 +118,52 @@ describe("uploads: the read buffer and the socket", () => {
     // On `encrypt` routes the fields travel sealed: the name must not cross in the clear.
     expect((await opened(true, true)).name).toBeUndefined();
   });
+
+  it("says once that the edge holds fewer parts when a relay broke off, whichever answer tells it first", async () => {
+    const body = randomBytes(3 * Limits.CHUNK_BYTES);
+    await writeFile(join(dir, "blob"), body);
+    const rec: SpoolRecord = { channel: "files", seq: 1, id: "large-file-0003", createdAt: 1, contentType: "application/octet-stream", size: body.byteLength, sha256: sha(body), blob: "blob" };
+    const run = async (order: "refusal first" | "answer first") => {
+      const said: string[] = [];
+      const chunks: number[] = [];
+      const uploads = new Uploads({
+        spool: { pendingBlobs: () => [rec], blobPath: () => join(dir, "blob") } as unknown as Spool,
+        send: (f, written) => {
+          if (Array.isArray(f)) chunks.push((decodeFrame(Buffer.concat(f)).frame as ChunkFrame).part);
+          written?.();
+          return true;
+        },
+        buffered: () => 0,
+        connected: () => true,
+        log: (_level, msg) => said.push(msg),
+        limit: 1,
+        onReady: () => undefined,
+        onProgress: () => undefined,
+        plan: async () => ({ size: body.byteLength, sha256: rec.sha256, chunk: Limits.CHUNK_BYTES, parts: 3 }),
+        namesFiles: () => false,
+      });
+      uploads.want();
+      await waitFor("the upload's plan", () => uploads.planOf(rec.id) !== null, 5_000, 5);
+      uploads.onUploaded({ t: "uploaded", ch: "files", id: rec.id, have: 0, parts: 3 });
+      await waitFor("two chunks in flight", () => chunks.length >= 2, 5_000, 5);
+      uploads.onUploaded({ t: "uploaded", ch: "files", id: rec.id, have: 1, parts: 3 });
+      await waitFor("the third chunk", () => chunks.length >= 3, 5_000, 5);
+      // The relay ends: the edge tells the sender (which asks again where it stands) and refuses a chunk in flight.
+      uploads.onError({ t: "error", code: "UPLOAD_INCOMPLETE", message: "the relay ended", ch: "files", id: rec.id });
+      const refusal = { t: "error", code: "BAD_CHUNK", message: "part 3 arrived before part 1", ch: "files", id: rec.id, part: 3, have: 0 } as const;
+      const answer = { t: "uploaded", ch: "files", id: rec.id, have: 0, parts: 3 } as const;
+      if (order === "refusal first") {
+        uploads.onError(refusal);
+        uploads.onUploaded(answer);
+      } else {
+        uploads.onUploaded(answer);
+        uploads.onError(refusal);
+      }
+      await waitFor("part 1 sent again", () => chunks.lastIndexOf(1) > 0, 5_000, 5);
+      return said.filter((m) => m === "the edge holds fewer parts than it had taken; uploading again from there").length;
+    };
+    expect(await run("answer first")).toBe(1);
+    // Was silent: the refusal lowered the count first, so the answer no longer looked like fewer parts.
+    expect(await run("refusal first")).toBe(1);
+  });
 });

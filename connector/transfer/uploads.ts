@@ -169,9 +169,7 @@ export class Uploads {
     if (u.asked && f.have < u.have) {
       // The answer to `upload` is where the edge stands: a relay that broke off
       // (D19) starts over into the edge's store, from part 1.
-      this.d.log("info", "the edge holds fewer parts than it had taken; uploading again from there", { channel: u.rec.channel, id: u.rec.id, have: f.have, was: u.have });
-      u.have = f.have;
-      u.next = f.have + 1;
+      this.fewer(u, f.have);
     }
     u.asked = false;
     u.have = Math.max(u.have, f.have);
@@ -204,9 +202,9 @@ export class Uploads {
       return true;
     }
     if (f.code === ErrorCode.BAD_CHUNK && f.have !== undefined && f.have < u.have) {
-      // The edge holds less than this side counted (a relay broke off, D19): send again from what it holds.
-      u.have = f.have;
-      u.next = f.have + 1;
+      // The edge holds less than this side counted (a relay broke off, D19, and a chunk in flight
+      // was refused before the answer to `upload` came): send again from what it holds.
+      this.fewer(u, f.have);
       this.pump();
       return true;
     }
@@ -226,6 +224,13 @@ export class Uploads {
       this.pump();
     }, delay).unref();
     return true;
+  }
+
+  /** The edge holds fewer parts than this side counted: said once, whichever answer tells it first, and sent again from there. */
+  private fewer(u: Upload, have: number): void {
+    this.d.log("info", "the edge holds fewer parts than it had taken; uploading again from there", { channel: u.rec.channel, id: u.rec.id, have, was: u.have });
+    u.have = have;
+    u.next = have + 1;
   }
 
   /** An upload waited for an answer longer than `ms`: the link is bad. */

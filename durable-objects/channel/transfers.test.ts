@@ -154,7 +154,24 @@ describe("channel object: large payloads (claim check)", () => {
         chunk INTEGER NOT NULL, parts INTEGER NOT NULL, have INTEGER NOT NULL, done INTEGER NOT NULL, mseq INTEGER, updated_at INTEGER NOT NULL)`);
       state.storage.sql.exec("INSERT INTO uploads VALUES ('old-upload-01', 'transfers/k', 'ARCHIVE', 'mpu-1', 10, ?, ?, 1, 0, 0, NULL, 1)", "a".repeat(64), CHUNK);
       const t = new Transfers(state, env, state.storage.sql);
-      expect(t.row("old-upload-01")).toMatchObject({ upload_id: "mpu-1", relay: RelayMode.STORE, relay_to: null });
+      expect(t.row("old-upload-01")).toMatchObject({ upload_id: "mpu-1", relay: RelayMode.STORE, relay_to: null, name: null });
+    });
+  });
+
+  it("gives the uploads of an object from before names their column, and shows a named upload by its name before its claim check", async () => {
+    const { source, stub } = fresh();
+    await runInDurableObject(stub, (_o, state) => {
+      state.storage.sql.exec("DROP TABLE uploads");
+      state.storage.sql.exec(`CREATE TABLE uploads (id TEXT PRIMARY KEY, key TEXT NOT NULL, bucket TEXT NOT NULL, upload_id TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        chunk INTEGER NOT NULL, parts INTEGER NOT NULL, have INTEGER NOT NULL, done INTEGER NOT NULL, mseq INTEGER, updated_at INTEGER NOT NULL, relay INTEGER NOT NULL DEFAULT 0, relay_to TEXT)`);
+      state.storage.sql.exec("INSERT INTO uploads VALUES ('old-upload-02', 'transfers/k', 'ARCHIVE', 'mpu-1', 10, ?, ?, 1, 0, 0, NULL, 1, 0, NULL)", "a".repeat(64), CHUNK);
+      const t = new Transfers(state, env, state.storage.sql);
+      expect(t.row("old-upload-02")).toMatchObject({ relay: RelayMode.STORE, name: null });
+      const f = { t: "upload", ch: "files", id: "named-upload-01", size: CHUNK + 10, sha256: "b".repeat(64), chunk: CHUNK, parts: 2, name: "export 2026-12.csv" } as const;
+      expect(t.openRelay(TENANT, source, null, f, ["dst/files"])).toMatchObject({ ok: true, have: 0 });
+      const shown = t.list(source, () => 0, () => null);
+      expect(shown.find((v) => v.id === "named-upload-01")).toMatchObject({ filename: "export 2026-12.csv", relayed: true });
+      expect(shown.find((v) => v.id === "old-upload-02")).toMatchObject({ filename: null });
     });
   });
 });
