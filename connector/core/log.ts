@@ -8,8 +8,8 @@ export type Logger = (level: Level, msg: string, fields?: Record<string, unknown
 
 const order: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
-/** C0 and C1 control characters: a partner's file name holding an escape sequence must not drive a terminal. */
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+/** C0 and C1 control characters: a partner's file name holding an escape sequence must not drive a terminal (also the progress bars'). */
+export const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 /** JSON, with the controls JSON leaves as they are (DEL and C1) escaped too. */
 const escaped = (v: unknown): string => (JSON.stringify(v) ?? String(v)).replace(/[\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 

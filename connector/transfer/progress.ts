@@ -1,7 +1,11 @@
+import { CONTROL } from "../core/log.ts";
+
 /** Where a large transfer stands; the connector emits it as `transfer` events. */
 export type TransferProgress = { direction: "up" | "down"; channel: string; id: string; name: string; done: number; total: number };
 
 const MiB = 1024 * 1024;
+/** Every control character of a name (the class the logs escape). */
+const CONTROLS = new RegExp(CONTROL.source, "g");
 
 function duration(s: number): string {
   if (!Number.isFinite(s)) return "--:--";
@@ -44,7 +48,7 @@ export class ProgressBars {
       const eta = rate > 0 ? (p.total - p.done) / rate : Number.POSITIVE_INFINITY;
       const filled = Math.round(frac * width);
       // A partner's file name may hold control characters (an escape sequence would drive this terminal): shown as "?".
-      const shown = p.name.replace(/[\u0000-\u001f\u007f-\u009f]/g, "?");
+      const shown = p.name.replace(CONTROLS, "?");
       const name = shown.length > 28 ? `…${shown.slice(-27)}` : shown.padEnd(28);
       return `${p.direction === "up" ? "↑" : "↓"} ${name} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(frac * 100).toFixed(0).padStart(3)}% ${(rate / MiB).toFixed(1).padStart(6)} MiB/s ETA ${duration(eta)}`;
     });
