@@ -16,6 +16,7 @@ import type { AckResult, ChannelRoute, DeadLetter, IngestRequest, IngestResult, 
 import { EventOutbox, type LoggedEvent, type StagedMessage } from "./events.ts";
 import { Archiver } from "./archive.ts";
 import { ABANDON_AFTER_MS, RelayMode, Transfers, type PartResult, type UploadState } from "./transfers.ts";
+import { ReceiptOutbox } from "./receipts.ts";
 import { Relays, type RelayStep } from "./relay.ts";
 import { edgeSign } from "../../workers/edge-keys.ts";
 import { meteredSql, newUsage, type Usage } from "../usage.ts";
@@ -112,6 +113,7 @@ export class ChannelObject extends DurableObject<Env> {
   /** Per destination and large payload: the highest part fetched (memory only; a progress view). */
   private fetched = new Map<string, number>();
   private alarmChain: Promise<void> = Promise.resolve();
+  private readonly receipts = new ReceiptOutbox((frames) => this.session(splitAddress(this.source).connector).notify(frames));
   /** Billable operations since this object started (see usage()). */
   private readonly usageNow = newUsage();
   private readonly settleSql: () => void;
@@ -604,13 +606,13 @@ export class ChannelObject extends DurableObject<Env> {
     return { ok: true, acked: upTo };
   }
 
-  /** Receipts travel back to the sender; best effort, the event log has the record. */
+  /** Receipts travel back to the sender, a few frames per call (receipts.ts); best effort, the event log has the record. */
   private async receipt(destination: string, ids: string[], at: number, status: "delivered" | "expired" = "delivered", signed?: string): Promise<void> {
-    const { connector, channel } = splitAddress(this.source);
+    const { channel } = splitAddress(this.source);
     try {
       for (let i = 0; i < ids.length; i += Limits.MAX_MESSAGES_PER_FRAME) {
         const frame = encodeFrame({ t: "receipt", ch: channel, dst: destination, status, ids: ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at, ...(signed && i === 0 ? { signed } : {}), ...(await this.attest(destination, status, ids.slice(i, i + Limits.MAX_MESSAGES_PER_FRAME), at)) });
-        await this.session(connector).notify(frame);
+        this.receipts.push(frame);
       }
     } catch (e) {
       console.warn("receipt not sent", e);

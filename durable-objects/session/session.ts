@@ -164,10 +164,12 @@ export class ConnectorSession extends DurableObject<Env> {
     }
   }
 
-  /** Receipts and other notices: sent if connected, otherwise dropped (they are in the event log). */
-  async notify(frame: Uint8Array): Promise<boolean> {
+  /** Receipts and other notices, one frame or several in order: sent if connected, otherwise dropped (they are in the event log). */
+  async notify(frames: Uint8Array | Uint8Array[]): Promise<boolean> {
     this.usageNow.requests++;
-    return this.push(frame);
+    if (!Array.isArray(frames)) return this.push(frames);
+    for (const f of frames) if (!this.push(f)) return false;
+    return true;
   }
 
   async presence(): Promise<{ online: boolean; connectedAt: number | null; version: string | null }> {
