@@ -53,6 +53,11 @@ export class CallbackReceiver implements Receiver {
     return this.log.hwm(stream);
   }
 
+  /** Closes its delivery log's file once pending saves are written (left open, it closes itself after a second without deliveries). */
+  close(): Promise<void> {
+    return this.log.close();
+  }
+
   async skip(stream: string, upTo: number): Promise<void> {
     await this.log.commit(stream, upTo);
   }

@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readdir, readFile, stat, unlink, writeFile } from "node:fs/promises";
+import { appendFile, mkdtemp, readdir, readFile, readlink, stat, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -91,6 +91,43 @@ describe("JournaledState", () => {
     await unlink(`${file}.journal`);
     s.state.hwm = 1;
     await expect(s.save()).rejects.toThrow(/ENOENT/);
+  });
+
+  it("fails loudly too when the journal goes between two saves (its handle stays open)", async () => {
+    const file = join(await tmp(), "marks.json");
+    const s = await JournaledState.open(file, fresh);
+    s.state.hwm = 1;
+    await s.save();
+    await unlink(`${file}.journal`);
+    s.state.hwm = 2;
+    await expect(s.save()).rejects.toThrow(/ENOENT/);
+    await s.close();
+  });
+
+  it("keeps one handle on its journal across saves, closes it on close() or after a second unused, and opens it again to save", async () => {
+    const file = join(await tmp(), "marks.json");
+    const journal = `${file}.journal`;
+    // The process's open descriptors that point at the journal (Linux).
+    const handles = async () => (await Promise.all((await readdir("/proc/self/fd")).map((fd) => readlink(`/proc/self/fd/${fd}`).catch(() => "")))).filter((t) => t === journal).length;
+    const s = await JournaledState.open(file, fresh);
+    expect(await handles()).toBe(0);
+    for (let i = 1; i <= 20; i++) {
+      s.state.hwm = i;
+      await s.save();
+    }
+    expect(await handles()).toBe(1);
+    await s.close();
+    expect(await handles()).toBe(0);
+    s.state.hwm = 21;
+    await s.save();
+    expect(await handles()).toBe(1);
+    // Left alone, it closes itself (bounded wait; the idle limit is a second).
+    for (let i = 0; i < 100 && (await handles()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await handles()).toBe(0);
+    s.state.hwm = 22;
+    await s.save();
+    await s.close();
+    expect((await JournaledState.open(file, fresh)).state.hwm).toBe(22);
   });
 
   it("names an unreadable snapshot", async () => {

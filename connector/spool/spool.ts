@@ -442,6 +442,7 @@ export class Spool {
     this.fh = null;
     for (const fh of this.readers.values()) await fh.close();
     this.readers.clear();
+    await this.store.close();
     await unlink(join(this.dir, "lock")).catch(() => undefined);
   }
 }

@@ -86,6 +86,7 @@ export class FileChannel implements Receiver, Channel {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.polling;
+    await this.deliveryLog?.close();
   }
 
   private async poll(): Promise<void> {

@@ -60,6 +60,11 @@ export class DeliveryLog {
     await this.persist();
   }
 
+  /** Closes the journal once pending saves are written (a later save opens it again). */
+  close(): Promise<void> {
+    return this.store.close();
+  }
+
   /** Resolves once the state as it is now is durable. */
   private persist(): Promise<void> {
     return this.store.save();
