@@ -22,11 +22,67 @@ export const BATCHED_TYPES: ReadonlySet<string> = new Set(["captured", "accepted
  */
 export const batchTypeOf = (type: string): string => (type === "receipt" ? "delivered" : type);
 
-export type BatchRow = { id: number; events: string };
+/** What a batch's events are read with: the JSON and, for format 2 (migration 0014), the values its events share. */
+export type BatchRow = {
+  id: number;
+  events: string;
+  format: number;
+  chain: string;
+  chain_seq: number;
+  tenant: string;
+  source: string;
+  destination: string | null;
+  prev_hash: string | null;
+  place: string | null;
+};
 
-/** A batch's events as rows of `events` (every value from the canonical row that was hashed, so verification sees what is stored). */
+/** Where each format keeps an event's values inside its JSON array (format 1: the canonical row and its hash). */
+const POSITIONS = { at: [6, 3], type: [5, 2], size: [11, 5] } as const;
+
+/** SQL for one value of a batched event `j` (a json_each row) of batch `b`, in either format. */
+export const batchedValueSql = (value: keyof typeof POSITIONS, j = "j", b = "b") =>
+  `json_extract(${j}.value, CASE ${b}.format WHEN 2 THEN '$[${POSITIONS[value][1]}]' ELSE '$[${POSITIONS[value][0]}]' END)`;
+
+/** The columns of BatchRow, for a SELECT (`alias.` before each when given). */
+export const batchColumns = (alias = "") =>
+  ["id", "events", "format", "chain", "chain_seq", "tenant", "source", "destination", "prev_hash", "place"].map((c) => (alias ? `${alias}.${c}` : c)).join(", ");
+
+/**
+ * A batch's events as rows of `events`: every value the event was hashed
+ * with, as stored, so verification checks what is there. Format 1 holds each
+ * event's whole canonical row; format 2 holds what differs per event and
+ * takes the rest from the batch's columns, each event's previous hash from
+ * the event before it (the first from `prev_hash`).
+ */
 export function expandBatch(b: BatchRow): EventRow[] {
   const rows = JSON.parse(b.events) as unknown[][];
+  if (b.format === 2) {
+    let prev = b.prev_hash ?? "";
+    return rows.map((r, i) => {
+      const hash = r[9] as string;
+      const e: EventRow = {
+        id: BATCH_ID_BASE + b.id * BATCH_MAX + i,
+        chain: b.chain,
+        chain_seq: r[0] as number,
+        prev_hash: prev,
+        tenant: b.tenant,
+        message_id: r[1] as string,
+        type: r[2] as string,
+        at: r[3] as number,
+        place: b.place ?? "",
+        source: b.source,
+        destination: b.destination,
+        seq: r[4] as number | null,
+        size: r[5] as number | null,
+        sha256: r[6] as string | null,
+        fields: r[7] as string | null,
+        detail: r[8] as string | null,
+        hash,
+      };
+      prev = hash;
+      return e;
+    });
+  }
   return rows.map((r, i) => ({
     id: BATCH_ID_BASE + b.id * BATCH_MAX + i,
     chain: r[0] as string,
@@ -60,12 +116,12 @@ const COVERING = `JOIN event_batches AS b ON b.chain = k.chain AND b.mseq_lo BET
 
 /** A message's batches, by its lookup row (`types`: how many batch types to narrow to). */
 export const messageLookupSql = (types = 0) =>
-  `SELECT DISTINCT b.id, b.events, k.chain FROM message_index AS k ${COVERING} WHERE k.tenant = ? AND k.message_id = ?${types > 0 ? ` AND b.type IN (${Array(types).fill("?").join(", ")})` : ""}`;
+  `SELECT DISTINCT ${batchColumns("b")} FROM message_index AS k ${COVERING} WHERE k.tenant = ? AND k.message_id = ?${types > 0 ? ` AND b.type IN (${Array(types).fill("?").join(", ")})` : ""}`;
 /** The batches of messages with a recorded field. */
-export const fieldLookupSql = `SELECT DISTINCT b.id, b.events FROM message_fields AS k ${COVERING} WHERE k.tenant = ? AND k.name = ? AND k.value = ?`;
+export const fieldLookupSql = `SELECT DISTINCT ${batchColumns("b")} FROM message_fields AS k ${COVERING} WHERE k.tenant = ? AND k.name = ? AND k.value = ?`;
 /** A tenant's batches newest first (by their latest event), narrowed by `where`, after the keyset (at_hi, id) when `keyed`. */
 export const batchWalkSql = (where: string[], keyed: boolean, chunk: number) =>
-  `SELECT id, events, at_hi FROM event_batches WHERE ${["tenant = ?", ...where, ...(keyed ? ["(at_hi, id) < (?, ?)"] : [])].join(" AND ")} ORDER BY at_hi DESC, id DESC LIMIT ${chunk}`;
+  `SELECT ${batchColumns()}, at_hi FROM event_batches WHERE ${["tenant = ?", ...where, ...(keyed ? ["(at_hi, id) < (?, ?)"] : [])].join(" AND ")} ORDER BY at_hi DESC, id DESC LIMIT ${chunk}`;
 
 /** The batched events of one message in one store (`types`: only these). */
 export async function messageBatchEvents(db: D1Database, tenant: string, id: string, types?: readonly string[]): Promise<EventRow[]> {
@@ -74,7 +130,7 @@ export async function messageBatchEvents(db: D1Database, tenant: string, id: str
   const { results } = await db
     .prepare(messageLookupSql(wanted?.length))
     .bind(tenant, id, ...(wanted ?? []))
-    .all<BatchRow & { chain: string }>();
+    .all<BatchRow>();
   const out: EventRow[] = [];
   for (const b of results) for (const e of expandBatch(b)) if (e.message_id === id && e.chain === b.chain && e.tenant === tenant && (!types || types.includes(e.type))) out.push(e);
   return out;
@@ -90,8 +146,8 @@ export async function receiptOf(db: D1Database, tenant: string, delivered: Event
   const row = await db.prepare("SELECT * FROM events WHERE tenant = ? AND message_id = ? AND type = 'receipt'").bind(tenant, id).first<EventRow>();
   if (row || delivered.id < BATCH_ID_BASE) return row;
   // One batch at a time: an ack's batches hold consecutive positions, the receipt at the end of the last.
-  type Held = BatchRow & { chain: string; last_seq: number; destination: string | null };
-  const held = "SELECT id, events, chain, last_seq, destination FROM event_batches WHERE";
+  type Held = BatchRow & { last_seq: number };
+  const held = `SELECT ${batchColumns()}, last_seq FROM event_batches WHERE`;
   let b = await db.prepare(`${held} id = ?`).bind(Math.floor((delivered.id - BATCH_ID_BASE) / BATCH_MAX)).first<Held>();
   while (b) {
     for (const e of expandBatch(b)) if (e.type === "receipt" && e.message_id === id && e.tenant === tenant) return e;
@@ -127,7 +183,7 @@ export async function fieldEvents(db: D1Database, tenant: string, name: string, 
 }
 
 /** A chain's next batches after position ?2: from the one holding ?2 + 1 (batches never overlap), by the unique (chain, chain_seq) index, never a scan of the chain's start. */
-export const chainBatchesSql = `SELECT id, events, last_seq FROM event_batches WHERE chain = ?1 AND chain_seq >= coalesce(
+export const chainBatchesSql = `SELECT ${batchColumns()}, last_seq FROM event_batches WHERE chain = ?1 AND chain_seq >= coalesce(
   (SELECT CASE WHEN last_seq > ?2 THEN chain_seq END FROM event_batches WHERE chain = ?1 AND chain_seq <= ?2 ORDER BY chain_seq DESC LIMIT 1), ?2 + 1)
 ORDER BY chain_seq LIMIT 4`;
 

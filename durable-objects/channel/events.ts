@@ -50,7 +50,9 @@ const INSERT_EVENTS = `INSERT OR IGNORE INTO events (${COLUMNS.join(", ")}) SELE
 const STATEMENT_CHARS = 512 * 1024;
 /** Characters of one batch's events: half D1's 2 MB per row (fewer batches, fewer index rows). */
 const BATCH_CHARS = 1024 * 1024;
-const INSERT_BATCH = "INSERT OR IGNORE INTO event_batches (chain, chain_seq, last_seq, tenant, source, destination, type, at_lo, at_hi, mseq_lo, mseq_hi, n, events) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/** Format 2 (migration 0014): what the batch shares is in its columns, each event is [chain_seq, id, type, at, seq, size, sha256, fields, detail, hash]. */
+const INSERT_BATCH =
+  "INSERT OR IGNORE INTO event_batches (chain, chain_seq, last_seq, tenant, source, destination, type, at_lo, at_hi, mseq_lo, mseq_hi, n, events, format, prev_hash, place) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 2, ?, ?)";
 /** Accepted messages' lookup rows: [id, mseq] pairs, one parameter. */
 const INSERT_INDEX = "INSERT OR IGNORE INTO message_index (tenant, message_id, chain, mseq) SELECT ?1, json_extract(value, '$[0]'), ?2, json_extract(value, '$[1]') FROM json_each(?3)";
 /** Accepted messages' recorded fields: [name, value, mseq, id], one parameter. */
@@ -100,7 +102,7 @@ export function unstage(parsed: StagedGroup | Staged[] | LoggedEvent[] | LoggedE
 type OutboxRow = { id: number; event: string };
 
 /** One group of consecutive lifecycle events of one type (and destination), on its way to one event_batches row. */
-type Batch = { type: string; destination: string | null; first: number; last: number; atLo: number; atHi: number; lo: number; hi: number; rows: string[]; chars: number };
+type Batch = { type: string; destination: string | null; first: number; last: number; prevHash: string; atLo: number; atHi: number; lo: number; hi: number; rows: string[]; chars: number };
 
 /** Splits JSON rows into statement-sized arrays (one parameter each). */
 function chunked(rows: string[]): string[] {
@@ -293,18 +295,19 @@ export class EventOutbox {
         };
         const canonical = canonicalEvent(linked);
         const hash = await canonicalDigest(canonical);
-        const row = `${canonical.slice(0, -1)},"${hash}"]`;
         head = { seq: linked.chainSeq, hash };
         const mseq = e.mseq;
         if (!BATCHED_TYPES.has(e.type) || mseq === undefined) {
-          singles.push(row);
+          singles.push(`${canonical.slice(0, -1)},"${hash}"]`);
           continue;
         }
+        // Without what the batch's columns hold (format 2, migration 0014).
+        const row = JSON.stringify([linked.chainSeq, linked.messageId, linked.type, linked.at, linked.seq, linked.size, linked.sha256, linked.fields, linked.detail, hash]);
         const b = open as Batch | null;
         const type = batchTypeOf(e.type);
         // A batch is one type and destination, at most BATCH_MAX events whose positions lie less than BATCH_MAX apart, one D1 value.
         if (!b || b.type !== type || b.destination !== e.destination || b.rows.length >= BATCH_MAX || Math.max(b.hi, mseq) - Math.min(b.lo, mseq) >= BATCH_MAX || b.chars + row.length > BATCH_CHARS) {
-          open = { type, destination: e.destination, first: linked.chainSeq, last: linked.chainSeq, atLo: e.at, atHi: e.at, lo: mseq, hi: mseq, rows: [row], chars: row.length };
+          open = { type, destination: e.destination, first: linked.chainSeq, last: linked.chainSeq, prevHash: linked.prevHash, atLo: e.at, atHi: e.at, lo: mseq, hi: mseq, rows: [row], chars: row.length };
           batches.push(open);
         } else {
           b.last = linked.chainSeq;
@@ -323,7 +326,7 @@ export class EventOutbox {
       const results = await db.batch([
         ...chunked(singles).map((p) => db.prepare(INSERT_EVENTS).bind(p)),
         ...batches.map((b) =>
-          db.prepare(INSERT_BATCH).bind(chain, b.first, b.last, this.tenant, this.source, b.destination, b.type, b.atLo, b.atHi, b.lo, b.hi, b.rows.length, `[${b.rows.join(",")}]`),
+          db.prepare(INSERT_BATCH).bind(chain, b.first, b.last, this.tenant, this.source, b.destination, b.type, b.atLo, b.atHi, b.lo, b.hi, b.rows.length, `[${b.rows.join(",")}]`, b.prevHash, place),
         ),
         ...chunked(indexed).map((p) => db.prepare(INSERT_INDEX).bind(this.tenant, chain, p)),
         ...chunked(fielded).map((p) => db.prepare(INSERT_FIELDS).bind(this.tenant, chain, p)),

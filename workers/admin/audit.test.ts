@@ -64,7 +64,7 @@ describe("event log: hash chain", () => {
     const inBatch = (chain: string, pos: number, set: string) =>
       env.DB.prepare(`UPDATE event_batches SET events = ${set.replaceAll("$i", `(${pos} - chain_seq)`)} WHERE chain = ? AND chain_seq <= ? AND last_seq >= ?`).bind(`${TENANT}:${chain}`, pos, pos).run();
     await traffic("chain-b/out", 3);
-    await inBatch("chain-b/out", 2, "json_set(events, '$[' || $i || '][11]', 999)");
+    await inBatch("chain-b/out", 2, "json_set(events, '$[' || $i || '][5]', 999)");
     let v = await verify("chain-b/out");
     expect(v.ok).toBe(false);
     expect(v.chains[0]?.broken).toMatchObject({ chainSeq: 2, reason: expect.stringContaining("altered") });
@@ -76,7 +76,7 @@ describe("event log: hash chain", () => {
 
     await traffic("chain-r/out", 3);
     // Positions 7 and 8 trade places (each event keeps its content and hash).
-    await inBatch("chain-r/out", 7, "json_set(events, '$[0][1]', 8, '$[1][1]', 7)");
+    await inBatch("chain-r/out", 7, "json_set(events, '$[0][0]', 8, '$[1][0]', 7)");
     v = await verify("chain-r/out");
     expect(v.ok).toBe(false);
     expect(v.chains[0]?.broken?.chainSeq).toBe(7);
@@ -94,6 +94,39 @@ describe("event log: hash chain", () => {
     const all = JSON.parse((await get("/api/log/verify")).text) as { ok: boolean; chains: { chain: string; broken: unknown }[] };
     expect(all.ok).toBe(false);
     expect(all.chains.find((c) => c.chain === "default:chain-a/out")?.broken).toBeNull();
+  });
+
+  it("keeps each batched event once, without what its batch holds, and reads batches of the older format as before", async () => {
+    await traffic("compact-a/out", 3);
+    type Verified = { ok: boolean; chains: { events: number; broken: unknown }[] };
+    const verify = async () => JSON.parse((await get("/api/log/verify?source=compact-a/out")).text) as Verified;
+    const chain = `${TENANT}:compact-a/out`;
+    const batches = await env.DB.prepare("SELECT format, prev_hash, place, events FROM event_batches WHERE chain = ? ORDER BY chain_seq").bind(chain).all<{ format: number; prev_hash: string; place: string; events: string }>();
+    expect(batches.results.length).toBeGreaterThan(0);
+    for (const b of batches.results) {
+      expect(b.format).toBe(2);
+      // Ten values per event: the chain, tenant, source, place, destination and previous hash are the batch's.
+      for (const e of JSON.parse(b.events) as unknown[][]) expect(e).toHaveLength(10);
+      expect(b.events).not.toContain("compact-a/out");
+    }
+    const timeline = async () => JSON.parse((await get("/api/messages?source=compact-a/out&limit=100")).text) as { events: Record<string, unknown>[] };
+    const before = await timeline();
+    const view = async () => (await env.DB.prepare("SELECT * FROM event_log WHERE chain = ? ORDER BY chain_seq").bind(chain).all()).results;
+    const viewed = await view();
+    expect(viewed).toHaveLength(9);
+    expect(viewed.map((r) => r.prev_hash).slice(1)).toEqual(viewed.map((r) => r.hash).slice(0, -1));
+    expect(await verify()).toMatchObject({ ok: true, chains: [{ events: 9, broken: null }] });
+    // Rewritten as a batch from before migration 0014 holds them (the whole canonical row and its hash per event): the same log.
+    await env.DB.prepare(
+      `UPDATE event_batches SET format = 1, prev_hash = NULL, place = NULL, events = (
+         SELECT json_group_array(json_array(chain, chain_seq, prev_hash, tenant, message_id, type, at, place, source, destination, seq, size, sha256, fields, detail, hash))
+         FROM (SELECT * FROM event_log AS l WHERE l.chain = event_batches.chain AND l.chain_seq BETWEEN event_batches.chain_seq AND event_batches.last_seq ORDER BY l.chain_seq))
+       WHERE chain = ?`,
+    ).bind(chain).run();
+    expect((await env.DB.prepare("SELECT DISTINCT format FROM event_batches WHERE chain = ?").bind(chain).all()).results).toEqual([{ format: 1 }]);
+    expect(await view()).toEqual(viewed);
+    expect(await timeline()).toEqual(before);
+    expect(await verify()).toMatchObject({ ok: true, chains: [{ events: 9, broken: null }] });
   });
 
   it("never duplicates or skips a position when a flush is repeated after a crash", async () => {
@@ -538,7 +571,7 @@ describe("event log: batches (D21)", () => {
     const source = "rcpt-a/out";
     const jws = "eyJhbGciOiJFZERTQSJ9.eyJtc2dzIjpbXX0.c2ln";
     await traffic(source, 5000, () => null, { frame: 1000, receipt: jws });
-    const batches = await env.DB.prepare("SELECT n, json_extract(events, '$[#-1][5]') AS last FROM event_batches WHERE source = ? AND type = 'delivered' ORDER BY chain_seq").bind(source).all<{ n: number; last: string }>();
+    const batches = await env.DB.prepare("SELECT n, json_extract(events, '$[#-1][2]') AS last FROM event_batches WHERE source = ? AND type = 'delivered' ORDER BY chain_seq").bind(source).all<{ n: number; last: string }>();
     expect(batches.results.length).toBeGreaterThan(1);
     expect(batches.results.reduce((t, b) => t + b.n, 0)).toBe(5001);
     expect(batches.results.map((b) => b.last)).toEqual([...Array(batches.results.length - 1).fill("delivered"), "receipt"]);
@@ -558,7 +591,7 @@ describe("event log: batches (D21)", () => {
     type Verified = { ok: boolean; chains: { events: number; from: number; to: number; broken: { chainSeq: number; reason: string } | null }[] };
     const verify = async () => JSON.parse((await get("/api/log/verify?source=long-a/out")).text) as Verified;
     expect(await verify()).toMatchObject({ ok: true, chains: [{ events: 7500, from: 1, to: 7500, broken: null }] });
-    await env.DB.prepare("UPDATE event_batches SET events = json_set(events, '$[' || (5678 - chain_seq) || '][11]', 7) WHERE chain = 'default:long-a/out' AND chain_seq <= 5678 AND last_seq >= 5678").run();
+    await env.DB.prepare("UPDATE event_batches SET events = json_set(events, '$[' || (5678 - chain_seq) || '][5]', 7) WHERE chain = 'default:long-a/out' AND chain_seq <= 5678 AND last_seq >= 5678").run();
     expect((await verify()).chains[0]?.broken).toMatchObject({ chainSeq: 5678, reason: expect.stringContaining("altered") });
   });
 

@@ -3,11 +3,15 @@ import { z } from "zod";
 import type { AdminLogEntry, OverviewView } from "../../wire/index.ts";
 import { invalid } from "../http/problem.ts";
 import type { AppEnv } from "../env.ts";
+import { batchedValueSql } from "../event-log.ts";
 import { eventStores } from "../region.ts";
 import { sessionStub, channelStub } from "../stubs.ts";
 import { presentEvent, type EventRow } from "./messages.ts";
 
 const MINUTE = 60_000;
+const AT = batchedValueSql("at");
+const TYPE = batchedValueSql("type");
+const SIZE = batchedValueSql("size");
 
 /** `GET /api/overview`: what the portal's front page shows, in one call. */
 export const overview = new Hono<AppEnv>().get("/", async (c) => {
@@ -47,10 +51,10 @@ export const overview = new Hono<AppEnv>().get("/", async (c) => {
         .bind(tenant, since),
       db
         .prepare(
-          `SELECT (json_extract(j.value, '$[6]') / 60000) * 60000 AS minute, json_extract(j.value, '$[5]') AS type, count(*) AS n, coalesce(sum(json_extract(j.value, '$[11]')), 0) AS bytes
+          `SELECT (${AT} / 60000) * 60000 AS minute, ${TYPE} AS type, count(*) AS n, coalesce(sum(${SIZE}), 0) AS bytes
              FROM event_batches AS b, json_each(b.events) AS j
-             WHERE b.tenant = ? AND b.at_hi >= ? AND b.type IN ('accepted', 'delivered') AND json_extract(j.value, '$[6]') >= ?
-               AND json_extract(j.value, '$[5]') IN ('accepted', 'delivered') GROUP BY minute, 2`,
+             WHERE b.tenant = ? AND b.at_hi >= ? AND b.type IN ('accepted', 'delivered') AND ${AT} >= ?
+               AND ${TYPE} IN ('accepted', 'delivered') GROUP BY minute, 2`,
         )
         .bind(tenant, since, since),
     ]);
