@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { writeFileAtomic } from "./durable-fs.ts";
+import { ReceiptLog } from "./receipt-log.ts";
 import { EventEmitter } from "node:events";
 import { join } from "node:path";
 import {
@@ -28,7 +29,7 @@ import { edgeFetch } from "./edge-http.ts";
 import { writeDeadLetter } from "./dead-letters.ts";
 import { ROTATE_PROOF_TYPE, signReceipt, verifyReceipt } from "../../wire/index.ts";
 import { CompactSign, exportJWK, generateKeyPair } from "jose";
-import { appendFile, open, readFile, stat } from "node:fs/promises";
+import { open, readFile, stat } from "node:fs/promises";
 import { Transport } from "./transport.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { Backoff } from "./backoff.ts";
@@ -137,6 +138,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private readonly resendAsked = new Map<string, { from: number; at: number }>();
   private readonly lastDelivery = new Map<string, { at: number; upTo: number }>();
   private readonly receipts: ReceiptFrame[] = [];
+  /** Signed receipts kept at this site (state/receipts.jsonl, bounded). */
+  private readonly receiptLog: ReceiptLog;
   private generation = 0;
   private ackTimer: NodeJS.Timeout | null = null;
   private connectedEdge: string | null = null;
@@ -172,6 +175,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     this.keyRegistered = keyRegistered;
     this.log = log;
     this.heartbeatSeconds = opts.heartbeatSeconds ?? 15;
+    this.receiptLog = new ReceiptLog(join(stateDir, "receipts.jsonl"));
     this.transport = new Transport({
       edges: opts.edges ?? identity.edges,
       authorize: () => connectAssertion(identity),
@@ -255,6 +259,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     await this.transport.stop();
     await Promise.allSettled([...this.streamChains.values()]);
     await this.spool.close();
+    await this.receiptLog.close();
   }
 
   /** Registers (or replaces) the receiving side of a local channel. */
@@ -799,9 +804,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     if (edgeVerified === false) this.log("warn", "a receipt's edge signature did not verify with the edge's published keys", { destination: frame.dst });
     if (edge && !edge.ok && edge.why === "unknown") this.log("warn", "could not check a receipt's edge signature", { destination: frame.dst, why: edge.detail });
     const line = { at: frame.at, channel: frame.ch, destination: frame.dst, status: frame.status, ids: frame.ids, verified, edgeVerified, jws: frame.signed ?? null, edge: frame.edge ?? null };
-    await appendFile(join(this.stateDir, "receipts.jsonl"), `${JSON.stringify(line)}\n`).catch(
-      (e: unknown) => this.log("warn", "could not store a receipt", { error: (e as Error).message }),
-    );
+    await this.receiptLog.append(JSON.stringify(line)).catch((e: unknown) => this.log("warn", "could not store a receipt", { error: (e as Error).message }));
   }
 
   // ---- link ----
