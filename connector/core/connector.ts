@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from "node:crypto";
 import { writeFileAtomic } from "./durable-fs.ts";
 import { ReceiptLog } from "./receipt-log.ts";
+import { Acks } from "./acks.ts";
 import { EventEmitter } from "node:events";
 import { join } from "node:path";
 import {
@@ -140,6 +141,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   private readonly receipts: ReceiptFrame[] = [];
   /** Signed receipts kept at this site (state/receipts.jsonl, bounded). */
   private readonly receiptLog: ReceiptLog;
+  /** Acknowledgements of deliveries, a few frames at a time (D27). */
+  private readonly acks: Acks;
   private generation = 0;
   private ackTimer: NodeJS.Timeout | null = null;
   private connectedEdge: string | null = null;
@@ -176,6 +179,11 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     this.log = log;
     this.heartbeatSeconds = opts.heartbeatSeconds ?? 15;
     this.receiptLog = new ReceiptLog(join(stateDir, "receipts.jsonl"));
+    this.acks = new Acks({
+      send: (f) => this.transport.send(f),
+      sign: (src, dst, messages) => signReceipt(identity.privateJwk, { typ: "ferry-receipt", src, dst, at: Date.now(), messages }),
+      onError: (e) => this.log("error", "could not acknowledge deliveries; the edge sends them again", { error: (e as Error).message }),
+    });
     this.transport = new Transport({
       edges: opts.edges ?? identity.edges,
       authorize: () => connectAssertion(identity),
@@ -256,6 +264,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   async stop(): Promise<void> {
     if (this.ackTimer) clearInterval(this.ackTimer);
     if (this.policyTimer) clearTimeout(this.policyTimer);
+    // What is delivered is acknowledged before the connection closes (its receipts with it).
+    await this.acks.flushAll();
     await this.transport.stop();
     await Promise.allSettled([...this.streamChains.values()]);
     await this.spool.close();
@@ -652,8 +662,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     });
     const first = fresh[0];
     if (!first) {
-      // All of it was delivered before (an ack got lost): acknowledge again.
-      this.transport.send(encodeFrame({ t: "ack", src: f.src, dst: f.dst, upTo: hwm }));
+      // All of it was delivered before (an ack got lost): acknowledge again, with a receipt.
+      void this.acks.again(stream, f.src, f.dst, hwm, f.msgs.map((m) => ({ id: m.id, sha256: m.sha256 })));
       return;
     }
     if (f.after > hwm) {
@@ -775,9 +785,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     await flush();
     this.resendAsked.delete(stream);
     this.lastDelivery.set(stream, { at: Date.now(), upTo });
-    // A signed receipt for what was delivered (non-repudiation): the sender gets it through the edge.
-    const receipt = received.length > 0 ? await signReceipt(this.identity.privateJwk, { typ: "ferry-receipt", src: f.src, dst: f.dst, at: Date.now(), messages: received }) : undefined;
-    this.transport.send(encodeFrame({ t: "ack", src: f.src, dst: f.dst, upTo, ...(receipt ? { receipt } : {}) }));
+    // Acknowledged with the stream's next frames, with a signed receipt for what was delivered (non-repudiation): the sender gets it through the edge.
+    this.acks.add(stream, f.src, f.dst, upTo, received);
     this.emit("delivered", stream, upTo, msgs.length);
   }
 
@@ -877,6 +886,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     this.edgeFeatures = new Set();
     void this.refreshConfig();
     this.resendAsked.clear();
+    // Acks that waited for a connection go first.
+    void this.acks.flushAll();
     this.uploads.onOpen();
     this.downloads.onOpen();
     for (const ch of this.spool.channels()) {
