@@ -116,6 +116,16 @@ describe("event log: hash chain", () => {
     expect(viewed).toHaveLength(9);
     expect(viewed.map((r) => r.prev_hash).slice(1)).toEqual(viewed.map((r) => r.hash).slice(0, -1));
     expect(await verify()).toMatchObject({ ok: true, chains: [{ events: 9, broken: null }] });
+    // What the batch holds once is hashed into every event rebuilt from it: an edited column is reported.
+    const first = (await env.DB.prepare("SELECT chain_seq, prev_hash, destination FROM event_batches WHERE chain = ? AND type = 'delivered' ORDER BY chain_seq LIMIT 1").bind(chain).first<{ chain_seq: number; prev_hash: string; destination: string }>()) as { chain_seq: number; prev_hash: string; destination: string };
+    const edit = (set: string, value: string) => env.DB.prepare(`UPDATE event_batches SET ${set} = ? WHERE chain = ? AND chain_seq = ?`).bind(value, chain, first.chain_seq).run();
+    await edit("prev_hash", "0".repeat(64));
+    expect((await verify()).chains[0]?.broken).toMatchObject({ chainSeq: first.chain_seq, reason: expect.stringContaining("previous-hash link") });
+    await edit("prev_hash", first.prev_hash);
+    await edit("destination", "elsewhere/in");
+    expect((await verify()).chains[0]?.broken).toMatchObject({ chainSeq: first.chain_seq, reason: expect.stringContaining("altered") });
+    await edit("destination", first.destination);
+    expect(await verify()).toMatchObject({ ok: true, chains: [{ events: 9, broken: null }] });
     // Rewritten as a batch from before migration 0014 holds them (the whole canonical row and its hash per event): the same log.
     await env.DB.prepare(
       `UPDATE event_batches SET format = 1, prev_hash = NULL, place = NULL, events = (
