@@ -167,7 +167,7 @@ export class JournaledState<T> {
   }
 
   private get journal(): string {
-    return `${this.file}.journal`;
+    return this.journalFile.path;
   }
 
   /** The newest state saved at `file` (or `fresh()` if none). Throws when the snapshot is not JSON. */
