@@ -88,8 +88,8 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch, field
       flushRead,
     sqliteRowsWritten:
       // publish, once per batch (one segment per MiB of payload): the segment's count row and its data row;
-      // the destination's run and its expiry index entry; meta (hwm, next_mseq) and the cursor
-      (2 + 2 + 2 + 1) / b +
+      // the destination's run and its expiry index entry; the position row (hwm, next_mseq, every destination's next position)
+      (2 + 2 + 1) / b +
       // ack, once per frame: the cursor; once per segment done: its run and index entry deleted, its two rows
       // deleted (the count is read, not written, when it reaches zero)
       1 / d + (2 + 2) / b +

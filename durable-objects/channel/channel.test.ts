@@ -208,6 +208,50 @@ describe("channel object: accepting", () => {
     expect(await stored(stub)).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it("accepts one message at a time to three destinations with one position row: its segment's two rows, a run and its index entry per destination, and the position", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, ["b/orders", "c/orders", "d/orders"].map((d) => ({ ...route(d), log: "exceptions" })));
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 1) });
+    const before = await usage(stub);
+    expect(await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(2, 2) })).toMatchObject({ ok: true, accepted: 1 });
+    // 2 + 3 x 2 + 1; with a meta key per number (each replaced: two rows) and a cursor row per destination it was 2 + 6 + 4 + 3.
+    expect((await usage(stub)).sqlRowsWritten - before.sqlRowsWritten).toBe(9);
+  });
+
+  it("keeps every stream's position across eviction, and moves an older object's position keys into the position row", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders"), route("c/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 3) });
+    // As an object from before the position row left it: a key per number, each destination's next position in its cursor row.
+    await runInDurableObject(stub, (_obj, state) => {
+      state.storage.sql.exec("DELETE FROM meta WHERE k = 'pos'");
+      state.storage.sql.exec("INSERT INTO meta (k, v) VALUES ('hwm', '3'), ('next_mseq', '4')");
+      state.storage.sql.exec("UPDATE cursors SET next_dseq = 4");
+    });
+    await evictDurableObject(stub);
+    expect(await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(3, 4) })).toEqual({ ok: true, upTo: 4, accepted: 1, duplicates: 1 });
+    const keys = await runInDurableObject(stub, (_obj, state) => state.storage.sql.exec<{ k: string }>("SELECT k FROM meta WHERE k IN ('pos', 'hwm', 'next_mseq')").toArray().map((r) => r.k));
+    expect(keys).toEqual(["pos"]);
+    // A cursor row behind the position row (as one written before it) does not move a stream back.
+    await runInDurableObject(stub, (_obj, state) => state.storage.sql.exec("UPDATE cursors SET next_dseq = 1"));
+    await evictDurableObject(stub);
+    expect(await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(5, 5) })).toEqual({ ok: true, upTo: 5, accepted: 1, duplicates: 0 });
+    const runs = await runInDurableObject(stub, (_obj, state) =>
+      state.storage.sql.exec<{ destination: string; start_dseq: number; end_dseq: number; mseq: number }>("SELECT destination, start_dseq, end_dseq, mseq FROM runs ORDER BY destination, start_dseq").toArray().map((r) => ({ ...r })),
+    );
+    expect(runs).toEqual(
+      ["b/orders", "c/orders"].flatMap((destination) => [
+        { destination, start_dseq: 1, end_dseq: 3, mseq: 1 },
+        { destination, start_dseq: 4, end_dseq: 4, mseq: 4 },
+        { destination, start_dseq: 5, end_dseq: 5, mseq: 5 },
+      ]),
+    );
+    expect(await stub.ack(TENANT, source, "b/orders", 5)).toEqual({ ok: true, acked: 5 });
+    expect(await stored(stub)).toEqual([1, 2, 3, 4, 5]);
+    expect(await stub.ack(TENANT, source, "c/orders", 5)).toEqual({ ok: true, acked: 5 });
+    expect(await stored(stub)).toEqual([]);
+  });
+
   it("starts a new stream for a new spool epoch and refuses the retired one", async () => {
     const { source, stub } = fresh();
     await stub.configure(TENANT, source, [route("b/orders")]);

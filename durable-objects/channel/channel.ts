@@ -43,6 +43,8 @@ const EGRESS_MAX_BACKOFF_MS = 5 * 60_000;
 const DEFAULT_RETENTION_S = 30 * 86400;
 
 type Cursor = { next: number; acked: number };
+/** The meta row 'pos' (see position()). */
+type Position = { hwm: number; mseq: number; next: Record<string, number> };
 
 /** Durable Object SQL binds at most 100 parameters per statement. */
 const MAX_BOUND_PARAMETERS = 100;
@@ -158,8 +160,6 @@ export class ChannelObject extends DurableObject<Env> {
     this.tenant = meta.get("tenant") ?? "";
     this.source = meta.get("source") ?? "";
     this.epoch = meta.get("epoch") ?? "";
-    this.hwm = Number(meta.get("hwm") ?? 0);
-    this.nextMseq = Number(meta.get("next_mseq") ?? 1);
     this.incarnation = meta.get("incarnation") ?? "";
     if (this.incarnation === "") {
       this.incarnation = crypto.randomUUID().replace(/-/g, "").slice(0, 16);
@@ -173,6 +173,43 @@ export class ChannelObject extends DurableObject<Env> {
         .toArray()
         .map((r) => [r.destination, { next: r.next_dseq, acked: r.acked }]),
     );
+    const pos = meta.get("pos");
+    if (pos !== undefined) {
+      const p = JSON.parse(pos) as Position;
+      this.hwm = p.hwm;
+      this.nextMseq = p.mseq;
+      // Positions only grow: a cursor row is as new as the position row, or older.
+      for (const [d, next] of Object.entries(p.next)) {
+        const c = this.cursors.get(d);
+        if (c) c.next = Math.max(c.next, next);
+      }
+    } else {
+      // Before the position row (an object from before it, or a new one): the separate keys, moved into it once.
+      this.hwm = Number(meta.get("hwm") ?? 0);
+      this.nextMseq = Number(meta.get("next_mseq") ?? 1);
+      this.ctx.storage.transactionSync(() => {
+        this.writePosition();
+        this.sql.exec("DELETE FROM meta WHERE k IN ('hwm', 'next_mseq')");
+      });
+    }
+  }
+
+  /**
+   * Where the streams stand: the source's high-water mark, the next message
+   * number and each destination's next position, as one meta row. Every
+   * accepting transaction rewrites it: one row written, where a key per
+   * number and a cursor row per destination were four rows and one per
+   * destination (rows written are billed; one at a time, a message is a
+   * transaction). The cursor rows keep what was acknowledged.
+   */
+  private position(): string {
+    const p: Position = { hwm: this.hwm, mseq: this.nextMseq, next: Object.fromEntries([...this.cursors].map(([d, c]) => [d, c.next])) };
+    return JSON.stringify(p);
+  }
+
+  private writePosition(): void {
+    // An upsert, not INSERT OR REPLACE: replacing an existing row is billed as two rows (deleted, inserted).
+    this.sql.exec("INSERT INTO meta (k, v) VALUES ('pos', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", this.position());
   }
 
   private identify(tenant: string, source: string): void {
@@ -356,8 +393,7 @@ export class ChannelObject extends DurableObject<Env> {
         this.insertRows("INSERT INTO runs (destination, end_dseq, start_dseq, mseq, seg, expires_at, claim) VALUES", 7, runRows);
         // Rows written are billed: only what changed (a replayed batch writes nothing).
         if (epochChanged) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('epoch', ?)", this.epoch);
-        if (epochChanged || accepted > 0) this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('hwm', ?), ('next_mseq', ?)", String(this.hwm), String(this.nextMseq));
-        if (accepted > 0) for (const [d, c] of this.cursors) this.sql.exec("UPDATE cursors SET next_dseq = ? WHERE destination = ?", c.next, d);
+        if (epochChanged || accepted > 0) this.writePosition();
         this.events.stageAccepted(now, site, destinations, logged);
       });
     } catch (e) {
@@ -966,10 +1002,10 @@ export class ChannelObject extends DurableObject<Env> {
           const cur = this.cursorFor(r.destination);
           this.sql.exec("INSERT INTO runs (destination, end_dseq, start_dseq, mseq, seg, expires_at, claim) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6)", r.destination, cur.next, r.mseq, r.seg, now + ttl * 1000, r.blob ? 1 : 0);
           deltas.push([r.seg, 1]);
-          this.sql.exec("UPDATE cursors SET next_dseq = ? WHERE destination = ?", cur.next + 1, r.destination);
           cur.next++;
         }
       }
+      if (action === "redrive") this.writePosition();
       this.release(deltas);
       this.events.stage(rows.map((r) => ({ messageId: r.id, type: action === "redrive" ? "redriven" : "discarded", at: now, seq: r.seq, size: r.size, sha256: r.sha256, destination: r.destination, fields: r.fields, detail: null })));
     });

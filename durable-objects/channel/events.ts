@@ -338,7 +338,8 @@ export class EventOutbox {
       const h = head;
       this.ctx.storage.transactionSync(() => {
         this.sql.exec("DELETE FROM event_outbox WHERE id <= ?", last.id);
-        this.sql.exec("INSERT OR REPLACE INTO meta (k, v) VALUES ('chain_head', ?)", `${h.seq}:${h.hash}`);
+        // An upsert: INSERT OR REPLACE of an existing row is billed as two rows written.
+        this.sql.exec("INSERT INTO meta (k, v) VALUES ('chain_head', ?) ON CONFLICT (k) DO UPDATE SET v = excluded.v", `${h.seq}:${h.hash}`);
         this.sql.exec("DELETE FROM meta WHERE k = 'flush_to'");
       });
     }
