@@ -320,6 +320,40 @@ describe("channel object: acknowledging and fan-out", () => {
     expect((await env.DB.prepare("SELECT count(*) AS n FROM events WHERE source = ?").bind(source).first<{ n: number }>())?.n).toBe(0);
     expect((await env.DB.prepare("SELECT mseq FROM message_index WHERE chain = ? ORDER BY mseq").bind(`${TENANT}:${source}`).all()).results).toEqual([{ mseq: 1 }, { mseq: 2 }]);
   });
+
+  it("stages a transaction's events in one outbox row written once: an outbox from before (AUTOINCREMENT) keeps its rows, and is made again once empty", async () => {
+    const { source, stub } = fresh();
+    await stub.configure(TENANT, source, [route("b/orders")]);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 1) });
+    const before = await usage(stub);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(2, 2) });
+    // Its segment's two rows, the run and its index entry, the position row, the outbox row: no counter row beside it.
+    expect((await usage(stub)).sqlRowsWritten - before.sqlRowsWritten).toBe(6);
+    const outbox = () => runInDurableObject(stub, (_obj, state) => state.storage.sql.exec<{ sql: string }>("SELECT sql FROM sqlite_master WHERE name = 'event_outbox'").one().sql);
+    // As an object from before left it: the same rows waiting, in a table made with AUTOINCREMENT.
+    await runInDurableObject(stub, (_obj, state) => {
+      state.storage.sql.exec(`ALTER TABLE event_outbox RENAME TO outbox_was;
+        CREATE TABLE event_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
+        INSERT INTO event_outbox (id, event) SELECT id, event FROM outbox_was;
+        DROP TABLE outbox_was;`);
+    });
+    await evictDurableObject(stub);
+    await stub.ack(TENANT, source, "b/orders", 2);
+    expect(await outbox()).toContain("AUTOINCREMENT");
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    await evictDurableObject(stub);
+    await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(3, 3) });
+    expect(await outbox()).not.toContain("AUTOINCREMENT");
+    await runInDurableObject(stub, (obj) => (obj as unknown as { events: { flush(): Promise<void> } }).events.flush());
+    const { results } = await env.DB.prepare("SELECT type, seq FROM event_log WHERE source = ? ORDER BY chain_seq").bind(source).all();
+    expect(results).toEqual([
+      ...[1, 2].map((seq) => ({ type: "captured", seq })),
+      ...[1, 2].map((seq) => ({ type: "accepted", seq })),
+      ...[1, 2].map((seq) => ({ type: "delivered", seq })),
+      { type: "captured", seq: 3 },
+      { type: "accepted", seq: 3 },
+    ]);
+  });
 });
 
 describe("channel object: time to live and dead letters", () => {

@@ -144,7 +144,12 @@ export class EventOutbox {
     private readonly usage: Usage = newUsage(),
   ) {
     this.sql = sql;
-    this.sql.exec("CREATE TABLE IF NOT EXISTS event_outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL)");
+    // Ids need only grow while rows wait (a flush's pin names the last it took, and goes with them), so no
+    // AUTOINCREMENT: its counter row was written again by every insert, a second billed row per staging.
+    // An outbox made with it is made again the next time this object starts with it empty.
+    const made = this.sql.exec<{ sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'event_outbox'").toArray()[0]?.sql;
+    if (made?.includes("AUTOINCREMENT") && this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM event_outbox").one().n === 0) this.sql.exec("DROP TABLE event_outbox");
+    this.sql.exec("CREATE TABLE IF NOT EXISTS event_outbox (id INTEGER PRIMARY KEY, event TEXT NOT NULL)");
     for (const r of this.sql.exec<{ k: string; v: string }>("SELECT k, v FROM meta WHERE k IN ('tenant', 'source')")) {
       if (r.k === "tenant") this.tenant = r.v;
       else this.source = r.v;
