@@ -87,12 +87,12 @@ export function opsPerMessage(batch: number, log: boolean, queued = batch, field
       (queued > b ? 1 / b : 0) +
       flushRead,
     sqliteRowsWritten:
-      // publish, once per batch (one segment per MiB of payload): the segment's count row and its data row;
-      // the destination's run and its expiry index entry; the position row (hwm, next_mseq, every destination's next position)
-      (2 + 2 + 1) / b +
-      // ack, once per frame: the cursor; once per segment done: its run and index entry deleted, its two rows
-      // deleted (the count is read, not written, when it reaches zero)
-      1 / d + (2 + 2) / b +
+      // publish, once per batch (one segment per MiB of payload): the segment's row (its bytes in it: one destination
+      // holds it; with more, a second row); the destination's run and its expiry index entry; the position row (D28)
+      (1 + 2 + 1) / b +
+      // ack, once per frame: the cursor; once per segment done: its run deleted (workerd counts the index entry's
+      // deletion in no row) and its row (the count is read, not written, when it reaches zero)
+      1 / d + (1 + 1) / b +
       // the event outbox: rows staged, then deleted and the chain head moved when flushed
       stagings + flushWritten,
     // The log: each insert checks its chain positions are not taken (a lookup or two by index; migration 0013's triggers).

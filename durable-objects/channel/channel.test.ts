@@ -31,7 +31,10 @@ function msgs(from: number, to: number): { msgs: PubMessage[]; payloads: Uint8Ar
 async function stored(stub: DurableObjectStub<ChannelObject>): Promise<number[]> {
   return runInDurableObject(stub, (_obj, state) => {
     const out: number[] = [];
-    for (const r of state.storage.sql.exec<{ first_mseq: number; data: ArrayBuffer }>("SELECT first_mseq, data FROM segment_data ORDER BY first_mseq")) {
+    const rows = state.storage.sql.exec<{ first_mseq: number; data: ArrayBuffer }>(
+      "SELECT s.first_mseq, coalesce(s.data, d.data) AS data FROM segments s LEFT JOIN segment_data d ON d.first_mseq = s.first_mseq ORDER BY s.first_mseq",
+    );
+    for (const r of rows) {
       out.push(...decodeSegment(r.first_mseq, r.data).msgs.map((m) => m.seq));
     }
     return out;
@@ -55,6 +58,60 @@ describe("channel object: storage", () => {
     // A row per message (and more per destination) before segments: 7 per message.
     expect(perMessage).toBeLessThan(0.05);
     expect(perMessage).toBeGreaterThan(0);
+  });
+
+  it("keeps a segment's bytes in its count's row when one destination holds it, apart when several do; both read back after eviction and go when done", async () => {
+    const one = fresh();
+    const two = fresh();
+    await one.stub.configure(TENANT, one.source, [route("b/orders")]);
+    await two.stub.configure(TENANT, two.source, [route("b/orders"), route("c/orders")]);
+    const layout = (stub: DurableObjectStub<ChannelObject>) =>
+      runInDurableObject(stub, (_obj, state) => ({
+        inline: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM segments WHERE data IS NOT NULL").one().n,
+        apart: state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM segment_data").one().n,
+      }));
+    for (const { source, stub } of [one, two]) {
+      // (The first publish also records the stream's epoch.)
+      await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 1) });
+      const before = await usage(stub);
+      await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(2, 3) });
+      const written = (await usage(stub)).sqlRowsWritten - before.sqlRowsWritten;
+      // One destination: the segment row, the run and its index entry, the position row, the outbox row. Two: the bytes' row and a second run.
+      expect(written).toBe(stub === one.stub ? 5 : 8);
+      await evictDurableObject(stub);
+    }
+    expect(await layout(one.stub)).toEqual({ inline: 2, apart: 0 });
+    expect(await layout(two.stub)).toEqual({ inline: 0, apart: 2 });
+    // Read back from SQLite (the cache went with the eviction): the same messages, delivered in order.
+    for (const { source, stub } of [one, two]) {
+      expect(await stored(stub)).toEqual([1, 2, 3]);
+      const delivered = await runInDurableObject(stub, async (obj) => {
+        const got: [number, string][] = [];
+        (obj as unknown as { session: () => unknown }).session = () => ({
+          deliver: async (bytes: Uint8Array) => {
+            const d = decodeFrame(bytes);
+            (d.frame as DeliverFrame).msgs.forEach((m, i) => got.push([m.seq, new TextDecoder().decode(d.payloads[i])]));
+            return true;
+          },
+          notify: async () => true,
+        });
+        await obj.attach(TENANT, source, ["b/orders"]);
+        for (let i = 0; i < 500 && got.length < 3; i++) await new Promise((r) => setTimeout(r, 2));
+        return got;
+      });
+      expect(delivered).toEqual([1, 2, 3].map((s) => [s, `message ${s}`]));
+    }
+    const before = await usage(one.stub);
+    expect(await one.stub.ack(TENANT, one.source, "b/orders", 3)).toEqual({ ok: true, acked: 3 });
+    // The cursor, two runs and two segments deleted, the delivered events' outbox row: no bytes rows to delete.
+    expect((await usage(one.stub)).sqlRowsWritten - before.sqlRowsWritten).toBe(6);
+    expect(await stored(one.stub)).toEqual([]);
+    await two.stub.ack(TENANT, two.source, "b/orders", 3);
+    expect(await stored(two.stub)).toEqual([1, 2, 3]);
+    await two.stub.ack(TENANT, two.source, "c/orders", 3);
+    expect(await stored(two.stub)).toEqual([]);
+    expect(await layout(one.stub)).toEqual({ inline: 0, apart: 0 });
+    expect(await layout(two.stub)).toEqual({ inline: 0, apart: 0 });
   });
 
   it("cuts segments at their size and gives a claim check one of its own; delivery order and stream positions stay exact", async () => {
@@ -104,7 +161,7 @@ describe("channel object: storage", () => {
     for (const m of batch.msgs) m.fields = { note: "n".repeat(4000) };
     expect(await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...batch })).toMatchObject({ ok: true, accepted: 400 });
     const rows = await runInDurableObject(stub, (_obj, state) =>
-      state.storage.sql.exec<{ n: number; bytes: number }>("SELECT count(*) AS n, max(length(data)) AS bytes FROM segment_data").one(),
+      state.storage.sql.exec<{ n: number; bytes: number }>("SELECT count(*) AS n, max(length(coalesce(s.data, d.data))) AS bytes FROM segments s LEFT JOIN segment_data d ON d.first_mseq = s.first_mseq").one(),
     );
     expect(rows.n).toBeGreaterThanOrEqual(2);
     expect(rows.bytes).toBeLessThan(1.2 * 1024 * 1024);
@@ -327,8 +384,8 @@ describe("channel object: acknowledging and fan-out", () => {
     await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(1, 1) });
     const before = await usage(stub);
     await stub.publish({ tenant: TENANT, source, epoch: "epoch-aaaaaaaa", ...msgs(2, 2) });
-    // Its segment's two rows, the run and its index entry, the position row, the outbox row: no counter row beside it.
-    expect((await usage(stub)).sqlRowsWritten - before.sqlRowsWritten).toBe(6);
+    // Its segment (its bytes in the same row: it is held once), the run and its index entry, the position row, the outbox row: no counter row beside it.
+    expect((await usage(stub)).sqlRowsWritten - before.sqlRowsWritten).toBe(5);
     const outbox = () => runInDurableObject(stub, (_obj, state) => state.storage.sql.exec<{ sql: string }>("SELECT sql FROM sqlite_master WHERE name = 'event_outbox'").one().sql);
     // As an object from before left it: the same rows waiting, in a table made with AUTOINCREMENT.
     await runInDurableObject(stub, (_obj, state) => {

@@ -388,7 +388,7 @@ export class ChannelObject extends DurableObject<Env> {
             cur.next += seg.msgs.length;
           }
         }
-        this.insertRows("INSERT INTO segments (first_mseq, count, refs) VALUES", 3, segmentRows);
+        this.insertRows("INSERT INTO segments (first_mseq, count, refs, data) VALUES", 4, segmentRows);
         this.insertRows("INSERT INTO segment_data (first_mseq, data) VALUES", 2, dataRows);
         this.insertRows("INSERT INTO runs (destination, end_dseq, start_dseq, mseq, seg, expires_at, claim) VALUES", 7, runRows);
         // Rows written are billed: only what changed (a replayed batch writes nothing).

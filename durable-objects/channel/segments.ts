@@ -70,7 +70,10 @@ export function decodeSegment(first: number, data: ArrayBuffer): Segment {
  * accepted batch (up to SEGMENT_BYTES), its `refs` counts what still needs
  * it (one per destination's run, dead letter and archive job), and it is
  * deleted when that reaches 0. The count lives in `segments`, the bytes in
- * `segment_data`, so counting never rewrites the payloads.
+ * `segment_data`, so counting never rewrites the payloads; except for a
+ * segment held once when stored (one destination, no archive), whose count
+ * only goes from 1 to 0 (or, an exception, to its dead letters): its bytes
+ * ride in its `segments` row, two rows written fewer (stored and deleted).
  *
  * A claim check (large payload in R2) always has a segment of its own, so
  * its R2 object is released exactly when its message is done.
@@ -84,11 +87,22 @@ export class Segments {
       CREATE TABLE IF NOT EXISTS segments (first_mseq INTEGER PRIMARY KEY, count INTEGER NOT NULL, refs INTEGER NOT NULL);
       CREATE TABLE IF NOT EXISTS segment_data (first_mseq INTEGER PRIMARY KEY, data BLOB NOT NULL);
     `);
+    try {
+      // Last, so reading a segment's count never reads its bytes.
+      sql.exec("ALTER TABLE segments ADD COLUMN data BLOB");
+    } catch {
+      // the column exists
+    }
   }
 
-  /** Inside the accepting transaction. Rows are written by the caller in bulk; this returns them. */
+  /**
+   * Inside the accepting transaction. Rows are written by the caller in bulk
+   * (`segments (first_mseq, count, refs, data)` and `segment_data`, which
+   * gets none for a segment held once); this returns them.
+   */
   rows(seg: Segment, data: Uint8Array, refs: number): { meta: SqlStorageValue[]; data: SqlStorageValue[] } {
-    return { meta: [seg.first, seg.msgs.length, refs], data: [seg.first, asBuffer(data)] };
+    if (refs === 1) return { meta: [seg.first, seg.msgs.length, refs, asBuffer(data)], data: [] };
+    return { meta: [seg.first, seg.msgs.length, refs, null], data: [seg.first, asBuffer(data)] };
   }
 
   /** After the accepting transaction committed: readers find it without decoding it. */
@@ -112,8 +126,10 @@ export class Segments {
       this.cache.set(first, hit);
       return hit;
     }
-    const row = this.sql.exec<{ data: ArrayBuffer }>("SELECT data FROM segment_data WHERE first_mseq = ?", first).toArray()[0];
-    if (!row) return null;
+    const row = this.sql
+      .exec<{ data: ArrayBuffer | null }>("SELECT coalesce(s.data, d.data) AS data FROM segments s LEFT JOIN segment_data d ON d.first_mseq = s.first_mseq WHERE s.first_mseq = ?", first)
+      .toArray()[0];
+    if (!row?.data) return null;
     const seg = decodeSegment(first, row.data);
     this.remember(seg);
     return seg;
@@ -206,7 +222,7 @@ export function migrateLegacy(sql: SqlStorage, transaction: (f: () => void) => v
         "SELECT (SELECT count(*) FROM outq WHERE mseq = ?1) + (SELECT count(*) FROM dead_letters WHERE mseq = ?1) + (SELECT count(*) FROM archive_jobs WHERE mseq = ?1) AS n",
         r.mseq,
       ).one().n;
-      sql.exec("INSERT INTO segments VALUES (?, 1, ?)", r.mseq, refs);
+      sql.exec("INSERT INTO segments (first_mseq, count, refs) VALUES (?, 1, ?)", r.mseq, refs);
       sql.exec("INSERT INTO segment_data VALUES (?, ?)", r.mseq, asBuffer(data));
       n++;
     }
