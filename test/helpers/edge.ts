@@ -35,6 +35,9 @@ export async function freePort(): Promise<number> {
  * workerd), on a free port with its own state folder, so a test can stop it
  * and start it again on the same persisted state.
  */
+/** The edge's port was taken between finding it free and binding it. */
+class PortTaken extends Error {}
+
 export class LocalEdge {
   private proc: ChildProcess | null = null;
   private output = "";
@@ -46,9 +49,18 @@ export class LocalEdge {
   ) {}
 
   static async start(opts: { stateDir?: string; port?: number } = {}): Promise<LocalEdge> {
-    const edge = new LocalEdge(opts.stateDir ?? (await mkdtemp(join(tmpdir(), "ferry-edge-"))), opts.port ?? (await freePort()));
-    await edge.up();
-    return edge;
+    const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), "ferry-edge-")));
+    // A port found free can be taken before wrangler binds it (other edges' workerd open ports of their
+    // own meanwhile): then another port, a few times, unless the caller chose it.
+    for (let attempt = 1; ; attempt++) {
+      const edge = new LocalEdge(stateDir, opts.port ?? (await freePort()));
+      try {
+        await edge.up();
+        return edge;
+      } catch (e) {
+        if (opts.port !== undefined || attempt >= 3 || !(e instanceof PortTaken)) throw e;
+      }
+    }
   }
 
   get url(): string {
@@ -70,11 +82,12 @@ export class LocalEdge {
     proc.stdout?.on("data", (d: Buffer) => (this.output += d.toString()));
     proc.stderr?.on("data", (d: Buffer) => (this.output += d.toString()));
     // Under the e2e hooks' 120 s: an edge that does not come up fails here, with what it said, not as a bare hook timeout.
-    await waitFor(
+    // One whose start script exited fails at once.
+    const up = await waitFor(
       `the edge on port ${this.port} to be healthy`,
       async () => {
-        if (proc.exitCode !== null) throw new Error(`start exited ${proc.exitCode}: ${this.output.slice(-2000)}`);
-        return this.output.includes("is up") && (await fetch(`${this.url}/healthz`)).ok;
+        if (proc.exitCode !== null) return "exited";
+        return this.output.includes("is up") && (await fetch(`${this.url}/healthz`)).ok ? "up" : undefined;
       },
       100_000,
       100,
@@ -82,6 +95,10 @@ export class LocalEdge {
       proc.kill("SIGTERM");
       throw new Error(`${(e as Error).message}; the edge's last output: ${this.output.slice(-2000)}`);
     });
+    if (up === "exited") {
+      const said = `start exited ${proc.exitCode}: ${this.output.slice(-2000)}`;
+      throw this.output.includes("Address already in use") ? new PortTaken(said) : new Error(said);
+    }
     this.adminToken = (await readFile(join(this.stateDir, "admin-token"), "utf8")).trim();
   }
 
