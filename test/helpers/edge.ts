@@ -30,14 +30,14 @@ export async function freePort(): Promise<number> {
   }
 }
 
+/** The edge's port was taken between finding it free and binding it. */
+class PortTaken extends Error {}
+
 /**
  * A real local edge, started exactly as `npm start` does (wrangler dev on
  * workerd), on a free port with its own state folder, so a test can stop it
  * and start it again on the same persisted state.
  */
-/** The edge's port was taken between finding it free and binding it. */
-class PortTaken extends Error {}
-
 export class LocalEdge {
   private proc: ChildProcess | null = null;
   private output = "";
