@@ -184,13 +184,15 @@ export class ChannelObject extends DurableObject<Env> {
         if (c) c.next = Math.max(c.next, next);
       }
     } else {
-      // Before the position row (an object from before it, or a new one): the separate keys, moved into it once.
       this.hwm = Number(meta.get("hwm") ?? 0);
       this.nextMseq = Number(meta.get("next_mseq") ?? 1);
-      this.ctx.storage.transactionSync(() => {
-        this.writePosition();
-        this.sql.exec("DELETE FROM meta WHERE k IN ('hwm', 'next_mseq')");
-      });
+      // An object from before the position row: its separate keys move into it once. (A new object writes the row when it first accepts.)
+      if (meta.has("hwm") || meta.has("next_mseq")) {
+        this.ctx.storage.transactionSync(() => {
+          this.writePosition();
+          this.sql.exec("DELETE FROM meta WHERE k IN ('hwm', 'next_mseq')");
+        });
+      }
     }
   }
 
